@@ -1,0 +1,213 @@
+//! The handle: create, inspect, stop, free.
+
+use std::time::Duration;
+
+use super::{boundary, bytes, ckv_status, copy_out};
+use crate::engine::Engine;
+use crate::log::Level;
+
+/// A running watcher and the snapshot it keeps. Opaque to C.
+///
+/// Ownership: created by [`ckv_init`], freed by [`ckv_free`], exactly once.
+/// Thread safety: every function taking a `const ckv_handle *` may be called
+/// from any thread of the creating process, concurrently. `ckv_shutdown` and
+/// `ckv_free` must not race with other calls on the same handle.
+#[derive(Debug)]
+pub struct ckv_handle {
+    engine: Engine,
+}
+
+/// Largest configuration accepted by [`ckv_init`].
+pub const CKV_MAX_CONFIG_BYTES: usize = 1 << 20;
+
+/// Checks a handle pointer from C: not NULL, and used in the process that
+/// created it.
+///
+/// # Safety
+/// `h` must be NULL or a pointer returned by `ckv_init` and not yet freed.
+pub(crate) unsafe fn handle<'a>(h: *const ckv_handle) -> Result<&'a ckv_handle, ckv_status> {
+    // SAFETY: per the contract above.
+    let h = unsafe { h.as_ref() }.ok_or(ckv_status::CKV_ERR_NULL_ARGUMENT)?;
+    if h.engine.pid() != std::process::id() {
+        return Err(ckv_status::CKV_ERR_FORKED);
+    }
+    Ok(h)
+}
+
+impl ckv_handle {
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+}
+
+fn write_err(errbuf: *mut u8, errbuf_len: *mut usize, msg: &str) {
+    if errbuf.is_null() || errbuf_len.is_null() {
+        return;
+    }
+    // SAFETY: checked non-NULL; the caller gives `*errbuf_len` writable bytes.
+    unsafe {
+        let cap = *errbuf_len;
+        let mut n = msg.len().min(cap);
+        while n > 0 && !msg.is_char_boundary(n) {
+            n -= 1;
+        }
+        std::ptr::copy_nonoverlapping(msg.as_ptr(), errbuf, n);
+        *errbuf_len = n;
+    }
+}
+
+/// Parses `config` (a JSON object: APISIX's `discovery.consul_kv` fields plus
+/// ckv's own, see README) and starts watching.
+///
+/// Call it after the process forks (in nginx: `init_worker`). The processes
+/// of one nginx instance that pass the same configuration share one Consul
+/// watch per server; the others follow its snapshots.
+///
+/// * `config`, `config_len`: the JSON bytes (at most 1 MiB); not retained.
+/// * `out`: receives the new handle on `CKV_OK`.
+/// * `errbuf`, `errbuf_len`: optional. On input `*errbuf_len` is the buffer's
+///   capacity; on failure the message is written (truncated to fit, not
+///   NUL-terminated) and `*errbuf_len` set to its length. The message never
+///   contains the ACL token.
+///
+/// Returns `CKV_OK`, `CKV_ERR_NULL_ARGUMENT`, `CKV_ERR_TOO_LARGE`,
+/// `CKV_ERR_INVALID_UTF8`, `CKV_ERR_INVALID_CONFIG` or `CKV_ERR_START`.
+///
+/// Ownership: free the handle with [`ckv_free`]. Blocking: reads the shared
+/// snapshot or the dump file from disk; never talks to Consul.
+#[no_mangle]
+pub extern "C" fn ckv_init(
+    config: *const u8,
+    config_len: usize,
+    out: *mut *mut ckv_handle,
+    errbuf: *mut u8,
+    errbuf_len: *mut usize,
+) -> ckv_status {
+    boundary(ckv_status::CKV_ERR_PANIC, || {
+        let fail = |status: ckv_status, msg: &str| {
+            write_err(errbuf, errbuf_len, msg);
+            status
+        };
+        if out.is_null() {
+            return fail(ckv_status::CKV_ERR_NULL_ARGUMENT, "out is NULL");
+        }
+        if config_len > CKV_MAX_CONFIG_BYTES {
+            return fail(
+                ckv_status::CKV_ERR_TOO_LARGE,
+                &format!("config is {config_len} bytes; the limit is {CKV_MAX_CONFIG_BYTES}"),
+            );
+        }
+        // SAFETY: the caller gives `config_len` readable bytes at `config`.
+        let json = match unsafe { bytes(config, config_len) } {
+            Ok(b) => b,
+            Err(s) => return fail(s, "config is NULL"),
+        };
+        if std::str::from_utf8(json).is_err() {
+            return fail(ckv_status::CKV_ERR_INVALID_UTF8, "config: not valid UTF-8");
+        }
+        let (config, warnings) = match crate::config::parse_with_warnings(json) {
+            Ok(c) => c,
+            Err(e) => return fail(ckv_status::CKV_ERR_INVALID_CONFIG, &e.to_string()),
+        };
+        let engine = match Engine::start(config) {
+            Ok(e) => e,
+            Err(e) => return fail(ckv_status::CKV_ERR_START, &e),
+        };
+        for w in warnings {
+            engine.logs().push(Level::Warn, format!("ckv: config: {w}"));
+        }
+        let h = Box::into_raw(Box::new(ckv_handle { engine }));
+        // SAFETY: checked non-NULL above.
+        unsafe { *out = h };
+        ckv_status::CKV_OK
+    })
+}
+
+/// A pointer to a counter that changes whenever the snapshot served by this
+/// handle is replaced. Reading it is the cheapest way to learn that
+/// something changed: no call, no lock.
+///
+/// Returns NULL for a NULL handle or one used after fork.
+/// Lifetime: valid until `ckv_free(h)`. Read it as a 32-bit value that may
+/// change at any time (it wraps around).
+#[no_mangle]
+pub extern "C" fn ckv_generation_ptr(h: *const ckv_handle) -> *const u32 {
+    boundary(std::ptr::null(), || {
+        // SAFETY: `h` is NULL or live, per the contract.
+        match unsafe { handle(h) } {
+            Ok(h) => h.engine.generation().as_ptr().cast_const(),
+            Err(_) => std::ptr::null(),
+        }
+    })
+}
+
+/// Writes the statistics as a JSON object into `buf`: version, pid, role
+/// (`leader`, `follower` or `standalone`), `leader_pid`, `generation`,
+/// `services`, `nodes`, `source` (`consul`, `dump` or `none`), `ready`, and
+/// per server: `url`, `state`, `last_index`, `last_success_ms`,
+/// `last_change_ms`, `last_error_ms`, `last_error`, `requests_total`,
+/// `errors_total`, `consecutive_errors`, `index_resets`,
+/// `malformed_entries`, `services`, `nodes`, `last_response_bytes`.
+///
+/// Buffer rules as in the module docs (`CKV_ERR_BUFFER_TOO_SMALL` sets
+/// `*out_len`). Thread safety: any thread of the creating process.
+#[no_mangle]
+pub extern "C" fn ckv_stats(
+    h: *const ckv_handle,
+    buf: *mut u8,
+    buf_cap: usize,
+    out_len: *mut usize,
+) -> ckv_status {
+    boundary(ckv_status::CKV_ERR_PANIC, || {
+        // SAFETY: per the function contract.
+        let h = match unsafe { handle(h) } {
+            Ok(h) => h,
+            Err(s) => return s,
+        };
+        let json = h.engine.stats_json();
+        // SAFETY: per the function contract.
+        unsafe { copy_out(json.as_bytes(), buf, buf_cap, out_len) }
+    })
+}
+
+/// Stops watching Consul and joins the library's threads, waiting at most
+/// `timeout_ms`. The last snapshot stays readable until `ckv_free`.
+///
+/// Returns `CKV_OK`, `CKV_ERR_TIMEOUT` (a thread was left to finish alone),
+/// `CKV_ERR_NULL_ARGUMENT` or `CKV_ERR_FORKED`. Calling it twice is harmless.
+/// Must not race with `ckv_free` on the same handle.
+#[no_mangle]
+pub extern "C" fn ckv_shutdown(h: *mut ckv_handle, timeout_ms: u32) -> ckv_status {
+    boundary(ckv_status::CKV_ERR_PANIC, || {
+        // SAFETY: per the function contract.
+        let h = match unsafe { handle(h) } {
+            Ok(h) => h,
+            Err(s) => return s,
+        };
+        if h.engine.shutdown(Duration::from_millis(u64::from(timeout_ms))) {
+            ckv_status::CKV_OK
+        } else {
+            ckv_status::CKV_ERR_TIMEOUT
+        }
+    })
+}
+
+/// Stops the handle (as `ckv_shutdown` with a 2 s limit) and frees it.
+/// NULL is ignored. In a forked child the memory is deliberately leaked: the
+/// threads it refers to do not exist there.
+///
+/// Ownership: `h` must come from `ckv_init` and is invalid afterwards,
+/// together with the pointer from `ckv_generation_ptr`.
+#[no_mangle]
+pub extern "C" fn ckv_free(h: *mut ckv_handle) {
+    boundary((), || {
+        if h.is_null() {
+            return;
+        }
+        // SAFETY: `h` came from Box::into_raw in ckv_init and is freed once.
+        let boxed = unsafe { Box::from_raw(h) };
+        if boxed.engine.pid() != std::process::id() {
+            std::mem::forget(boxed);
+        }
+    })
+}

@@ -1,0 +1,697 @@
+//! Parsing what Consul returns for `GET /v1/kv/{prefix}?recurse`: the response
+//! body, each key (`{prefix}/{service path}/{host}:{port}`) and each value
+//! (base64 of a JSON object such as `{"weight":1,"max_fails":2}`).
+//!
+//! A response that is not a JSON array is refused whole. A single bad entry is
+//! reported as [`Outcome::Malformed`] with its reason and the rest still
+//! applies.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::net::Ipv6Addr;
+
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::DecodePaddingMode;
+use base64::Engine as _;
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+
+/// Consul sends standard padded base64; accept unpadded too, since some
+/// tools that write KV through other paths strip padding.
+const BASE64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// A response body that cannot be used at all. Nothing is applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseError(pub String);
+
+impl fmt::Display for ResponseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One element of the response array, with loosely typed fields so that a
+/// single entry with a wrong type does not spoil the whole response.
+#[derive(Debug, Default)]
+pub struct RawEntry<'a> {
+    pub key: Field<Cow<'a, str>>,
+    pub value: Field<Cow<'a, str>>,
+    pub modify_index: Field<u64>,
+}
+
+/// A field as found in the JSON: absent, null, of the expected type, or not.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub enum Field<T> {
+    #[default]
+    Absent,
+    Null,
+    Ok(T),
+    WrongType(&'static str),
+}
+
+/// Parses a whole `?recurse` response body. The body must be a JSON array;
+/// elements that are not objects become entries whose key is `WrongType`.
+pub fn parse_response(body: &[u8]) -> Result<Vec<RawEntry<'_>>, ResponseError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let entries = de.deserialize_any(EntriesVisitor).map_err(|e| {
+        ResponseError(format!(
+            "response is not valid JSON ({} bytes): {e}",
+            body.len()
+        ))
+    })?;
+    de.end()
+        .map_err(|e| ResponseError(format!("trailing data after JSON array: {e}")))?;
+    entries.ok_or_else(|| {
+        ResponseError(format!(
+            "response is not a JSON array (starts with {:?})",
+            preview(body)
+        ))
+    })
+}
+
+fn preview(body: &[u8]) -> String {
+    let n = body.len().min(40);
+    String::from_utf8_lossy(&body[..n]).into_owned()
+}
+
+struct EntriesVisitor;
+
+impl<'de> Visitor<'de> for EntriesVisitor {
+    /// None when the document is valid JSON but not an array.
+    type Value = Option<Vec<RawEntry<'de>>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON array of KV entries")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(entry) = seq.next_element::<EntrySeed<'de>>()? {
+            out.push(entry.0);
+        }
+        Ok(Some(out))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+}
+
+struct EntrySeed<'a>(RawEntry<'a>);
+
+impl<'de> Deserialize<'de> for EntrySeed<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(EntryVisitor).map(EntrySeed)
+    }
+}
+
+struct EntryVisitor;
+
+impl<'de> Visitor<'de> for EntryVisitor {
+    type Value = RawEntry<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a KV entry object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut entry = RawEntry::default();
+        while let Some(name) = map.next_key::<Cow<'de, str>>()? {
+            match name.as_ref() {
+                "Key" => entry.key = map.next_value::<StrField<'de>>()?.0,
+                "Value" => entry.value = map.next_value::<StrField<'de>>()?.0,
+                "ModifyIndex" => entry.modify_index = map.next_value::<U64Field>()?.0,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(entry)
+    }
+
+    // Anything that is not an object: an entry whose key has the wrong type.
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(not_an_object())
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(not_an_object())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(not_an_object())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(not_an_object())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(not_an_object())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(not_an_object())
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(not_an_object())
+    }
+}
+
+fn not_an_object<'a>() -> RawEntry<'a> {
+    RawEntry {
+        key: Field::WrongType("entry is not a JSON object"),
+        ..RawEntry::default()
+    }
+}
+
+/// Deserializes any JSON value into a `Field<Cow<str>>`.
+struct StrField<'a>(Field<Cow<'a, str>>);
+
+impl<'de> Deserialize<'de> for StrField<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Field<Cow<'de, str>>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string or null")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+                Ok(Field::Ok(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(Field::Ok(Cow::Owned(s.to_owned())))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Self::Value, E> {
+                Ok(Field::Ok(Cow::Owned(s)))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(Field::Null)
+            }
+            fn visit_none<E>(self) -> Result<Self::Value, E> {
+                Ok(Field::Null)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Field::WrongType("a boolean"))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Field::WrongType("a number"))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Field::WrongType("a number"))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Field::WrongType("a number"))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<Self::Value, A::Error> {
+                while s.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Field::WrongType("an array"))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+                while m.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Field::WrongType("an object"))
+            }
+        }
+        d.deserialize_any(V).map(StrField)
+    }
+}
+
+/// Deserializes any JSON value into a `Field<u64>`.
+struct U64Field(Field<u64>);
+
+impl<'de> Deserialize<'de> for U64Field {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Field<u64>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an unsigned integer")
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(Field::Ok(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(u64::try_from(v).map_or(Field::WrongType("a negative number"), Field::Ok))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Field::WrongType("a fractional number"))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(Field::Null)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Field::WrongType("a boolean"))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(Field::WrongType("a string"))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<Self::Value, A::Error> {
+                while s.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Field::WrongType("an array"))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+                while m.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Field::WrongType("an object"))
+            }
+        }
+        d.deserialize_any(V).map(U64Field)
+    }
+}
+
+/// What one KV entry contributes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A node of service `service_path` (`{prefix}/{svc}/`), rendered as a
+    /// JSON object in APISIX's node shape.
+    Node {
+        service_path: Box<str>,
+        json: Box<str>,
+    },
+    /// Deliberately left out: `check_status: false`, or a `skip_keys` match.
+    Dropped(&'static str),
+    /// Not a node and not an error: a folder key such as `upstreams/web/`.
+    Ignored,
+    /// Bad key or value; the reason is logged once.
+    Malformed(String),
+}
+
+/// Rules for turning keys and values into nodes.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    /// Prefix without surrounding slashes, e.g. `upstreams`.
+    pub prefix: String,
+    pub skip_keys: Vec<String>,
+    pub default_weight: u32,
+}
+
+/// Where the node part of a key starts, and the node's host and port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedKey<'k> {
+    pub service_path: &'k str,
+    pub host: &'k str,
+    pub port: u16,
+}
+
+/// Splits `{prefix}/{service path}/{host}:{port}`.
+///
+/// `Ok(None)` is a folder key (ends with `/`). The service path keeps the
+/// prefix and the trailing slash, exactly as APISIX captures it.
+pub fn parse_key<'k>(key: &'k str, prefix: &str) -> Result<Option<ParsedKey<'k>>, String> {
+    let rest = key
+        .strip_prefix(prefix)
+        .and_then(|r| r.strip_prefix('/'))
+        .ok_or_else(|| format!("key is not under prefix \"{prefix}/\""))?;
+    let Some(slash) = rest.rfind('/') else {
+        if rest.is_empty() {
+            return Ok(None);
+        }
+        return Err("key has no service path between the prefix and host:port".into());
+    };
+    let node = &rest[slash + 1..];
+    if node.is_empty() {
+        return Ok(None);
+    }
+    if slash == 0 {
+        return Err("empty service name".into());
+    }
+    let service_path = &key[..prefix.len() + 1 + slash + 1];
+    let (host, port) = split_host_port(node)?;
+    Ok(Some(ParsedKey {
+        service_path,
+        host,
+        port,
+    }))
+}
+
+fn split_host_port(node: &str) -> Result<(&str, u16), String> {
+    let (host, port) = if node.starts_with('[') {
+        let end = node
+            .find(']')
+            .ok_or_else(|| format!("unterminated IPv6 literal in \"{node}\""))?;
+        let inner = &node[1..end];
+        if inner.parse::<Ipv6Addr>().is_err() {
+            return Err(format!("invalid IPv6 address \"{inner}\""));
+        }
+        let port = node[end + 1..]
+            .strip_prefix(':')
+            .ok_or_else(|| format!("missing :port after \"{}\"", &node[..=end]))?;
+        (&node[..=end], port)
+    } else {
+        let colon = node
+            .rfind(':')
+            .ok_or_else(|| format!("expected host:port, got \"{node}\""))?;
+        let host = &node[..colon];
+        if host.is_empty() {
+            return Err(format!("empty host in \"{node}\""));
+        }
+        if let Some(c) = host
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
+        {
+            return Err(format!("invalid character {c:?} in host \"{host}\""));
+        }
+        (host, &node[colon + 1..])
+    };
+    if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("invalid port \"{port}\""));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok((host, p)),
+        _ => Err(format!("port {port} out of range 1-65535")),
+    }
+}
+
+/// Turns one entry's key and value into an [`Outcome`].
+pub fn parse_entry(key: &str, value: &Field<Cow<'_, str>>, rules: &Rules) -> Outcome {
+    let parsed = match parse_key(key, &rules.prefix) {
+        Ok(Some(p)) => p,
+        Ok(None) => return Outcome::Ignored,
+        Err(e) => return Outcome::Malformed(e),
+    };
+    if rules.skip_keys.iter().any(|s| s == parsed.service_path) {
+        return Outcome::Dropped("service listed in skip_keys");
+    }
+    let encoded = match value {
+        Field::Ok(v) if !v.is_empty() => v,
+        Field::Ok(_) | Field::Null | Field::Absent => {
+            return Outcome::Malformed("empty value".into())
+        }
+        Field::WrongType(t) => return Outcome::Malformed(format!("Value is {t}, not a string")),
+    };
+    let decoded = match BASE64.decode(encoded.as_bytes()) {
+        Ok(d) => d,
+        Err(e) => return Outcome::Malformed(format!("Value is not valid base64: {e}")),
+    };
+    let obj: serde_json::Map<String, serde_json::Value> = match serde_json::from_slice(&decoded) {
+        Ok(serde_json::Value::Object(o)) => o,
+        Ok(_) => return Outcome::Malformed("value is not a JSON object".into()),
+        Err(e) => return Outcome::Malformed(format!("value is not valid JSON: {e}")),
+    };
+    match obj.get("check_status") {
+        Some(serde_json::Value::Bool(false)) => return Outcome::Dropped("check_status is false"),
+        Some(serde_json::Value::String(s)) if s == "false" => {
+            return Outcome::Dropped("check_status is false")
+        }
+        _ => {}
+    }
+    match render_node(&parsed, &obj, rules.default_weight) {
+        Ok(json) => Outcome::Node {
+            service_path: parsed.service_path.into(),
+            json: json.into_boxed_str(),
+        },
+        Err(e) => Outcome::Malformed(e),
+    }
+}
+
+/// Renders `{"host":..,"port":..,"weight":..}` plus the optional fields that
+/// are present and well typed, in a fixed order.
+fn render_node(
+    key: &ParsedKey<'_>,
+    value: &serde_json::Map<String, serde_json::Value>,
+    default_weight: u32,
+) -> Result<String, String> {
+    use serde_json::Value;
+    let weight = match value.get("weight") {
+        None | Some(Value::Null) => u64::from(default_weight),
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(w) if w <= i32::MAX as u64 => w,
+            _ => return Err(format!("weight must be an integer from 0 to 2147483647, got {n}")),
+        },
+        Some(v) => return Err(format!("weight must be an integer, got {}", short(v))),
+    };
+    // Hosts are ASCII letters, digits, '.', '-', '_', or a bracketed IPv6
+    // literal, so they need no JSON escaping.
+    let mut out = format!(
+        "{{\"host\":\"{}\",\"port\":{},\"weight\":{}",
+        key.host, key.port, weight
+    );
+    for (name, want) in [
+        ("max_fails", Want::NonNegInt),
+        ("fail_timeout", Want::NonNegNumber),
+        ("priority", Want::Int),
+        ("metadata", Want::Object),
+    ] {
+        if let Some(v) = value.get(name) {
+            if want.accepts(v) {
+                out.push_str(",\"");
+                out.push_str(name);
+                out.push_str("\":");
+                out.push_str(&v.to_string());
+            }
+        }
+    }
+    out.push('}');
+    Ok(out)
+}
+
+#[derive(Clone, Copy)]
+enum Want {
+    NonNegInt,
+    NonNegNumber,
+    Int,
+    Object,
+}
+
+impl Want {
+    fn accepts(self, v: &serde_json::Value) -> bool {
+        match (self, v) {
+            (Want::NonNegInt, serde_json::Value::Number(n)) => n.is_u64(),
+            (Want::NonNegNumber, serde_json::Value::Number(n)) => {
+                n.as_f64().is_some_and(|f| f >= 0.0)
+            }
+            (Want::Int, serde_json::Value::Number(n)) => n.is_i64() || n.is_u64(),
+            (Want::Object, serde_json::Value::Object(_)) => true,
+            _ => false,
+        }
+    }
+}
+
+fn short(v: &serde_json::Value) -> String {
+    let mut s = v.to_string();
+    if s.len() > 40 {
+        let mut cut = 40;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules() -> Rules {
+        Rules {
+            prefix: "upstreams".into(),
+            skip_keys: vec!["upstreams/skipped/".into()],
+            default_weight: 7,
+        }
+    }
+
+    fn b64(s: &str) -> Field<Cow<'static, str>> {
+        Field::Ok(Cow::Owned(base64::engine::general_purpose::STANDARD.encode(s)))
+    }
+
+    fn node(key: &str, value: &str) -> Outcome {
+        parse_entry(key, &b64(value), &rules())
+    }
+
+    #[test]
+    fn keys_split_like_apisix() {
+        let k = parse_key("upstreams/webpages/127.0.0.1:8000", "upstreams")
+            .unwrap()
+            .unwrap();
+        assert_eq!(k.service_path, "upstreams/webpages/");
+        assert_eq!((k.host, k.port), ("127.0.0.1", 8000));
+        let k = parse_key("upstreams/web/team/hello/10.0.0.1:80", "upstreams")
+            .unwrap()
+            .unwrap();
+        assert_eq!(k.service_path, "upstreams/web/team/hello/");
+    }
+
+    #[test]
+    fn hostnames_and_ipv6_parse() {
+        let k = parse_key("upstreams/web/api-1_b.internal:8080", "upstreams")
+            .unwrap()
+            .unwrap();
+        assert_eq!((k.host, k.port), ("api-1_b.internal", 8080));
+        let k = parse_key("upstreams/web/[2001:db8::1]:8080", "upstreams")
+            .unwrap()
+            .unwrap();
+        assert_eq!((k.host, k.port), ("[2001:db8::1]", 8080));
+    }
+
+    #[test]
+    fn folder_keys_are_ignored() {
+        assert_eq!(parse_key("upstreams/web/", "upstreams"), Ok(None));
+        assert_eq!(parse_key("upstreams/", "upstreams"), Ok(None));
+    }
+
+    #[test]
+    fn bad_keys_are_malformed_with_reason() {
+        let cases = [
+            ("other/web/1.1.1.1:80", "not under prefix"),
+            ("upstreamsX/web/1.1.1.1:80", "not under prefix"),
+            ("upstreams/1.1.1.1:80", "no service path"),
+            ("upstreams/web/1.1.1.1", "expected host:port"),
+            ("upstreams/web/1.1.1.1:", "invalid port"),
+            ("upstreams/web/1.1.1.1:0", "out of range"),
+            ("upstreams/web/1.1.1.1:65536", "out of range"),
+            ("upstreams/web/1.1.1.1:80x", "invalid port"),
+            ("upstreams/web/:80", "empty host"),
+            ("upstreams/web/a b:80", "invalid character"),
+            ("upstreams/web/[2001:db8::1:80", "unterminated"),
+            ("upstreams/web/[zz::1]:80", "invalid IPv6"),
+            ("upstreams/web/[::1]80", "missing :port"),
+        ];
+        for (key, want) in cases {
+            match parse_key(key, "upstreams") {
+                Err(e) => assert!(e.contains(want), "{key}: {e} does not mention {want}"),
+                Ok(k) => panic!("{key} parsed as {k:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn value_fields_are_kept_in_order() {
+        let out = node(
+            "upstreams/web/1.2.3.4:80",
+            r#"{"metadata":{"lane":"a"},"priority":-1,"fail_timeout":1.5,"max_fails":2,"weight":3}"#,
+        );
+        assert_eq!(
+            out,
+            Outcome::Node {
+                service_path: "upstreams/web/".into(),
+                json: r#"{"host":"1.2.3.4","port":80,"weight":3,"max_fails":2,"fail_timeout":1.5,"priority":-1,"metadata":{"lane":"a"}}"#.into(),
+            }
+        );
+    }
+
+    #[test]
+    fn default_weight_applies_and_zero_weight_is_kept() {
+        let Outcome::Node { json, .. } = node("upstreams/web/1.2.3.4:80", "{}") else {
+            panic!()
+        };
+        assert_eq!(&*json, r#"{"host":"1.2.3.4","port":80,"weight":7}"#);
+        let Outcome::Node { json, .. } = node("upstreams/web/1.2.3.4:80", r#"{"weight":0}"#)
+        else {
+            panic!()
+        };
+        assert!(json.contains("\"weight\":0"));
+    }
+
+    #[test]
+    fn check_status_false_drops_the_node() {
+        assert!(matches!(
+            node("upstreams/web/1.2.3.4:80", r#"{"check_status":false}"#),
+            Outcome::Dropped(_)
+        ));
+        assert!(matches!(
+            node("upstreams/web/1.2.3.4:80", r#"{"check_status":"false"}"#),
+            Outcome::Dropped(_)
+        ));
+        assert!(matches!(
+            node("upstreams/web/1.2.3.4:80", r#"{"check_status":true}"#),
+            Outcome::Node { .. }
+        ));
+    }
+
+    #[test]
+    fn skip_keys_match_the_service_path_exactly() {
+        assert!(matches!(
+            node("upstreams/skipped/1.2.3.4:80", "{}"),
+            Outcome::Dropped(_)
+        ));
+        assert!(matches!(
+            node("upstreams/skipped/more/1.2.3.4:80", "{}"),
+            Outcome::Node { .. }
+        ));
+    }
+
+    #[test]
+    fn bad_values_are_malformed_with_reason() {
+        let r = rules();
+        let key = "upstreams/web/1.2.3.4:80";
+        let cases: Vec<(Field<Cow<str>>, &str)> = vec![
+            (Field::Null, "empty value"),
+            (Field::Absent, "empty value"),
+            (Field::Ok(Cow::Borrowed("")), "empty value"),
+            (Field::WrongType("a number"), "Value is a number"),
+            (Field::Ok(Cow::Borrowed("!!!")), "not valid base64"),
+            (b64("not json"), "not valid JSON"),
+            (b64("[1]"), "not a JSON object"),
+            (b64(r#"{"weight":"3"}"#), "weight must be an integer"),
+            (b64(r#"{"weight":-1}"#), "weight must be an integer from 0"),
+            (b64(r#"{"weight":1.5}"#), "weight must be an integer from 0"),
+        ];
+        for (value, want) in cases {
+            match parse_entry(key, &value, &r) {
+                Outcome::Malformed(e) => assert!(e.contains(want), "{value:?}: {e}"),
+                other => panic!("{value:?} gave {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn mistyped_optional_fields_are_left_out() {
+        let Outcome::Node { json, .. } = node(
+            "upstreams/web/1.2.3.4:80",
+            r#"{"max_fails":"2","fail_timeout":-1,"priority":"x","metadata":[1]}"#,
+        ) else {
+            panic!()
+        };
+        assert_eq!(&*json, r#"{"host":"1.2.3.4","port":80,"weight":7}"#);
+    }
+
+    #[test]
+    fn response_must_be_an_array() {
+        assert!(parse_response(b"<html>oops</html>").is_err());
+        assert!(parse_response(b"{\"oops\":1}")
+            .unwrap_err()
+            .0
+            .contains("not a JSON array"));
+        assert!(parse_response(b"[{\"Key\":\"a\"}").is_err());
+        assert!(parse_response(b"[] x").is_err());
+        assert_eq!(parse_response(b"[]").unwrap().len(), 0);
+    }
+
+    #[test]
+    fn entries_with_wrong_types_are_kept_as_such() {
+        let body = br#"[{"Key":1,"Value":null,"ModifyIndex":"7"},
+                        {"LockIndex":0,"Key":"upstreams/a/1.1.1.1:80","Flags":0,"Value":"e30=","CreateIndex":5,"ModifyIndex":9},
+                        "oops", {"Key":"k\u003c","Value":{"x":1},"ModifyIndex":-1}]"#;
+        let e = parse_response(body).unwrap();
+        assert_eq!(e.len(), 4);
+        assert_eq!(e[0].key, Field::WrongType("a number"));
+        assert_eq!(e[0].value, Field::Null);
+        assert_eq!(e[0].modify_index, Field::WrongType("a string"));
+        assert_eq!(e[1].key, Field::Ok(Cow::Borrowed("upstreams/a/1.1.1.1:80")));
+        assert_eq!(e[1].modify_index, Field::Ok(9));
+        assert_eq!(e[2].key, Field::WrongType("entry is not a JSON object"));
+        assert_eq!(e[3].key, Field::Ok(Cow::Owned("k<".into())));
+        assert_eq!(e[3].value, Field::WrongType("an object"));
+        assert_eq!(e[3].modify_index, Field::WrongType("a negative number"));
+    }
+}

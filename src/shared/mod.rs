@@ -1,0 +1,10 @@
+//! One Consul watch per nginx instance: the processes of one instance elect a
+//! leader with a file lock; the leader publishes each snapshot into a shared
+//! directory (tmpfs) and wakes the others through a futex word in a shared
+//! header. See `docs/architecture.md`.
+
+pub mod codec;
+mod futex;
+pub mod group;
+
+pub use group::Group;

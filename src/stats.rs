@@ -1,0 +1,70 @@
+//! What the watcher tells the operator: per-server state, indexes, times and
+//! counters. Rendered as JSON by `ckv_stats`; the token never appears here.
+
+use serde::Serialize;
+
+/// What a server's watch is doing now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerState {
+    /// No response yet.
+    #[default]
+    Starting,
+    /// Blocking query outstanding, last response good.
+    Watching,
+    /// `keepalive: false`: waiting for the next poll, last response good.
+    Polling,
+    /// The last request failed; waiting before the retry.
+    Backoff,
+    /// This process is not the leader: another process watches for it.
+    Follower,
+    Stopped,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct ServerStats {
+    pub url: String,
+    pub state: ServerState,
+    /// Last `X-Consul-Index` adopted (0: none yet, or reset).
+    pub last_index: u64,
+    /// Unix time in milliseconds; 0 means never.
+    pub last_success_ms: u64,
+    pub last_change_ms: u64,
+    pub last_error_ms: u64,
+    pub last_error: Option<String>,
+    pub requests_total: u64,
+    pub errors_total: u64,
+    pub consecutive_errors: u32,
+    /// Times the index went backwards and the watch restarted from 0.
+    pub index_resets: u64,
+    /// Entries skipped as malformed in the last response.
+    pub malformed_entries: u64,
+    pub services: u64,
+    pub nodes: u64,
+    pub last_response_bytes: u64,
+}
+
+/// The whole picture for `ckv_stats`.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Stats {
+    pub version: &'static str,
+    pub pid: u32,
+    /// "leader" (this process watches Consul), "follower" or "standalone".
+    pub role: &'static str,
+    pub leader_pid: u32,
+    /// Sequence number of the snapshot this process serves.
+    pub generation: u64,
+    pub services: u64,
+    pub nodes: u64,
+    /// "consul", "dump" or "none": where the served data came from.
+    pub source: &'static str,
+    /// True once data from Consul (or a fresh dump) is being served.
+    pub ready: bool,
+    pub servers: Vec<ServerStats>,
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
