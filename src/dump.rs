@@ -78,19 +78,21 @@ pub enum Loaded {
     Missing,
 }
 
-/// Reads and checks a dump. `now` is unix seconds. Nodes that are not objects
+/// Reads and checks a dump. `now` is unix seconds; `expire` is the
+/// configured `dump.expire` (as APISIX, the configuration decides, not the
+/// file; 0 never expires). Nodes that are not objects
 /// with a string `host` and an integer `port` make their service invalid; such
 /// services are left out and named in the returned warnings.
-pub fn load(path: &Path, now: u64) -> Result<(Loaded, Vec<String>), String> {
+pub fn load(path: &Path, now: u64, expire: u64) -> Result<(Loaded, Vec<String>), String> {
     let bytes = match fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Loaded::Missing, vec![])),
         Err(e) => return Err(format!("cannot read dump {}: {e}", path.display())),
     };
-    parse(&bytes, now).map_err(|e| format!("dump {} is unusable: {e}", path.display()))
+    parse(&bytes, now, expire).map_err(|e| format!("dump {} is unusable: {e}", path.display()))
 }
 
-pub fn parse(bytes: &[u8], now: u64) -> Result<(Loaded, Vec<String>), String> {
+pub fn parse(bytes: &[u8], now: u64, expire: u64) -> Result<(Loaded, Vec<String>), String> {
     use serde_json::Value;
     let doc: Value = serde_json::from_slice(bytes).map_err(|e| format!("invalid JSON: {e}"))?;
     let services = doc
@@ -101,7 +103,6 @@ pub fn parse(bytes: &[u8], now: u64) -> Result<(Loaded, Vec<String>), String> {
         .get("last_update")
         .and_then(Value::as_u64)
         .ok_or("no integer \"last_update\"")?;
-    let expire = doc.get("expire").and_then(Value::as_u64).unwrap_or(0);
     if expire != 0 && last_update.saturating_add(expire) < now {
         return Ok((Loaded::Expired { last_update, expire }, vec![]));
     }
@@ -174,7 +175,7 @@ mod tests {
         write_atomic(&path, render(&snapshot(), 1000, 60).as_bytes()).unwrap();
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let (loaded, warnings) = load(&path, 1030).unwrap();
+        let (loaded, warnings) = load(&path, 1030, 60).unwrap();
         assert!(warnings.is_empty());
         let Loaded::Fresh(s) = loaded else { panic!("{loaded:?}") };
         assert!(s.from_dump);
@@ -186,25 +187,26 @@ mod tests {
 
     #[test]
     fn expiry_follows_the_file() {
-        let text = render(&snapshot(), 1000, 60);
-        assert!(matches!(parse(text.as_bytes(), 1060).unwrap().0, Loaded::Fresh(_)));
+        // The configured expire decides, whatever the file says.
+        let text = render(&snapshot(), 1000, 3600);
+        assert!(matches!(parse(text.as_bytes(), 1060, 60).unwrap().0, Loaded::Fresh(_)));
         assert!(matches!(
-            parse(text.as_bytes(), 1061).unwrap().0,
+            parse(text.as_bytes(), 1061, 60).unwrap().0,
             Loaded::Expired { last_update: 1000, expire: 60 }
         ));
-        let never = render(&snapshot(), 1000, 0);
-        assert!(matches!(parse(never.as_bytes(), u64::MAX).unwrap().0, Loaded::Fresh(_)));
+        assert!(matches!(parse(text.as_bytes(), u64::MAX, 0).unwrap().0, Loaded::Fresh(_)));
     }
 
     #[test]
     fn missing_and_corrupt_dumps() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(matches!(load(&dir.path().join("nope"), 0).unwrap().0, Loaded::Missing));
+        assert!(matches!(load(&dir.path().join("nope"), 0, 0).unwrap().0, Loaded::Missing));
         for bad in [&b"{"[..], b"[]", b"{\"services\":[]}", b"{\"services\":{}}"] {
-            assert!(parse(bad, 0).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(parse(bad, 0, 0).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
         let (loaded, warnings) = parse(
             br#"{"services":{"a":[{"host":"h","port":1}],"b":[{"host":1}],"c":{}},"last_update":5}"#,
+            0,
             0,
         )
         .unwrap();

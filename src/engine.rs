@@ -267,7 +267,7 @@ impl Shared {
             return;
         }
         let now = crate::stats::now_ms() / 1000;
-        match dump::load(&d.path, now) {
+        match dump::load(&d.path, now, d.expire) {
             Ok((dump::Loaded::Fresh(s), warnings)) => {
                 for w in warnings {
                     self.log(Level::Warn, format!("ckv: dump {}: {w}", d.path.display()));
