@@ -2,6 +2,7 @@
 //! response assembly (gzip, Content-Length vs chunked, fault delivery).
 
 use std::fmt;
+use std::future::Future;
 use std::io::Write;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -31,7 +32,6 @@ impl fmt::Display for BodyError {
 impl std::error::Error for BodyError {}
 
 /// The body types the server sends.
-#[derive(Debug)]
 pub enum ReplyBody {
     /// Known length (Content-Length).
     Full(Option<Bytes>),
@@ -41,6 +41,8 @@ pub enum ReplyBody {
     Truncated {
         first: Option<Bytes>,
         declared: u64,
+        /// Pause after the partial body so it is flushed before the abort.
+        pause: Pin<Box<tokio::time::Sleep>>,
     },
     /// Declares `declared` bytes and never sends any.
     Stall { declared: u64 },
@@ -57,9 +59,13 @@ impl Body for ReplyBody {
         let this = self.get_mut();
         match this {
             ReplyBody::Full(b) | ReplyBody::Chunked(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            ReplyBody::Truncated { first, .. } => match first.take() {
+            ReplyBody::Truncated { first, pause, .. } => match first.take() {
                 Some(b) if !b.is_empty() => Poll::Ready(Some(Ok(Frame::data(b)))),
-                _ => Poll::Ready(Some(Err(BodyError("body truncated by fault injection")))),
+                _ => {
+                    // Pending first, so hyper flushes what it has; then fail.
+                    std::task::ready!(pause.as_mut().poll(_cx));
+                    Poll::Ready(Some(Err(BodyError("body truncated by fault injection"))))
+                }
             },
             ReplyBody::Stall { .. } => Poll::Pending,
         }
@@ -220,6 +226,7 @@ pub fn finish(mut reply: Reply, accept_gzip: bool) -> Response<ReplyBody> {
             ReplyBody::Truncated {
                 first: Some(body.slice(..body.len() / 2)),
                 declared,
+                pause: Box::pin(tokio::time::sleep(std::time::Duration::from_millis(20))),
             }
         }
         Delivery::Stall => {

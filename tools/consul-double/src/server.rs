@@ -23,11 +23,18 @@ use crate::state::{lock, Shared};
 use crate::stats::ConnGuard;
 
 /// go-connlimit's response when an IP has too many connections.
-const TOO_MANY_CONNS: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\n\
-Content-Type: text/plain\r\n\
-Content-Length: 80\r\n\
-Connection: close\r\n\r\n\
-Your IP is issuing too many concurrent connections, please rate limit your calls\n";
+const TOO_MANY_CONNS_MSG: &str =
+    "Your IP is issuing too many concurrent connections, please rate limit your calls\n";
+
+fn too_many_conns_response() -> Vec<u8> {
+    format!(
+        "HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{}",
+        TOO_MANY_CONNS_MSG.len(),
+        TOO_MANY_CONNS_MSG
+    )
+    .into_bytes()
+}
 
 /// A bound, not yet running server.
 pub struct Server {
@@ -175,7 +182,7 @@ async fn connection(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr
         }
     };
     if !admitted {
-        let _ = stream.write_all(TOO_MANY_CONNS).await;
+        let _ = stream.write_all(&too_many_conns_response()).await;
         let _ = stream.shutdown().await;
         return;
     }
