@@ -15,7 +15,10 @@ pub enum Authz {
     Disabled,
     Anonymous,
     Management,
-    Reader { accessor: String, prefix: Vec<u8> },
+    Reader {
+        accessor: String,
+        prefix: Vec<u8>,
+    },
 }
 
 /// `parseTokenInternal`: `?token` > `X-Consul-Token` > `Authorization: Bearer`.

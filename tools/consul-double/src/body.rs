@@ -58,7 +58,9 @@ impl Body for ReplyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
         match this {
-            ReplyBody::Full(b) | ReplyBody::Chunked(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            ReplyBody::Full(b) | ReplyBody::Chunked(b) => {
+                Poll::Ready(b.take().map(|b| Ok(Frame::data(b))))
+            }
             ReplyBody::Truncated { first, pause, .. } => match first.take() {
                 Some(b) if !b.is_empty() => Poll::Ready(Some(Ok(Frame::data(b)))),
                 _ => {
@@ -222,7 +224,9 @@ pub fn finish(mut reply: Reply, accept_gzip: bool) -> Response<ReplyBody> {
         }
         Delivery::Truncate => {
             let declared = (body.len() as u64).max(1);
-            reply.headers.insert(CONTENT_LENGTH, HeaderValue::from(declared));
+            reply
+                .headers
+                .insert(CONTENT_LENGTH, HeaderValue::from(declared));
             ReplyBody::Truncated {
                 first: Some(body.slice(..body.len() / 2)),
                 declared,
@@ -231,7 +235,9 @@ pub fn finish(mut reply: Reply, accept_gzip: bool) -> Response<ReplyBody> {
         }
         Delivery::Stall => {
             let declared = body.len() as u64;
-            reply.headers.insert(CONTENT_LENGTH, HeaderValue::from(declared));
+            reply
+                .headers
+                .insert(CONTENT_LENGTH, HeaderValue::from(declared));
             ReplyBody::Stall { declared }
         }
     };
@@ -249,7 +255,10 @@ mod tests {
     fn gzip_acceptance() {
         let mut h = HeaderMap::new();
         assert!(!accepts_gzip(&h));
-        h.insert("accept-encoding", HeaderValue::from_static("deflate, gzip;q=0.5"));
+        h.insert(
+            "accept-encoding",
+            HeaderValue::from_static("deflate, gzip;q=0.5"),
+        );
         assert!(accepts_gzip(&h));
         h.insert("accept-encoding", HeaderValue::from_static("gzip;q=0"));
         assert!(!accepts_gzip(&h));

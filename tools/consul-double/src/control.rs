@@ -171,7 +171,11 @@ pub async fn handle(shared: &Arc<Shared>, conn: &ConnCtx, req: Request<Incoming>
             if m != Method::POST {
                 return method_not_allowed(m, "POST");
             }
-            let open = shared.stats.open_connections.load(Relaxed).saturating_sub(1);
+            let open = shared
+                .stats
+                .open_connections
+                .load(Relaxed)
+                .saturating_sub(1);
             shared.close_conns.send_modify(|s| {
                 *s = CloseSignal {
                     epoch: s.epoch.wrapping_add(1),
@@ -187,14 +191,20 @@ pub async fn handle(shared: &Arc<Shared>, conn: &ConnCtx, req: Request<Incoming>
                 return method_not_allowed(m, "PUT, POST");
             }
             let Ok(max) = parse_go_uint(q.get("max")) else {
-                return err(StatusCode::BAD_REQUEST, "max must be a non-negative integer");
+                return err(
+                    StatusCode::BAD_REQUEST,
+                    "max must be a non-negative integer",
+                );
             };
             shared
                 .max_conns_per_client
                 .store(usize::try_from(max).unwrap_or(usize::MAX), Relaxed);
             ok(json!({"max_conns_per_client": max}))
         }
-        _ => err(StatusCode::NOT_FOUND, format!("unknown control endpoint {path}")),
+        _ => err(
+            StatusCode::NOT_FOUND,
+            format!("unknown control endpoint {path}"),
+        ),
     }
 }
 

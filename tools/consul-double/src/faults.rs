@@ -18,7 +18,10 @@ pub const RPC_PREFIX: &str = "rpc error making call: ";
 pub enum FaultKind {
     /// `500 No cluster leader` after `delay`; `?stale` reads still succeed
     /// with `X-Consul-Knownleader: false`.
-    NoLeader { delay: Duration, prefix_rpc: bool },
+    NoLeader {
+        delay: Duration,
+        prefix_rpc: bool,
+    },
     RateLimit429,
     Unavailable503,
     /// Declared Content-Length, half the body, then the connection closes.
@@ -26,13 +29,17 @@ pub enum FaultKind {
     /// Connection closed without a response.
     DropConnection,
     /// Delay before handling the request normally.
-    Slow { delay: Duration },
+    Slow {
+        delay: Duration,
+    },
     /// Never answer.
     Hang,
     /// Status line and headers, then the body never comes.
     HeadersThenStall,
     /// `X-Consul-Knownleader: false`, `X-Consul-Lastcontact: <ms>`.
-    Stale { last_contact_ms: u64 },
+    Stale {
+        last_contact_ms: u64,
+    },
     NotJson,
     NotArray,
     WrongTypes,
@@ -110,10 +117,7 @@ fn opt_bool(v: &Value, name: &str) -> Result<bool, String> {
 
 /// Strips `/v1/kv/` from a path prefix so both spellings work.
 pub fn normalize_prefix(p: &str) -> Vec<u8> {
-    p.strip_prefix("/v1/kv/")
-        .unwrap_or(p)
-        .as_bytes()
-        .to_vec()
+    p.strip_prefix("/v1/kv/").unwrap_or(p).as_bytes().to_vec()
 }
 
 /// Parses a `PUT /_double/fault` JSON body.
@@ -264,9 +268,8 @@ mod tests {
     #[test]
     fn count_and_prefix() {
         let mut t = FaultTable::default();
-        let spec =
-            parse_spec(br#"{"kind":"rate_limit_429","count":2,"path_prefix":"/v1/kv/a/"}"#)
-                .unwrap();
+        let spec = parse_spec(br#"{"kind":"rate_limit_429","count":2,"path_prefix":"/v1/kv/a/"}"#)
+            .unwrap();
         t.add(spec);
         assert!(t.take("GET", b"b/x").is_none());
         assert!(t.take("GET", b"a/x").is_some());

@@ -56,7 +56,10 @@ pub fn parse_go_duration(s: &str) -> Option<GoDuration> {
                 if overflow {
                     continue;
                 }
-                match f.checked_mul(10).and_then(|x| x.checked_add(u64::from(c - b'0'))) {
+                match f
+                    .checked_mul(10)
+                    .and_then(|x| x.checked_add(u64::from(c - b'0')))
+                {
                     Some(nf) if nf <= 1 << 63 => {
                         f = nf;
                         scale *= 10.0;

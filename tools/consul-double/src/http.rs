@@ -63,7 +63,11 @@ fn redirect(method: &Method, path: &[u8], raw_query: Option<&str>) -> Reply {
         r.set_header("content-type", "text/html; charset=utf-8");
     }
     if method == Method::GET {
-        r.body = format!("<a href=\"{}\">Moved Permanently</a>.\n\n", html_escape(&url)).into();
+        r.body = format!(
+            "<a href=\"{}\">Moved Permanently</a>.\n\n",
+            html_escape(&url)
+        )
+        .into();
     }
     r
 }

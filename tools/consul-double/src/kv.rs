@@ -16,8 +16,7 @@ use crate::faults::{
     FaultKind, NO_LEADER_BODY, RATE_LIMIT_429_BODY, RPC_PREFIX, UNAVAILABLE_503_BODY,
 };
 use crate::gocompat::{
-    self, parse_go_duration, parse_go_uint, parse_uint_error, write_json_string, GoDuration,
-    Query,
+    self, parse_go_duration, parse_go_uint, parse_uint_error, write_json_string, GoDuration, Query,
 };
 use crate::http::Action;
 use crate::state::Shared;
@@ -63,19 +62,23 @@ fn bad_request(msg: &str) -> Reply {
     Reply::text(StatusCode::BAD_REQUEST, msg)
 }
 
+fn boxed_bad(msg: &str) -> Box<Reply> {
+    Box::new(bad_request(msg))
+}
+
 fn server_error(msg: impl Into<String>) -> Reply {
     Reply::text(StatusCode::INTERNAL_SERVER_ERROR, msg)
 }
 
 /// `strconv.ParseUint` of a query parameter, with Consul's 500 on failure.
-fn parse_uint_param(q: &Query, name: &str) -> Result<Option<u64>, Reply> {
+fn parse_uint_param(q: &Query, name: &str) -> Result<Option<u64>, Box<Reply>> {
     if !q.has(name) {
         return Ok(None);
     }
     let v = q.get(name);
     parse_go_uint(v)
         .map(Some)
-        .map_err(|reason| server_error(parse_uint_error(v, reason)))
+        .map_err(|reason| Box::new(server_error(parse_uint_error(v, reason))))
 }
 
 /// `conflictingFlags`.
@@ -95,21 +98,21 @@ struct Common {
 
 /// `HTTPHandlers.parse`: token, consistency, cache-control, wait/index, plus
 /// the CE namespace check of `parseEntMeta`.
-fn parse_common(q: &Query, headers: &HeaderMap) -> Result<Common, Reply> {
+fn parse_common(q: &Query, headers: &HeaderMap) -> Result<Common, Box<Reply>> {
     let token = acl::request_token(q, headers);
     if q.has("stale") && q.has("consistent") {
-        return Err(bad_request(
+        return Err(boxed_bad(
             "Cannot specify ?stale with ?consistent, conflicting semantics.",
         ));
     }
     if q.has("cached") && q.has("consistent") {
-        return Err(bad_request(
+        return Err(boxed_bad(
             "Cannot specify ?cached with ?consistent, conflicting semantics.",
         ));
     }
     if let Some(ms) = q.value("max_stale") {
         if parse_go_duration(ms).is_none() {
-            return Err(bad_request(&format!("Invalid max_stale value {ms:?}")));
+            return Err(boxed_bad(&format!("Invalid max_stale value {ms:?}")));
         }
     }
     if let Some(cc) = headers.get("cache-control") {
@@ -117,7 +120,7 @@ fn parse_common(q: &Query, headers: &HeaderMap) -> Result<Common, Reply> {
         for part in cc.split(',') {
             if let Some(v) = part.trim().strip_prefix("max-age=") {
                 if parse_go_uint(v.trim()).is_err() {
-                    return Err(bad_request("Invalid Cache-Control header."));
+                    return Err(boxed_bad("Invalid Cache-Control header."));
                 }
             }
         }
@@ -133,7 +136,7 @@ fn parse_common(q: &Query, headers: &HeaderMap) -> Result<Common, Reply> {
         min_index = parse_go_uint(i).map_err(|_| bad_request("Invalid index"))?;
     }
     if q.has("ns") || headers.contains_key("x-consul-namespace") {
-        return Err(bad_request(
+        return Err(boxed_bad(
             "Invalid query parameter: \"ns\" - Namespaces are a Consul Enterprise feature",
         ));
     }
@@ -231,7 +234,7 @@ async fn handle_inner(shared: &Arc<Shared>, req: KvRequest) -> Action {
     }
     let common = match parse_common(&q, &headers) {
         Ok(c) => c,
-        Err(r) => return Action::Reply(r),
+        Err(r) => return Action::Reply(*r),
     };
     let pretty = q.has("pretty");
 
@@ -260,11 +263,11 @@ async fn handle_inner(shared: &Arc<Shared>, req: KvRequest) -> Action {
         }
         let flags = match parse_uint_param(&q, "flags") {
             Ok(f) => f.unwrap_or(0),
-            Err(r) => return Action::Reply(r),
+            Err(r) => return Action::Reply(*r),
         };
         let cas = match parse_uint_param(&q, "cas") {
             Ok(c) => c,
-            Err(r) => return Action::Reply(r),
+            Err(r) => return Action::Reply(*r),
         };
         let limit = shared.cfg.kv_max_value_size;
         let declared = headers
@@ -291,7 +294,7 @@ async fn handle_inner(shared: &Arc<Shared>, req: KvRequest) -> Action {
         }
         let cas = match parse_uint_param(&q, "cas") {
             Ok(c) => c,
-            Err(r) => return Action::Reply(r),
+            Err(r) => return Action::Reply(*r),
         };
         Op::Delete { recurse, cas }
     };
@@ -340,7 +343,9 @@ async fn handle_inner(shared: &Arc<Shared>, req: KvRequest) -> Action {
                 meta.known_leader = false;
                 meta.last_contact_ms = last_contact_ms;
             }
-            FaultKind::NotJson => return Action::Reply(bogus(shared, &op, meta, "<html>oops</html>")),
+            FaultKind::NotJson => {
+                return Action::Reply(bogus(shared, &op, meta, "<html>oops</html>"))
+            }
             FaultKind::NotArray => return Action::Reply(bogus(shared, &op, meta, "{\"oops\":1}")),
             FaultKind::WrongTypes => {
                 return Action::Reply(bogus(
@@ -470,7 +475,9 @@ async fn read(
     let (index, _) = view.evaluate(&store, Instant::now());
     let mut reply = render(&store, view, authz, pretty, q.has("raw"));
     if reply.filtered && !common.token.is_empty() {
-        reply.reply.set_header("x-consul-results-filtered-by-acls", "true");
+        reply
+            .reply
+            .set_header("x-consul-results-filtered-by-acls", "true");
     }
     drop(store);
     meta.apply(&mut reply.reply, index);

@@ -127,7 +127,8 @@ async fn stopped(rx: &mut tokio::sync::watch::Receiver<bool>) {
 }
 
 async fn reap_loop(shared: Arc<Shared>) {
-    let tick = (shared.cfg.tombstone_ttl / 4).clamp(Duration::from_millis(10), Duration::from_secs(30));
+    let tick =
+        (shared.cfg.tombstone_ttl / 4).clamp(Duration::from_millis(10), Duration::from_secs(30));
     loop {
         tokio::time::sleep(tick).await;
         shared.write().reap_expired(std::time::Instant::now());

@@ -176,10 +176,7 @@ impl Store {
             let mut item: &'a [u8] = k.as_slice();
             if !separator.is_empty() {
                 let after = &k[prefix.len()..];
-                if let Some(pos) = after
-                    .windows(separator.len())
-                    .position(|w| w == separator)
-                {
+                if let Some(pos) = after.windows(separator.len()).position(|w| w == separator) {
                     item = &k[..prefix.len() + pos + separator.len()];
                 }
             }

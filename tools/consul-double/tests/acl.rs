@@ -29,7 +29,14 @@ fn tok(t: &str) -> [(&'static str, String); 1] {
 
 async fn seed(a: std::net::SocketAddr) {
     for k in ["pub/a", "pub/b", "secret/x"] {
-        let r = req_h(a, "PUT", &format!("/v1/kv/{k}"), &[("X-Consul-Token", MGMT)], Some(b"v")).await;
+        let r = req_h(
+            a,
+            "PUT",
+            &format!("/v1/kv/{k}"),
+            &[("X-Consul-Token", MGMT)],
+            Some(b"v"),
+        )
+        .await;
         assert_eq!(r.text(), "true");
     }
 }
@@ -41,13 +48,41 @@ async fn token_sources_and_precedence() {
     seed(a).await;
     let ok = |r: &Resp| r.status == 200;
     assert!(ok(&get(a, &format!("/v1/kv/secret/x?token={MGMT}")).await));
-    assert!(ok(&req_h(a, "GET", "/v1/kv/secret/x", &[("X-Consul-Token", MGMT)], None).await));
+    assert!(ok(&req_h(
+        a,
+        "GET",
+        "/v1/kv/secret/x",
+        &[("X-Consul-Token", MGMT)],
+        None
+    )
+    .await));
     let bearer = format!("Bearer {MGMT}");
-    assert!(ok(&req_h(a, "GET", "/v1/kv/secret/x", &[("Authorization", &bearer)], None).await));
+    assert!(ok(&req_h(
+        a,
+        "GET",
+        "/v1/kv/secret/x",
+        &[("Authorization", &bearer)],
+        None
+    )
+    .await));
     let bearer = format!("bEaReR {MGMT} trailing");
-    assert!(ok(&req_h(a, "GET", "/v1/kv/secret/x", &[("Authorization", &bearer)], None).await));
+    assert!(ok(&req_h(
+        a,
+        "GET",
+        "/v1/kv/secret/x",
+        &[("Authorization", &bearer)],
+        None
+    )
+    .await));
     // ?token beats the header; the header beats Bearer.
-    let r = req_h(a, "GET", "/v1/kv/secret/x?token=bogus", &[("X-Consul-Token", MGMT)], None).await;
+    let r = req_h(
+        a,
+        "GET",
+        "/v1/kv/secret/x?token=bogus",
+        &[("X-Consul-Token", MGMT)],
+        None,
+    )
+    .await;
     assert_eq!((r.status, r.text().as_str()), (403, "ACL not found"));
     let bearer = format!("Bearer {MGMT}");
     let r = req_h(
@@ -60,7 +95,14 @@ async fn token_sources_and_precedence() {
     .await;
     assert_eq!(r.status, 403);
     // Other schemes are ignored: anonymous.
-    let r = req_h(a, "GET", "/v1/kv/secret/x", &[("Authorization", &format!("Basic {MGMT}"))], None).await;
+    let r = req_h(
+        a,
+        "GET",
+        "/v1/kv/secret/x",
+        &[("Authorization", &format!("Basic {MGMT}"))],
+        None,
+    )
+    .await;
     assert_eq!(r.status, 403);
     assert!(r.text().starts_with("Permission denied: anonymous token"));
     d.shutdown().await;
@@ -94,13 +136,27 @@ async fn forbidden_bodies_and_headers() {
     );
     let r = req_h(a, "DELETE", "/v1/kv/pub/a", &[], None).await;
     assert_eq!(r.status, 403);
-    let r = req_h(a, "GET", "/v1/kv/pub/a", &[("X-Consul-Token", "nope")], None).await;
+    let r = req_h(
+        a,
+        "GET",
+        "/v1/kv/pub/a",
+        &[("X-Consul-Token", "nope")],
+        None,
+    )
+    .await;
     assert_eq!((r.status, r.text().as_str()), (403, "ACL not found"));
     // The reader can read its prefix.
     let r = req_h(a, "GET", "/v1/kv/pub/a", &[(h, &v)], None).await;
     assert_eq!(r.status, 200);
     // Validation errors come before ACL errors.
-    let r = req_h(a, "GET", "/v1/kv/pub/a?index=x", &[("X-Consul-Token", "nope")], None).await;
+    let r = req_h(
+        a,
+        "GET",
+        "/v1/kv/pub/a?index=x",
+        &[("X-Consul-Token", "nope")],
+        None,
+    )
+    .await;
     assert_eq!((r.status, r.text().as_str()), (400, "Invalid index"));
     d.shutdown().await;
 }
@@ -110,15 +166,36 @@ async fn lists_are_filtered_not_denied_and_the_index_is_not_filtered() {
     let d = acl_double(false).await;
     let a = d.addr();
     seed(a).await;
-    let full = req_h(a, "GET", "/v1/kv/?recurse", &[("X-Consul-Token", MGMT)], None).await;
+    let full = req_h(
+        a,
+        "GET",
+        "/v1/kv/?recurse",
+        &[("X-Consul-Token", MGMT)],
+        None,
+    )
+    .await;
     assert_eq!(full.json().as_array().unwrap().len(), 3);
     assert!(full.header("X-Consul-Results-Filtered-By-Acls").is_none());
-    let r = req_h(a, "GET", "/v1/kv/?recurse", &[("X-Consul-Token", READER)], None).await;
+    let r = req_h(
+        a,
+        "GET",
+        "/v1/kv/?recurse",
+        &[("X-Consul-Token", READER)],
+        None,
+    )
+    .await;
     assert_eq!(r.json().as_array().unwrap().len(), 2);
     assert_eq!(r.header("X-Consul-Results-Filtered-By-Acls"), Some("true"));
     assert!(r.has_exact_header("X-Consul-Results-Filtered-By-Acls"));
     assert_eq!(r.index(), full.index());
-    let r = req_h(a, "GET", "/v1/kv/?keys", &[("X-Consul-Token", READER)], None).await;
+    let r = req_h(
+        a,
+        "GET",
+        "/v1/kv/?keys",
+        &[("X-Consul-Token", READER)],
+        None,
+    )
+    .await;
     assert_eq!(r.text(), r#"["pub/a","pub/b"]"#);
     // Anonymous: everything filtered -> 404 with headers, no filtered header (masked).
     let r = get(a, "/v1/kv/?recurse").await;
@@ -133,13 +210,27 @@ async fn key_list_policy_denies_lists() {
     let d = acl_double(true).await;
     let a = d.addr();
     seed(a).await;
-    let r = req_h(a, "GET", "/v1/kv/?recurse", &[("X-Consul-Token", READER)], None).await;
+    let r = req_h(
+        a,
+        "GET",
+        "/v1/kv/?recurse",
+        &[("X-Consul-Token", READER)],
+        None,
+    )
+    .await;
     assert_eq!(r.status, 403);
     assert_eq!(
         r.text(),
         format!("Permission denied: token with AccessorID '{ACCESSOR}' lacks permission 'key:list' on \"\"")
     );
-    let r = req_h(a, "GET", "/v1/kv/pub/?recurse", &[("X-Consul-Token", READER)], None).await;
+    let r = req_h(
+        a,
+        "GET",
+        "/v1/kv/pub/?recurse",
+        &[("X-Consul-Token", READER)],
+        None,
+    )
+    .await;
     assert_eq!(r.status, 200);
     d.shutdown().await;
 }

@@ -21,13 +21,20 @@ async fn timeout_returns_the_same_index_and_body() {
     let r = get(a, &format!("/v1/kv/w/?recurse&index={i}&wait=300ms")).await;
     let took = t.elapsed();
     assert!(took >= ms(300), "{took:?}");
-    assert!(took < ms(300 + 300 / 16 + 150), "jitter is at most wait/16: {took:?}");
+    assert!(
+        took < ms(300 + 300 / 16 + 150),
+        "jitter is at most wait/16: {took:?}"
+    );
     assert_eq!(r.status, 200);
     assert_eq!(r.index(), i);
     assert_eq!(r.body, first.body);
     // 404 views time out with their index too.
     let r404 = get(a, "/v1/kv/none/?recurse").await;
-    let r = get(a, &format!("/v1/kv/none/?recurse&index={}&wait=100ms", r404.index())).await;
+    let r = get(
+        a,
+        &format!("/v1/kv/none/?recurse&index={}&wait=100ms", r404.index()),
+    )
+    .await;
     assert_eq!((r.status, r.index()), (404, r404.index()));
     assert!(r.body.is_empty());
     d.shutdown().await;
@@ -77,9 +84,8 @@ async fn delete_of_the_prefix_wakes_with_404_and_the_delete_index() {
     let a = d.addr();
     put(a, "/v1/kv/g/a", b"1").await;
     let i = get(a, "/v1/kv/g/?recurse").await.index();
-    let watch = tokio::spawn(async move {
-        get(a, &format!("/v1/kv/g/?recurse&index={i}&wait=2s")).await
-    });
+    let watch =
+        tokio::spawn(async move { get(a, &format!("/v1/kv/g/?recurse&index={i}&wait=2s")).await });
     tokio::time::sleep(ms(50)).await;
     delete(a, "/v1/kv/g/?recurse").await;
     let del = stats(a).await["index"].as_u64().unwrap();
@@ -97,7 +103,11 @@ async fn higher_requested_index_blocks_for_the_full_wait_then_returns_lower() {
     put(a, "/v1/kv/h/a", b"1").await;
     let i = get(a, "/v1/kv/h/?recurse").await.index();
     let t = Instant::now();
-    let r = get(a, &format!("/v1/kv/h/?recurse&index={}&wait=300ms", i + 1000)).await;
+    let r = get(
+        a,
+        &format!("/v1/kv/h/?recurse&index={}&wait=300ms", i + 1000),
+    )
+    .await;
     assert!(t.elapsed() >= ms(300));
     assert_eq!((r.status, r.index()), (200, i));
     d.shutdown().await;
@@ -120,7 +130,10 @@ async fn wait_is_capped_by_max_wait_and_zero_means_default() {
         let t = Instant::now();
         get(a, &format!("/v1/kv/c/?recurse&index={i}&wait={w}")).await;
         let took = t.elapsed();
-        assert!(took >= ms(200) && took < ms(200 + 13 + 200), "wait={w}: {took:?}");
+        assert!(
+            took >= ms(200) && took < ms(200 + 13 + 200),
+            "wait={w}: {took:?}"
+        );
     }
     d.shutdown().await;
 }
@@ -146,7 +159,11 @@ async fn restore_lowers_the_index_and_wakes_blocked_reads_at_once() {
     let other = tokio::spawn(async move {
         let t = Instant::now();
         let r = get(a, "/v1/kv/zzz/?recurse").await;
-        get(a, &format!("/v1/kv/zzz/?recurse&index={}&wait=2s", r.index())).await;
+        get(
+            a,
+            &format!("/v1/kv/zzz/?recurse&index={}&wait=2s", r.index()),
+        )
+        .await;
         t.elapsed()
     });
     tokio::time::sleep(ms(150)).await;
@@ -172,9 +189,8 @@ async fn reset_empties_the_store_at_a_lower_index() {
     let a = d.addr();
     put(a, "/v1/kv/x/a", b"1").await;
     let i = get(a, "/v1/kv/x/?recurse").await.index();
-    let watch = tokio::spawn(async move {
-        get(a, &format!("/v1/kv/x/?recurse&index={i}&wait=2s")).await
-    });
+    let watch =
+        tokio::spawn(async move { get(a, &format!("/v1/kv/x/?recurse&index={i}&wait=2s")).await });
     tokio::time::sleep(ms(50)).await;
     let r = control(a, "POST", "/_double/reset?index=50", None).await;
     assert_eq!(r["index"], 50);
@@ -190,9 +206,8 @@ async fn spurious_wakeup_new_index_same_data() {
     put(a, "/v1/kv/s/a", b"1").await;
     let first = get(a, "/v1/kv/s/?recurse").await;
     let i = first.index();
-    let watch = tokio::spawn(async move {
-        get(a, &format!("/v1/kv/s/?recurse&index={i}&wait=2s")).await
-    });
+    let watch =
+        tokio::spawn(async move { get(a, &format!("/v1/kv/s/?recurse&index={i}&wait=2s")).await });
     tokio::time::sleep(ms(50)).await;
     let w = control(a, "POST", "/_double/wake?prefix=s/", None).await;
     let r = watch.await.unwrap();
@@ -203,9 +218,10 @@ async fn spurious_wakeup_new_index_same_data() {
     // Without a prefix only table-index views (empty prefixes) move.
     let e = get(a, "/v1/kv/empty/?recurse").await.index();
     let s = get(a, "/v1/kv/s/?recurse").await.index();
-    let empty_watch = tokio::spawn(async move {
-        get(a, &format!("/v1/kv/empty/?recurse&index={e}&wait=2s")).await
-    });
+    let empty_watch =
+        tokio::spawn(
+            async move { get(a, &format!("/v1/kv/empty/?recurse&index={e}&wait=2s")).await },
+        );
     let s_watch = tokio::spawn(async move {
         let t = Instant::now();
         let r = get(a, &format!("/v1/kv/s/?recurse&index={s}&wait=400ms")).await;
@@ -226,9 +242,10 @@ async fn empty_prefix_view_wakes_on_unrelated_writes() {
     let d = start(|_| {}).await;
     let a = d.addr();
     let e = get(a, "/v1/kv/empty/?recurse").await.index();
-    let watch = tokio::spawn(async move {
-        get(a, &format!("/v1/kv/empty/?recurse&index={e}&wait=2s")).await
-    });
+    let watch =
+        tokio::spawn(
+            async move { get(a, &format!("/v1/kv/empty/?recurse&index={e}&wait=2s")).await },
+        );
     tokio::time::sleep(ms(50)).await;
     put(a, "/v1/kv/elsewhere", b"1").await;
     let r = watch.await.unwrap();
@@ -255,9 +272,8 @@ async fn missing_single_key_keeps_blocking_across_unrelated_writes() {
     assert!(r.index() > i, "returns the last evaluation's index");
     // Creating the key does wake it.
     let i = get(a, "/v1/kv/ghost").await.index();
-    let watch = tokio::spawn(async move {
-        get(a, &format!("/v1/kv/ghost?index={i}&wait=2s")).await
-    });
+    let watch =
+        tokio::spawn(async move { get(a, &format!("/v1/kv/ghost?index={i}&wait=2s")).await });
     tokio::time::sleep(ms(50)).await;
     put(a, "/v1/kv/ghost", b"boo").await;
     assert_eq!(watch.await.unwrap().status, 200);
@@ -273,7 +289,9 @@ async fn many_concurrent_long_polls() {
     let mut tasks = Vec::new();
     for _ in 0..200 {
         tasks.push(tokio::spawn(async move {
-            get(a, &format!("/v1/kv/m/?recurse&index={i}&wait=2s")).await.index()
+            get(a, &format!("/v1/kv/m/?recurse&index={i}&wait=2s"))
+                .await
+                .index()
         }));
     }
     for _ in 0..100 {
@@ -298,8 +316,13 @@ async fn client_disconnect_releases_the_blocked_read() {
     let a = d.addr();
     let i = get(a, "/v1/kv/dc/?recurse").await.index();
     let mut c = Conn::connect(a).await;
-    c.send("GET", &format!("/v1/kv/dc/?recurse&index={i}&wait=2s"), &[], None)
-        .await;
+    c.send(
+        "GET",
+        &format!("/v1/kv/dc/?recurse&index={i}&wait=2s"),
+        &[],
+        None,
+    )
+    .await;
     tokio::time::sleep(ms(100)).await;
     assert_eq!(stats(a).await["blocking_in_flight"], 1);
     drop(c);

@@ -47,14 +47,21 @@ async fn rate_limits() {
     fault(a, r#"{"kind":"unavailable_503","count":1}"#).await;
     let r = get(a, "/v1/kv/k").await;
     assert_eq!(r.status, 429);
-    assert_eq!(r.text(), "rate limit exceeded, try again later or against a different server");
+    assert_eq!(
+        r.text(),
+        "rate limit exceeded, try again later or against a different server"
+    );
     let r = put(a, "/v1/kv/k", b"v").await;
     assert_eq!(r.status, 503);
     assert_eq!(
         r.text(),
         "rate limit exceeded for operation that can only be performed by the leader, try again later"
     );
-    assert_eq!(get(a, "/v1/kv/k").await.status, 404, "count exhausted: cleared");
+    assert_eq!(
+        get(a, "/v1/kv/k").await.status,
+        404,
+        "count exhausted: cleared"
+    );
     d.shutdown().await;
 }
 
@@ -88,17 +95,34 @@ async fn dropped_connection_for_new_and_blocked_requests() {
     let io = get(a, "/v1/kv/o/?recurse").await.index();
     let mut blocked = Conn::connect(a).await;
     blocked
-        .send("GET", &format!("/v1/kv/w/?recurse&index={iw}&wait=2s"), &[], None)
+        .send(
+            "GET",
+            &format!("/v1/kv/w/?recurse&index={iw}&wait=2s"),
+            &[],
+            None,
+        )
         .await;
     let mut other = Conn::connect(a).await;
     other
-        .send("GET", &format!("/v1/kv/o/?recurse&index={io}&wait=500ms"), &[], None)
+        .send(
+            "GET",
+            &format!("/v1/kv/o/?recurse&index={io}&wait=500ms"),
+            &[],
+            None,
+        )
         .await;
     tokio::time::sleep(ms(100)).await;
     // count 0: only the reads blocked right now under w/ are dropped.
-    fault(a, r#"{"kind":"drop_connection","count":0,"path_prefix":"/v1/kv/w/"}"#).await;
+    fault(
+        a,
+        r#"{"kind":"drop_connection","count":0,"path_prefix":"/v1/kv/w/"}"#,
+    )
+    .await;
     let t = Instant::now();
-    assert!(matches!(blocked.read_response(false).await, Err(ReadError::Closed)));
+    assert!(matches!(
+        blocked.read_response(false).await,
+        Err(ReadError::Closed)
+    ));
     assert!(t.elapsed() < ms(500));
     let r = other.read_response(false).await.expect("o/ untouched");
     assert_eq!(r.index(), io);
@@ -106,7 +130,10 @@ async fn dropped_connection_for_new_and_blocked_requests() {
     // A persistent fault drops new requests without a response.
     let id = fault(a, r#"{"kind":"drop_connection","path_prefix":"w/"}"#).await;
     let mut c = Conn::connect(a).await;
-    assert!(matches!(c.request("GET", "/v1/kv/w/a", &[], None).await, Err(ReadError::Closed)));
+    assert!(matches!(
+        c.request("GET", "/v1/kv/w/a", &[], None).await,
+        Err(ReadError::Closed)
+    ));
     assert_eq!(get(a, "/v1/kv/o/a").await.status, 200);
     control(a, "DELETE", &format!("/_double/fault?id={id}"), None).await;
     assert_eq!(get(a, "/v1/kv/w/a").await.status, 200);
@@ -138,7 +165,10 @@ async fn slow_hang_and_stall() {
         .expect("head");
     assert_eq!(head.status, 200);
     assert_eq!(head.header("Content-Length"), Some("1"));
-    assert!(!s.closed_within(ms(300)).await, "body never comes, connection stays open");
+    assert!(
+        !s.closed_within(ms(300)).await,
+        "body never comes, connection stays open"
+    );
 
     // close_connections ends both the hung and the stalled connection.
     let r = control(a, "POST", "/_double/close_connections", None).await;
@@ -186,7 +216,11 @@ async fn malformed_bodies() {
 async fn fault_scoping_listing_and_clearing() {
     let d = start(|_| {}).await;
     let a = d.addr();
-    fault(a, r#"{"kind":"rate_limit_429","methods":["GET"],"path_prefix":"app/"}"#).await;
+    fault(
+        a,
+        r#"{"kind":"rate_limit_429","methods":["GET"],"path_prefix":"app/"}"#,
+    )
+    .await;
     assert_eq!(get(a, "/v1/kv/app/x").await.status, 429);
     assert_eq!(get(a, "/v1/kv/other").await.status, 404);
     assert_eq!(put(a, "/v1/kv/app/x", b"v").await.status, 200);
@@ -194,9 +228,19 @@ async fn fault_scoping_listing_and_clearing() {
     let list = control(a, "GET", "/_double/fault", None).await;
     assert_eq!(list[0]["kind"], "rate_limit_429");
     assert_eq!(list[0]["hits"], 1);
-    let bad = req_h(a, "PUT", "/_double/fault", &[], Some(br#"{"kind":"bogus"}"#)).await;
+    let bad = req_h(
+        a,
+        "PUT",
+        "/_double/fault",
+        &[],
+        Some(br#"{"kind":"bogus"}"#),
+    )
+    .await;
     assert_eq!(bad.status, 400);
-    assert_eq!(control(a, "DELETE", "/_double/fault", None).await["cleared"], 1);
+    assert_eq!(
+        control(a, "DELETE", "/_double/fault", None).await["cleared"],
+        1
+    );
     assert_eq!(get(a, "/v1/kv/app/x").await.status, 200);
     d.shutdown().await;
 }
@@ -210,7 +254,9 @@ async fn stats_counters() {
     c.request("GET", "/v1/kv/s", &[], None).await.unwrap();
     c.request("GET", "/v1/kv/s", &[], None).await.unwrap();
     c.request("DELETE", "/v1/kv/s", &[], None).await.unwrap();
-    c.request("GET", "/v1/status/leader", &[], None).await.unwrap();
+    c.request("GET", "/v1/status/leader", &[], None)
+        .await
+        .unwrap();
     let s = stats(a).await;
     assert_eq!(s["kv_requests_total"], 4);
     assert_eq!(s["kv_gets_total"], 2);
@@ -218,7 +264,10 @@ async fn stats_counters() {
     assert_eq!(s["kv_deletes_total"], 1);
     assert_eq!(s["requests_total"], 5, "control calls are not counted");
     assert_eq!(s["per_path"]["/v1/kv/s"], 4);
-    assert_eq!(s["open_connections"], 2, "this one and the stats call's own");
+    assert_eq!(
+        s["open_connections"], 2,
+        "this one and the stats call's own"
+    );
     assert_eq!(s["blocking_in_flight"], 0);
     assert!(s["index"].as_u64().unwrap() >= 1000);
     control(a, "POST", "/_double/stats/reset", None).await;

@@ -166,7 +166,11 @@ async fn keys_are_json_escaped_like_go_and_percent_decoded() {
     let a = d.addr();
     put(a, "/v1/kv/a%3Cb%3E%26c%20d%25", b"v").await;
     let r = get(a, "/v1/kv/a%3Cb%3E%26c%20d%25").await;
-    assert!(r.text().contains(r#""Key":"a\u003cb\u003e\u0026c d%""#), "{}", r.text());
+    assert!(
+        r.text().contains(r#""Key":"a\u003cb\u003e\u0026c d%""#),
+        "{}",
+        r.text()
+    );
     d.shutdown().await;
 }
 
@@ -177,12 +181,18 @@ async fn path_handling_301_400_404() {
     let r = get(a, "/v1/kv?recurse").await;
     assert_eq!(r.status, 301);
     assert_eq!(r.header("Location"), Some("/v1/kv/?recurse"));
-    assert_eq!(r.text(), "<a href=\"/v1/kv/?recurse\">Moved Permanently</a>.\n\n");
+    assert_eq!(
+        r.text(),
+        "<a href=\"/v1/kv/?recurse\">Moved Permanently</a>.\n\n"
+    );
     let r = get(a, "/v1/kv/foo//bar").await;
     assert_eq!(r.status, 301);
     assert_eq!(r.header("Location"), Some("/v1/kv/foo/bar"));
     let r = get(a, "/v1/kv//foo?x=1").await;
-    assert_eq!((r.status, r.header("Location")), (301, Some("/v1/kv/foo?x=1")));
+    assert_eq!(
+        (r.status, r.header("Location")),
+        (301, Some("/v1/kv/foo?x=1"))
+    );
     let r = get(a, "/v1/kv/a/./b").await;
     assert_eq!((r.status, r.header("Location")), (301, Some("/v1/kv/a/b")));
     let r = req(a, "PUT", "/v1/kv/a/../b").await;
@@ -197,7 +207,10 @@ async fn path_handling_301_400_404() {
     // Unknown endpoints.
     let r = get(a, "/v1/agent/self").await;
     assert_eq!(r.status, 404);
-    assert_eq!(r.text(), "Invalid URL path: not a recognized HTTP API endpoint\n");
+    assert_eq!(
+        r.text(),
+        "Invalid URL path: not a recognized HTTP API endpoint\n"
+    );
     let r = get(a, "/nope").await;
     assert_eq!(r.status, 404);
     d.shutdown().await;
@@ -302,7 +315,14 @@ async fn gzip_threshold_is_1400_bytes() {
     let r = get(a, "/v1/kv/big?raw").await;
     assert!(r.header("Content-Encoding").is_none());
     assert_eq!(r.body.len(), 1400);
-    let r = req_h(a, "GET", "/v1/kv/big?raw", &[("Accept-Encoding", "gzip;q=0")], None).await;
+    let r = req_h(
+        a,
+        "GET",
+        "/v1/kv/big?raw",
+        &[("Accept-Encoding", "gzip;q=0")],
+        None,
+    )
+    .await;
     assert!(r.header("Content-Encoding").is_none());
     // JSON bodies: the whole list is compressed and decodes to the same JSON.
     let plain = get(a, "/v1/kv/?recurse").await;
@@ -340,7 +360,10 @@ async fn keep_alive_serves_many_requests_on_one_connection() {
             .await
             .unwrap();
         assert_eq!(r.text(), "true");
-        let r = c.request("GET", &format!("/v1/kv/k{i}"), &[], None).await.unwrap();
+        let r = c
+            .request("GET", &format!("/v1/kv/k{i}"), &[], None)
+            .await
+            .unwrap();
         assert_eq!(r.status, 200);
     }
     assert_eq!(stats(a).await["connections_total"], 2);

@@ -88,15 +88,26 @@ async fn cas_put() {
     assert_eq!(put(a, "/v1/kv/c?cas=0", b"1").await.text(), "true");
     assert_eq!(put(a, "/v1/kv/c?cas=0", b"2").await.text(), "false");
     let mi = modify_index(a, "c").await;
-    assert_eq!(put(a, &format!("/v1/kv/c?cas={}", mi + 1), b"3").await.text(), "false");
+    assert_eq!(
+        put(a, &format!("/v1/kv/c?cas={}", mi + 1), b"3")
+            .await
+            .text(),
+        "false"
+    );
     assert_eq!(put(a, "/v1/kv/absent?cas=5", b"3").await.text(), "false");
-    assert_eq!(put(a, &format!("/v1/kv/c?cas={mi}"), b"4").await.text(), "true");
+    assert_eq!(
+        put(a, &format!("/v1/kv/c?cas={mi}"), b"4").await.text(),
+        "true"
+    );
     assert_eq!(get(a, "/v1/kv/c?raw").await.text(), "4");
     let r = put(a, "/v1/kv/c?cas=1&acquire=s", b"v").await;
     assert_eq!(r.status, 400);
     assert_eq!(r.text(), "Conflicting flags: acquire=s&cas=1");
     let r = put(a, "/v1/kv/c?cas=-1", b"v").await;
-    assert_eq!((r.status, r.text().as_str()), (500, "strconv.ParseUint: parsing \"-1\": invalid syntax"));
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (500, "strconv.ParseUint: parsing \"-1\": invalid syntax")
+    );
     d.shutdown().await;
 }
 
@@ -109,12 +120,23 @@ async fn delete_cas_and_recurse() {
     put(a, "/v1/kv/dd", b"3").await;
     assert_eq!(delete(a, "/v1/kv/d/a?cas=0").await.text(), "false");
     let mi = modify_index(a, "d/a").await;
-    assert_eq!(delete(a, &format!("/v1/kv/d/a?cas={}", mi + 1)).await.text(), "false");
-    assert_eq!(delete(a, &format!("/v1/kv/d/a?cas={mi}")).await.text(), "true");
+    assert_eq!(
+        delete(a, &format!("/v1/kv/d/a?cas={}", mi + 1))
+            .await
+            .text(),
+        "false"
+    );
+    assert_eq!(
+        delete(a, &format!("/v1/kv/d/a?cas={mi}")).await.text(),
+        "true"
+    );
     assert_eq!(delete(a, "/v1/kv/d/missing?cas=7").await.text(), "true");
     assert_eq!(delete(a, "/v1/kv/never").await.text(), "true");
     let r = delete(a, "/v1/kv/d?recurse&cas=1").await;
-    assert_eq!((r.status, r.text().as_str()), (400, "Conflicting flags: cas=1&recurse="));
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (400, "Conflicting flags: cas=1&recurse=")
+    );
     let r = delete(a, "/v1/kv/").await;
     assert_eq!((r.status, r.text().as_str()), (400, "Missing key name"));
     // Byte-prefix recursive delete: "d" matches "d/b" and "dd".
@@ -161,7 +183,8 @@ async fn value_size_limit_is_512_kib() {
     );
     // Chunked bodies are measured too.
     let mut c = Conn::connect(a).await;
-    let mut raw = b"PUT /v1/kv/big HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    let mut raw =
+        b"PUT /v1/kv/big HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     raw.extend_from_slice(format!("{:x}\r\n", too.len()).as_bytes());
     raw.extend_from_slice(&too);
     raw.extend_from_slice(b"\r\n0\r\n\r\n");
@@ -175,7 +198,10 @@ async fn value_size_limit_is_512_kib() {
 async fn sessions_are_not_implemented_and_fail_like_unknown_sessions() {
     let d = start(|_| {}).await;
     let r = put(d.addr(), "/v1/kv/l?acquire=abc", b"v").await;
-    assert_eq!((r.status, r.text().as_str()), (500, "invalid session \"abc\""));
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (500, "invalid session \"abc\"")
+    );
     let r = put(d.addr(), "/v1/kv/l?release=", b"v").await;
     assert_eq!((r.status, r.text().as_str()), (500, "missing session"));
     d.shutdown().await;
@@ -208,7 +234,11 @@ async fn tombstones_keep_the_prefix_index_until_reaped() {
     let reaped = control(a, "POST", "/_double/reap", None).await;
     assert_eq!(reaped["reaped"], 2);
     assert_eq!(get(a, "/v1/kv/p/?recurse").await.index(), ia);
-    assert_eq!(get(a, "/v1/kv/q/?recurse").await.index(), qdel, "table index unchanged");
+    assert_eq!(
+        get(a, "/v1/kv/q/?recurse").await.index(),
+        qdel,
+        "table index unchanged"
+    );
     d.shutdown().await;
 }
 
@@ -259,7 +289,10 @@ async fn big_prefix_is_served_fast() {
     let mut obj = serde_json::Map::new();
     let value = "x".repeat(64);
     for i in 0..100_000 {
-        obj.insert(format!("big/{i:06}"), serde_json::Value::String(value.clone()));
+        obj.insert(
+            format!("big/{i:06}"),
+            serde_json::Value::String(value.clone()),
+        );
     }
     let body = serde_json::Value::Object(obj).to_string();
     control(a, "PUT", "/_double/bulk", Some(&body)).await;

@@ -69,7 +69,10 @@ pub enum ReadError {
     /// The connection closed before a status line.
     Closed,
     /// Headers arrived, then the connection closed before the body ended.
-    Truncated { resp: Resp, expected: usize },
+    Truncated {
+        resp: Resp,
+        expected: usize,
+    },
     Io(std::io::Error),
 }
 
@@ -164,12 +167,18 @@ impl Conn {
         if head_only || resp.status == 304 || resp.status == 204 {
             return Ok(resp);
         }
-        let te = resp.header("Transfer-Encoding").map(str::to_ascii_lowercase);
+        let te = resp
+            .header("Transfer-Encoding")
+            .map(str::to_ascii_lowercase);
         if te.as_deref() == Some("chunked") {
             resp.chunked = true;
             loop {
                 let mut size = String::new();
-                let n = self.stream.read_line(&mut size).await.map_err(ReadError::Io)?;
+                let n = self
+                    .stream
+                    .read_line(&mut size)
+                    .await
+                    .map_err(ReadError::Io)?;
                 if n == 0 {
                     return Err(ReadError::Truncated {
                         expected: usize::MAX,
@@ -179,7 +188,10 @@ impl Conn {
                 let size = usize::from_str_radix(size.trim(), 16).expect("chunk size");
                 if size == 0 {
                     let mut crlf = String::new();
-                    self.stream.read_line(&mut crlf).await.map_err(ReadError::Io)?;
+                    self.stream
+                        .read_line(&mut crlf)
+                        .await
+                        .map_err(ReadError::Io)?;
                     break;
                 }
                 let mut chunk = vec![0; size + 2];
@@ -259,7 +271,12 @@ pub async fn delete(addr: SocketAddr, path: &str) -> Resp {
 }
 
 /// A control-API call; returns the JSON answer.
-pub async fn control(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> serde_json::Value {
+pub async fn control(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> serde_json::Value {
     let r = req_h(addr, method, path, &[], body.map(str::as_bytes)).await;
     assert_eq!(r.status, 200, "{method} {path}: {}", r.text());
     r.json()
