@@ -41,7 +41,11 @@ impl Backoff {
             .map_or(self.max, |d| d.min(self.max));
         let half = ceiling / 2;
         let span = (ceiling - half).as_nanos() as u64;
-        let jitter = if span == 0 { 0 } else { self.next_random() % (span + 1) };
+        let jitter = if span == 0 {
+            0
+        } else {
+            self.next_random() % (span + 1)
+        };
         half + Duration::from_nanos(jitter)
     }
 
@@ -72,7 +76,11 @@ mod tests {
         for c in ceilings {
             let d = b.next_delay();
             let c = Duration::from_millis(c);
-            assert!(d >= c / 2 && d <= c, "{d:?} not within [{:?}, {c:?}]", c / 2);
+            assert!(
+                d >= c / 2 && d <= c,
+                "{d:?} not within [{:?}, {c:?}]",
+                c / 2
+            );
         }
         for _ in 0..100 {
             assert!(b.next_delay() <= Duration::from_secs(1));

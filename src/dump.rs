@@ -16,7 +16,9 @@ pub fn render(snapshot: &Snapshot, last_update: u64, expire: u64) -> String {
     let mut out = String::with_capacity(64);
     out.push_str("{\"services\":");
     out.push_str(&snapshot.all_nodes_json());
-    out.push_str(&format!(",\"last_update\":{last_update},\"expire\":{expire}}}"));
+    out.push_str(&format!(
+        ",\"last_update\":{last_update},\"expire\":{expire}}}"
+    ));
     out
 }
 
@@ -74,7 +76,10 @@ fn write_replacing(path: &Path, contents: &[u8], durable: bool) -> std::io::Resu
 pub enum Loaded {
     Fresh(Snapshot),
     /// `last_update + expire` is in the past.
-    Expired { last_update: u64, expire: u64 },
+    Expired {
+        last_update: u64,
+        expire: u64,
+    },
     Missing,
 }
 
@@ -104,21 +109,33 @@ pub fn parse(bytes: &[u8], now: u64, expire: u64) -> Result<(Loaded, Vec<String>
         .and_then(Value::as_u64)
         .ok_or("no integer \"last_update\"")?;
     if expire != 0 && last_update.saturating_add(expire) < now {
-        return Ok((Loaded::Expired { last_update, expire }, vec![]));
+        return Ok((
+            Loaded::Expired {
+                last_update,
+                expire,
+            },
+            vec![],
+        ));
     }
     let mut warnings = Vec::new();
     let mut map = HashMap::with_capacity(services.len());
     for (name, nodes) in services {
         let Some(list) = nodes.as_array() else {
-            warnings.push(format!("service {name:?}: nodes are not an array, left out"));
+            warnings.push(format!(
+                "service {name:?}: nodes are not an array, left out"
+            ));
             continue;
         };
         let valid = list.iter().all(|n| {
             n.get("host").is_some_and(Value::is_string)
-                && n.get("port").and_then(Value::as_u64).is_some_and(|p| (1..=65535).contains(&p))
+                && n.get("port")
+                    .and_then(Value::as_u64)
+                    .is_some_and(|p| (1..=65535).contains(&p))
         });
         if !valid {
-            warnings.push(format!("service {name:?}: a node lacks host or port, left out"));
+            warnings.push(format!(
+                "service {name:?}: a node lacks host or port, left out"
+            ));
             continue;
         }
         map.insert(
@@ -177,10 +194,15 @@ mod tests {
         assert_eq!(mode, 0o600);
         let (loaded, warnings) = load(&path, 1030, 60).unwrap();
         assert!(warnings.is_empty());
-        let Loaded::Fresh(s) = loaded else { panic!("{loaded:?}") };
+        let Loaded::Fresh(s) = loaded else {
+            panic!("{loaded:?}")
+        };
         assert!(s.from_dump);
         let web = s.get("http://127.0.0.1:8500/v1/kv/upstreams/web/").unwrap();
-        assert_eq!(&*web.nodes_json, r#"[{"host":"10.0.0.1","port":80,"weight":1}]"#);
+        assert_eq!(
+            &*web.nodes_json,
+            r#"[{"host":"10.0.0.1","port":80,"weight":1}]"#
+        );
         // No temp file is left behind.
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
@@ -189,20 +211,36 @@ mod tests {
     fn expiry_follows_the_file() {
         // The configured expire decides, whatever the file says.
         let text = render(&snapshot(), 1000, 3600);
-        assert!(matches!(parse(text.as_bytes(), 1060, 60).unwrap().0, Loaded::Fresh(_)));
+        assert!(matches!(
+            parse(text.as_bytes(), 1060, 60).unwrap().0,
+            Loaded::Fresh(_)
+        ));
         assert!(matches!(
             parse(text.as_bytes(), 1061, 60).unwrap().0,
-            Loaded::Expired { last_update: 1000, expire: 60 }
+            Loaded::Expired {
+                last_update: 1000,
+                expire: 60
+            }
         ));
-        assert!(matches!(parse(text.as_bytes(), u64::MAX, 0).unwrap().0, Loaded::Fresh(_)));
+        assert!(matches!(
+            parse(text.as_bytes(), u64::MAX, 0).unwrap().0,
+            Loaded::Fresh(_)
+        ));
     }
 
     #[test]
     fn missing_and_corrupt_dumps() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(matches!(load(&dir.path().join("nope"), 0, 0).unwrap().0, Loaded::Missing));
+        assert!(matches!(
+            load(&dir.path().join("nope"), 0, 0).unwrap().0,
+            Loaded::Missing
+        ));
         for bad in [&b"{"[..], b"[]", b"{\"services\":[]}", b"{\"services\":{}}"] {
-            assert!(parse(bad, 0, 0).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                parse(bad, 0, 0).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
         let (loaded, warnings) = parse(
             br#"{"services":{"a":[{"host":"h","port":1}],"b":[{"host":1}],"c":{}},"last_update":5}"#,
@@ -221,7 +259,9 @@ mod tests {
         let path = dir.path().join("dump.json");
         write_atomic(&path, b"old").unwrap();
         // A directory where the temp file would go makes the write fail.
-        let blocker = dir.path().join(format!(".dump.json.tmp.{}", std::process::id()));
+        let blocker = dir
+            .path()
+            .join(format!(".dump.json.tmp.{}", std::process::id()));
         fs::create_dir(&blocker).unwrap();
         assert!(write_atomic(&path, b"new").is_err());
         assert_eq!(fs::read(&path).unwrap(), b"old");

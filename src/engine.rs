@@ -219,10 +219,7 @@ impl Drop for Engine {
 }
 
 /// Spawns a named thread with every signal blocked.
-fn spawn_quiet(
-    name: &str,
-    f: impl FnOnce() + Send + 'static,
-) -> Result<JoinHandle<()>, String> {
+fn spawn_quiet(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, String> {
     std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
@@ -283,7 +280,13 @@ impl Shared {
                 );
                 self.publish_local(s);
             }
-            Ok((dump::Loaded::Expired { last_update, expire }, _)) => self.log(
+            Ok((
+                dump::Loaded::Expired {
+                    last_update,
+                    expire,
+                },
+                _,
+            )) => self.log(
                 Level::Info,
                 format!(
                     "ckv: dump {} expired (written at {last_update}, expire {expire}s), ignored",
@@ -323,9 +326,7 @@ impl Shared {
                 m
             })
             .collect();
-        let seq = current
-            .seq
-            .max(self.group.as_ref().map_or(0, |g| g.seq()));
+        let seq = current.seq.max(self.group.as_ref().map_or(0, |g| g.seq()));
         *self.leader.lock() = Some(Leader {
             models,
             synced: vec![false; self.config.servers.len()],
@@ -399,7 +400,8 @@ impl Shared {
                     Some(v) => {
                         if let Some(list) = v.get("servers").and_then(|s| s.as_array()) {
                             for (dst, src) in servers.iter_mut().zip(list) {
-                                if let Ok(s) = serde_json::from_value::<ServerStatsIn>(src.clone()) {
+                                if let Ok(s) = serde_json::from_value::<ServerStatsIn>(src.clone())
+                                {
                                     s.apply(dst);
                                 }
                             }
@@ -625,7 +627,9 @@ fn run_runtime(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
 
 /// Leader: writes the dump after changes, at most once per `DUMP_COALESCE`.
 async fn write_dumps(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    let Some(d) = shared.config.dump.clone() else { return };
+    let Some(d) = shared.config.dump.clone() else {
+        return;
+    };
     loop {
         tokio::select! {
             _ = shared.dump_dirty.notified() => {}
@@ -716,7 +720,9 @@ fn follow(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
                         }
                     }
                     Ok(None) => {}
-                    Err(e) => shared.log(Level::Err, format!("ckv: cannot read shared snapshot: {e}")),
+                    Err(e) => {
+                        shared.log(Level::Err, format!("ckv: cannot read shared snapshot: {e}"))
+                    }
                 }
             }
             match group.try_lead() {

@@ -434,7 +434,11 @@ fn render_node(
         None | Some(Value::Null) => u64::from(default_weight),
         Some(Value::Number(n)) => match n.as_u64() {
             Some(w) if w <= i32::MAX as u64 => w,
-            _ => return Err(format!("weight must be an integer from 0 to 2147483647, got {n}")),
+            _ => {
+                return Err(format!(
+                    "weight must be an integer from 0 to 2147483647, got {n}"
+                ))
+            }
         },
         Some(v) => return Err(format!("weight must be an integer, got {}", short(v))),
     };
@@ -511,7 +515,9 @@ mod tests {
     }
 
     fn b64(s: &str) -> Field<Cow<'static, str>> {
-        Field::Ok(Cow::Owned(base64::engine::general_purpose::STANDARD.encode(s)))
+        Field::Ok(Cow::Owned(
+            base64::engine::general_purpose::STANDARD.encode(s),
+        ))
     }
 
     fn node(key: &str, value: &str) -> Outcome {
@@ -595,8 +601,7 @@ mod tests {
             panic!()
         };
         assert_eq!(&*json, r#"{"host":"1.2.3.4","port":80,"weight":7}"#);
-        let Outcome::Node { json, .. } = node("upstreams/web/1.2.3.4:80", r#"{"weight":0}"#)
-        else {
+        let Outcome::Node { json, .. } = node("upstreams/web/1.2.3.4:80", r#"{"weight":0}"#) else {
             panic!()
         };
         assert!(json.contains("\"weight\":0"));

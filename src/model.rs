@@ -60,7 +60,10 @@ impl ServerModel {
     }
 
     pub fn node_count(&self) -> u64 {
-        self.services.values().map(|s| u64::from(s.node_count)).sum()
+        self.services
+            .values()
+            .map(|s| u64::from(s.node_count))
+            .sum()
     }
 
     /// Starts from services known from elsewhere (the dump, or the snapshot a
@@ -124,7 +127,9 @@ impl ServerModel {
             if let Outcome::Malformed(reason) = &cached.outcome {
                 applied.malformed_total += 1;
                 if fresh {
-                    applied.newly_malformed.push((key.to_owned(), reason.clone()));
+                    applied
+                        .newly_malformed
+                        .push((key.to_owned(), reason.clone()));
                 }
             }
             next.insert(k, cached);

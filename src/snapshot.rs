@@ -40,7 +40,10 @@ impl Snapshot {
     }
 
     pub fn node_count(&self) -> u64 {
-        self.services.values().map(|s| u64::from(s.node_count)).sum()
+        self.services
+            .values()
+            .map(|s| u64::from(s.node_count))
+            .sum()
     }
 
     /// Service names in byte order, for output that must be stable.
@@ -107,10 +110,14 @@ mod tests {
     #[test]
     fn all_nodes_is_sorted_and_valid_json() {
         let mut s = Snapshot::default();
-        s.services.insert("b/".into(), svc(r#"[{"host":"h","port":1,"weight":1}]"#, 1));
+        s.services
+            .insert("b/".into(), svc(r#"[{"host":"h","port":1,"weight":1}]"#, 1));
         s.services.insert("a\"/".into(), svc("[]", 0));
         let out = s.all_nodes_json();
-        assert_eq!(out, r#"{"a\"/":[],"b/":[{"host":"h","port":1,"weight":1}]}"#);
+        assert_eq!(
+            out,
+            r#"{"a\"/":[],"b/":[{"host":"h","port":1,"weight":1}]}"#
+        );
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(v["b/"][0]["port"], 1);
         assert_eq!(s.node_count(), 1);

@@ -38,8 +38,8 @@ pub fn build_client(config: &Config) -> Result<reqwest::Client, String> {
         .user_agent(concat!("ckv/", env!("CARGO_PKG_VERSION")))
         .use_rustls_tls();
     if let Some(path) = &config.tls_ca_file {
-        let pem = std::fs::read(path)
-            .map_err(|e| format!("tls.ca_file {}: {e}", path.display()))?;
+        let pem =
+            std::fs::read(path).map_err(|e| format!("tls.ca_file {}: {e}", path.display()))?;
         let certs = reqwest::Certificate::from_pem_bundle(&pem)
             .map_err(|e| format!("tls.ca_file {}: {e}", path.display()))?;
         for cert in certs {
@@ -49,7 +49,8 @@ pub fn build_client(config: &Config) -> Result<reqwest::Client, String> {
     if !config.tls_verify {
         b = b.danger_accept_invalid_certs(true);
     }
-    b.build().map_err(|e| format!("cannot build HTTP client: {e}"))
+    b.build()
+        .map_err(|e| format!("cannot build HTTP client: {e}"))
 }
 
 /// The URL watched on `server`: the prefix with a trailing slash, so that
@@ -274,7 +275,10 @@ pub async fn run(
     if target.scheme == Scheme::Https && config.tls_ca_file.is_none() && config.tls_verify {
         sink.log(
             Level::Info,
-            format!("ckv: {} uses https with the built-in web PKI roots", target.url),
+            format!(
+                "ckv: {} uses https with the built-in web PKI roots",
+                target.url
+            ),
         );
     }
     sink.log(
@@ -322,7 +326,11 @@ pub async fn run(
                     );
                 }
                 backoff.reset();
-                let state = if blocking { ServerState::Watching } else { ServerState::Polling };
+                let state = if blocking {
+                    ServerState::Watching
+                } else {
+                    ServerState::Polling
+                };
                 sink.update_stats(server, &mut |s| {
                     s.state = state;
                     s.consecutive_errors = 0;
@@ -401,8 +409,8 @@ fn handle(
     let changed = if status == 404 {
         sink.apply_empty(server)
     } else {
-        let entries = kv::parse_response(&body)
-            .map_err(|e| FetchError::new("bad response body", e.0))?;
+        let entries =
+            kv::parse_response(&body).map_err(|e| FetchError::new("bad response body", e.0))?;
         sink.apply(server, &entries)
     };
     match step {
@@ -481,6 +489,9 @@ mod tests {
             assert_eq!(r.take(), Duration::ZERO);
         }
         let d = r.take();
-        assert!(d > Duration::ZERO && d <= Duration::from_millis(51), "{d:?}");
+        assert!(
+            d > Duration::ZERO && d <= Duration::from_millis(51),
+            "{d:?}"
+        );
     }
 }

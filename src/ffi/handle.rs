@@ -184,7 +184,9 @@ pub extern "C" fn ckv_shutdown(h: *mut ckv_handle, timeout_ms: u32) -> ckv_statu
             Ok(h) => h,
             Err(s) => return s,
         };
-        if h.engine.shutdown(Duration::from_millis(u64::from(timeout_ms))) {
+        if h.engine
+            .shutdown(Duration::from_millis(u64::from(timeout_ms)))
+        {
             ckv_status::CKV_OK
         } else {
             ckv_status::CKV_ERR_TIMEOUT

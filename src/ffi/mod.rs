@@ -57,20 +57,22 @@ pub enum ckv_status {
 }
 
 impl ckv_status {
-    pub fn describe(self) -> &'static str {
+    pub fn describe(self) -> &'static std::ffi::CStr {
         match self {
-            ckv_status::CKV_OK => "ok\0",
-            ckv_status::CKV_ERR_NULL_ARGUMENT => "a required pointer argument was NULL\0",
-            ckv_status::CKV_ERR_INVALID_UTF8 => "input is not valid UTF-8\0",
-            ckv_status::CKV_ERR_INVALID_CONFIG => "invalid configuration\0",
-            ckv_status::CKV_ERR_NOT_FOUND => "no such service\0",
-            ckv_status::CKV_ERR_BUFFER_TOO_SMALL => "output buffer too small\0",
-            ckv_status::CKV_ERR_FORKED => "handle used in a process other than the one that created it\0",
-            ckv_status::CKV_ERR_EMPTY => "nothing to return\0",
-            ckv_status::CKV_ERR_START => "the library could not start\0",
-            ckv_status::CKV_ERR_TOO_LARGE => "input too large\0",
-            ckv_status::CKV_ERR_TIMEOUT => "timed out\0",
-            ckv_status::CKV_ERR_PANIC => "internal error (panic caught)\0",
+            ckv_status::CKV_OK => c"ok",
+            ckv_status::CKV_ERR_NULL_ARGUMENT => c"a required pointer argument was NULL",
+            ckv_status::CKV_ERR_INVALID_UTF8 => c"input is not valid UTF-8",
+            ckv_status::CKV_ERR_INVALID_CONFIG => c"invalid configuration",
+            ckv_status::CKV_ERR_NOT_FOUND => c"no such service",
+            ckv_status::CKV_ERR_BUFFER_TOO_SMALL => c"output buffer too small",
+            ckv_status::CKV_ERR_FORKED => {
+                c"handle used in a process other than the one that created it"
+            }
+            ckv_status::CKV_ERR_EMPTY => c"nothing to return",
+            ckv_status::CKV_ERR_START => c"the library could not start",
+            ckv_status::CKV_ERR_TOO_LARGE => c"input too large",
+            ckv_status::CKV_ERR_TIMEOUT => c"timed out",
+            ckv_status::CKV_ERR_PANIC => c"internal error (panic caught)",
         }
     }
 }

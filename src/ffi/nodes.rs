@@ -1,6 +1,6 @@
 //! Reading the snapshot: one service, its generation, or everything.
 
-use super::{boundary, bytes, ckv_status, copy_out, handle::handle, ckv_handle};
+use super::{boundary, bytes, ckv_handle, ckv_status, copy_out, handle::handle};
 
 /// Largest service name accepted.
 pub const CKV_MAX_NAME_BYTES: usize = 4096;

@@ -22,7 +22,9 @@ pub extern "C" fn ckv_abi_version() -> u32 {
 /// Lifetime: static; never free it. Thread safety: any thread.
 #[no_mangle]
 pub extern "C" fn ckv_version() -> *const c_char {
-    concat!("ckv/", env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+    concat!("ckv/", env!("CARGO_PKG_VERSION"), "\0")
+        .as_ptr()
+        .cast()
 }
 
 /// Describes a status code as a static NUL-terminated English sentence.
@@ -46,12 +48,11 @@ pub extern "C" fn ckv_status_str(status: i32) -> *const c_char {
         CKV_ERR_TIMEOUT,
         CKV_ERR_PANIC,
     ];
-    boundary("unknown status\0".as_ptr().cast(), || {
+    boundary(c"unknown status".as_ptr(), || {
         known
             .iter()
             .find(|s| **s as i32 == status)
-            .map_or("unknown status\0", |s| s.describe())
+            .map_or(c"unknown status", |s| s.describe())
             .as_ptr()
-            .cast()
     })
 }

@@ -98,7 +98,10 @@ pub fn decode(buf: &[u8], previous: Option<&Snapshot>) -> Result<Snapshot, Strin
     let count = r.u32()? as usize;
     // Each service takes at least 22 bytes: refuse absurd counts up front.
     if count > buf.len() / 22 {
-        return Err(format!("snapshot claims {count} services in {} bytes", buf.len()));
+        return Err(format!(
+            "snapshot claims {count} services in {} bytes",
+            buf.len()
+        ));
     }
     let mut services = HashMap::with_capacity(count);
     for _ in 0..count {
@@ -125,7 +128,10 @@ pub fn decode(buf: &[u8], previous: Option<&Snapshot>) -> Result<Snapshot, Strin
         );
     }
     if r.pos != buf.len() {
-        return Err(format!("{} stray bytes after the snapshot", buf.len() - r.pos));
+        return Err(format!(
+            "{} stray bytes after the snapshot",
+            buf.len() - r.pos
+        ));
     }
     Ok(Snapshot {
         seq,
@@ -167,14 +173,20 @@ mod tests {
         assert_eq!(back, s);
         let again = decode(&bytes, Some(&back)).unwrap();
         let name = "http://h:1/v1/kv/upstreams/s1/";
-        assert!(Arc::ptr_eq(&again.services[name].nodes_json, &back.services[name].nodes_json));
+        assert!(Arc::ptr_eq(
+            &again.services[name].nodes_json,
+            &back.services[name].nodes_json
+        ));
     }
 
     #[test]
     fn every_truncation_is_an_error() {
         let bytes = encode(&sample());
         for n in 0..bytes.len() {
-            assert!(decode(&bytes[..n], None).is_err(), "prefix of {n} bytes accepted");
+            assert!(
+                decode(&bytes[..n], None).is_err(),
+                "prefix of {n} bytes accepted"
+            );
         }
         let mut extra = bytes.clone();
         extra.push(0);

@@ -88,7 +88,13 @@ pub fn dir_name(group: &str, config_hash: u64) -> String {
     let uid = unsafe { libc::getuid() };
     let safe: String = group
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(64)
         .collect();
     format!("ckv.{uid}.{safe}.{config_hash:016x}")

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Runs every check and test, then prints one summary line:
+#   total: N passed, M failed
+# Steps: rustfmt, clippy, build, header/cdefs freshness, cargo test (all
+# crates), the C example, the Test::Nginx suites, the runner's self-tests.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TERM_COLOR=never
+log_dir=$(mktemp -d)
+trap 'rm -rf "$log_dir"' EXIT
+passed=0
+failed=0
+failed_steps=()
+
+step() {
+    local name=$1; shift
+    local out="$log_dir/$name.log"
+    local t0=$SECONDS
+    printf '==> %s\n' "$name"
+    if "$@" >"$out" 2>&1; then
+        printf '    ok (%ds)\n' $((SECONDS - t0))
+        return 0
+    fi
+    printf '    FAILED (%ds); last lines:\n' $((SECONDS - t0))
+    tail -n 60 "$out" | sed 's/^/    | /'
+    failed_steps+=("$name")
+    return 1
+}
+
+# Counts one pass/fail for a check that is not a test suite.
+check() {
+    if step "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+}
+
+# cargo test: add up "test result: ... N passed; M failed".
+cargo_tests() {
+    step cargo-test cargo test --workspace --no-fail-fast
+    local rc=$?
+    local p f
+    p=$(grep -oE '[0-9]+ passed' "$log_dir/cargo-test.log" | awk '{s+=$1} END {print s+0}')
+    f=$(grep -oE '[0-9]+ failed' "$log_dir/cargo-test.log" | awk '{s+=$1} END {print s+0}')
+    passed=$((passed + p))
+    failed=$((failed + f))
+    if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then failed=$((failed + 1)); fi
+    printf '    cargo test: %d passed, %d failed\n' "$p" "$f"
+}
+
+# prove: "Files=.., Tests=N" and the failed subtest counts.
+prove_tests() {
+    local name=$1; shift
+    step "$name" bash scripts/prove.sh "$@"
+    local rc=$?
+    local total f
+    total=$(grep -oE 'Tests=[0-9]+' "$log_dir/$name.log" | tail -1 | cut -d= -f2)
+    total=${total:-0}
+    f=$(grep -oE 'Failed [0-9]+/[0-9]+ subtests' "$log_dir/$name.log" | awk '{split($2,a,"/"); s+=a[1]} END {print s+0}')
+    if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+    passed=$((passed + total - f))
+    failed=$((failed + f))
+    printf '    %s: %d passed, %d failed\n' "$name" $((total - f)) "$f"
+}
+
+check fmt cargo fmt --all -- --check
+check clippy cargo clippy --workspace --all-targets -- -D warnings
+check build cargo build --workspace
+check header bash scripts/check-header.sh
+cargo_tests
+check c-example bash examples/test.sh
+prove_tests test-nginx
+prove_tests runner-selftest --selftest
+
+if [ ${#failed_steps[@]} -gt 0 ]; then
+    echo "failed steps: ${failed_steps[*]}"
+fi
+echo "total: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
