@@ -71,6 +71,9 @@ struct Shared {
 struct Leader {
     models: Vec<ServerModel>,
     synced: Vec<bool>,
+    /// Per server: the prefix is empty in Consul and its services were kept
+    /// (`on_empty_prefix = keep`); warned once per such episode.
+    kept_empty: Vec<bool>,
     seq: u64,
 }
 
@@ -330,6 +333,7 @@ impl Shared {
         *self.leader.lock() = Some(Leader {
             models,
             synced: vec![false; self.config.servers.len()],
+            kept_empty: vec![false; self.config.servers.len()],
             seq,
         });
         if self.role.load(Ordering::Acquire) == ROLE_FOLLOWER {
@@ -500,17 +504,29 @@ impl<'de> serde::Deserialize<'de> for ServerState {
 struct Sink(Arc<Shared>);
 
 impl WatchSink for Sink {
-    fn apply(&self, server: usize, entries: &[RawEntry<'_>]) -> bool {
+    fn apply(&self, server: usize, entries: &[RawEntry<'_>]) -> Result<bool, String> {
         let shared = &self.0;
         let mut guard = shared.leader.lock();
         let Some(leader) = guard.as_mut() else {
-            return false;
+            return Ok(false);
         };
         let Some(model) = leader.models.get_mut(server) else {
-            return false;
+            return Ok(false);
         };
-        let applied = model.apply(entries, leader.seq + 1);
         let url = model.name_base().to_owned();
+        let applied = match model.apply(entries, leader.seq + 1) {
+            Ok(a) => a,
+            Err(refused) => {
+                return Err(format!(
+                    "all {} entries of the response are malformed (first: {})",
+                    refused.malformed_total,
+                    refused
+                        .newly_malformed
+                        .first()
+                        .map_or_else(String::new, |(k, r)| format!("{k:?}: {r}"))
+                ));
+            }
+        };
         for (key, reason) in &applied.newly_malformed {
             shared.log(
                 Level::Warn,
@@ -522,10 +538,11 @@ impl WatchSink for Sink {
             s.malformed_entries = malformed;
         }
         let first = !std::mem::replace(&mut leader.synced[server], true);
+        leader.kept_empty[server] = false;
         if applied.changed || first {
             shared.publish_from(leader);
         }
-        applied.changed
+        Ok(applied.changed)
     }
 
     fn apply_empty(&self, server: usize) -> bool {
@@ -539,7 +556,8 @@ impl WatchSink for Sink {
         let changed = match shared.config.on_empty_prefix {
             EmptyPrefixPolicy::Clear => leader.models[server].clear(),
             EmptyPrefixPolicy::Keep => {
-                if !leader.models[server].services().is_empty() {
+                let kept = !leader.models[server].services().is_empty();
+                if kept && !std::mem::replace(&mut leader.kept_empty[server], true) {
                     shared.log(
                         Level::Warn,
                         format!(

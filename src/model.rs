@@ -81,7 +81,11 @@ impl ServerModel {
 
     /// Applies a full `?recurse` response. `seq` is the generation given to
     /// services that change.
-    pub fn apply(&mut self, entries: &[RawEntry<'_>], seq: u64) -> Applied {
+    ///
+    /// A response whose entries are all malformed is refused whole and
+    /// nothing changes: Consul never sends that, a broken proxy or server
+    /// might, and serving nothing would throw away the last good nodes.
+    pub fn apply(&mut self, entries: &[RawEntry<'_>], seq: u64) -> Result<Applied, Applied> {
         let mut applied = Applied::default();
         let mut previous = std::mem::take(&mut self.entries);
         let mut nodes: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
@@ -134,6 +138,12 @@ impl ServerModel {
             }
             next.insert(k, cached);
         }
+        if !entries.is_empty() && applied.malformed_total == entries.len() {
+            // Keep the previous parses too: the next good response reuses them.
+            self.entries = previous;
+            self.entries.extend(next);
+            return Err(applied);
+        }
         self.entries = next;
         // Pass 2: group nodes by service in key order (Consul sorts keys).
         for entry in entries {
@@ -182,7 +192,7 @@ impl ServerModel {
         applied.changed_services += self.services.len(); // removed services
         applied.changed = applied.changed_services > 0;
         self.services = services;
-        applied
+        Ok(applied)
     }
 
     /// The prefix is gone (404): forget every service. Returns whether
@@ -224,14 +234,16 @@ mod tests {
     #[test]
     fn services_are_named_like_apisix_and_grouped_in_key_order() {
         let mut m = ServerModel::new(0, URL, rules());
-        let a = m.apply(
-            &[
-                entry("upstreams/web/10.0.0.1:80", r#"{"weight":2}"#),
-                entry("upstreams/web/10.0.0.2:80", "{}"),
-                entry("upstreams/api/v1/10.0.0.3:81", "{}"),
-            ],
-            1,
-        );
+        let a = m
+            .apply(
+                &[
+                    entry("upstreams/web/10.0.0.1:80", r#"{"weight":2}"#),
+                    entry("upstreams/web/10.0.0.2:80", "{}"),
+                    entry("upstreams/api/v1/10.0.0.3:81", "{}"),
+                ],
+                1,
+            )
+            .unwrap();
         assert!(a.changed);
         assert_eq!(a.changed_services, 2);
         let web = &m.services()["http://127.0.0.1:8500/v1/kv/upstreams/web/"];
@@ -254,15 +266,18 @@ mod tests {
                 entry("upstreams/api/10.0.0.3:81", "{}"),
             ],
             1,
-        );
+        )
+        .unwrap();
         let before = m.services()["http://127.0.0.1:8500/v1/kv/upstreams/web/"].clone();
-        let a = m.apply(
-            &[
-                entry("upstreams/web/10.0.0.1:80", "{}"),
-                entry("upstreams/api/10.0.0.3:81", r#"{"weight":5}"#),
-            ],
-            2,
-        );
+        let a = m
+            .apply(
+                &[
+                    entry("upstreams/web/10.0.0.1:80", "{}"),
+                    entry("upstreams/api/10.0.0.3:81", r#"{"weight":5}"#),
+                ],
+                2,
+            )
+            .unwrap();
         assert_eq!(a.changed_services, 1);
         let after = &m.services()["http://127.0.0.1:8500/v1/kv/upstreams/web/"];
         assert_eq!(after.generation, 1);
@@ -272,21 +287,24 @@ mod tests {
             2
         );
         // The same response again changes nothing.
-        let a = m.apply(
-            &[
-                entry("upstreams/web/10.0.0.1:80", "{}"),
-                entry("upstreams/api/10.0.0.3:81", r#"{"weight":5}"#),
-            ],
-            3,
-        );
+        let a = m
+            .apply(
+                &[
+                    entry("upstreams/web/10.0.0.1:80", "{}"),
+                    entry("upstreams/api/10.0.0.3:81", r#"{"weight":5}"#),
+                ],
+                3,
+            )
+            .unwrap();
         assert!(!a.changed);
     }
 
     #[test]
     fn removed_service_counts_as_change() {
         let mut m = ServerModel::new(0, URL, rules());
-        m.apply(&[entry("upstreams/web/10.0.0.1:80", "{}")], 1);
-        let a = m.apply(&[], 2);
+        m.apply(&[entry("upstreams/web/10.0.0.1:80", "{}")], 1)
+            .unwrap();
+        let a = m.apply(&[], 2).unwrap();
         assert!(a.changed);
         assert!(m.services().is_empty());
     }
@@ -299,23 +317,48 @@ mod tests {
             entry("upstreams/web/bad host:80", "{}"),
             entry("upstreams/web/10.0.0.2:80", "not json"),
         ];
-        let a = m.apply(&body, 1);
+        let a = m.apply(&body, 1).unwrap();
         assert_eq!(a.malformed_total, 2);
         assert_eq!(a.newly_malformed.len(), 2);
         assert_eq!(m.node_count(), 1);
-        let a = m.apply(&body, 2);
+        let a = m.apply(&body, 2).unwrap();
         assert_eq!(a.malformed_total, 2);
         assert!(a.newly_malformed.is_empty());
         assert!(!a.changed);
     }
 
     #[test]
+    fn a_response_of_only_malformed_entries_is_refused() {
+        let mut m = ServerModel::new(0, URL, rules());
+        m.apply(&[entry("upstreams/web/10.0.0.1:80", "{}")], 1)
+            .unwrap();
+        let bad = RawEntry {
+            key: Field::WrongType("a number"),
+            ..RawEntry::default()
+        };
+        let refused = m.apply(&[bad], 2).unwrap_err();
+        assert_eq!(refused.malformed_total, 1);
+        assert_eq!(m.node_count(), 1, "the last good nodes are kept");
+        // A good response afterwards applies normally.
+        let a = m
+            .apply(&[entry("upstreams/web/10.0.0.1:80", "{}")], 3)
+            .unwrap();
+        assert!(!a.changed);
+        // An empty array is not "all malformed": it empties the prefix.
+        assert!(m.apply(&[], 4).unwrap().changed);
+    }
+
+    #[test]
     fn seed_keeps_generations_for_unchanged_services() {
         let mut first = ServerModel::new(0, URL, rules());
-        first.apply(&[entry("upstreams/web/10.0.0.1:80", "{}")], 4);
+        first
+            .apply(&[entry("upstreams/web/10.0.0.1:80", "{}")], 4)
+            .unwrap();
         let mut second = ServerModel::new(0, URL, rules());
         second.seed(first.services().clone());
-        let a = second.apply(&[entry("upstreams/web/10.0.0.1:80", "{}")], 9);
+        let a = second
+            .apply(&[entry("upstreams/web/10.0.0.1:80", "{}")], 9)
+            .unwrap();
         assert!(!a.changed);
         assert_eq!(
             second.services()["http://127.0.0.1:8500/v1/kv/upstreams/web/"].generation,

@@ -19,8 +19,9 @@ use crate::stats::{now_ms, ServerState, ServerStats};
 /// Where a watch delivers what it learns. Implemented by the engine; tests
 /// implement it to observe a watch alone.
 pub trait WatchSink: Send + Sync {
-    /// A full, parsed response for `server`. Returns whether anything changed.
-    fn apply(&self, server: usize, entries: &[RawEntry<'_>]) -> bool;
+    /// A full, parsed response for `server`. Returns whether anything
+    /// changed, or why the response was refused (nothing applied).
+    fn apply(&self, server: usize, entries: &[RawEntry<'_>]) -> Result<bool, String>;
     /// The prefix is empty on `server` (Consul answered 404).
     fn apply_empty(&self, server: usize) -> bool;
     fn update_stats(&self, server: usize, f: &mut dyn FnMut(&mut ServerStats));
@@ -314,17 +315,7 @@ pub async fn run(
         let outcome = result.and_then(|f| handle(server, &mut index, f, &*sink, &config));
         let next_pause = match outcome {
             Ok(()) => {
-                if let Some((err, since)) = streak.take() {
-                    sink.log(
-                        Level::Notice,
-                        format!(
-                            "ckv: {url} recovered after {} failed attempts over {:.1}s (last: {})",
-                            backoff.failures(),
-                            since.elapsed().as_secs_f64(),
-                            err.detail
-                        ),
-                    );
-                }
+                let failures = backoff.failures();
                 backoff.reset();
                 let state = if blocking {
                     ServerState::Watching
@@ -336,6 +327,17 @@ pub async fn run(
                     s.consecutive_errors = 0;
                     s.last_success_ms = now_ms();
                 });
+                if let Some((err, since)) = streak.take() {
+                    sink.log(
+                        Level::Notice,
+                        format!(
+                            "ckv: {url} recovered after {} failed attempts over {:.1}s (last: {})",
+                            failures,
+                            since.elapsed().as_secs_f64(),
+                            err.detail
+                        ),
+                    );
+                }
                 if blocking {
                     Duration::ZERO
                 } else {
@@ -412,6 +414,7 @@ fn handle(
         let entries =
             kv::parse_response(&body).map_err(|e| FetchError::new("bad response body", e.0))?;
         sink.apply(server, &entries)
+            .map_err(|e| FetchError::new("bad response body", e))?
     };
     match step {
         IndexStep::Advance(i) => *index = i,
