@@ -108,4 +108,108 @@ function _M.show(nodes)
     return table.concat(parts, ", ")
 end
 
+-- ---- helpers for the drop-in and multi-worker suites (t/010..t/049) ----
+
+-- Configures apisix.core.config_local (the stub) with discovery.consul_kv =
+-- conf; call from init_by_lua before the drop-in's init_worker().
+function _M.dropin_conf(conf)
+    require("apisix.core.config_local").set({ discovery = { consul_kv = conf } })
+end
+
+-- Every `interval` seconds (default 0.01) stores tostring(fn()) in the
+-- shared dict `dict` under "<label>:<worker id>". With `history`, also keeps
+-- the sequence of distinct values seen, joined by " | ", under
+-- "<label>:<worker id>:hist". Call from init_worker_by_lua.
+function _M.record_per_worker(dict, label, fn, interval, history)
+    local shm = ngx.shared[dict]
+    local key = label .. ":" .. ngx.worker.id()
+    local last
+    local function record(premature)
+        if premature then
+            return
+        end
+        local ok, v = pcall(fn)
+        v = ok and tostring(v) or ("error: " .. tostring(v))
+        shm:set(key, v)
+        if history and v ~= last then
+            local h = shm:get(key .. ":hist")
+            shm:set(key .. ":hist", h and (h .. " | " .. v) or v)
+        end
+        last = v
+    end
+    record()
+    assert(ngx.timer.every(interval or 0.01, record))
+end
+
+-- Waits until every worker 0..n-1 recorded `expected` under `label`.
+-- Returns ok and the values seen, "w0=... w1=...".
+function _M.wait_workers(dict, label, expected, n, timeout)
+    local shm = ngx.shared[dict]
+    return _M.wait_for(function()
+        local all, seen = true, {}
+        for i = 0, n - 1 do
+            local v = shm:get(label .. ":" .. i)
+            seen[#seen + 1] = "w" .. i .. "=" .. tostring(v)
+            if v ~= expected then
+                all = false
+            end
+        end
+        return all, table.concat(seen, " ")
+    end, timeout)
+end
+
+function _M.read_file(path)
+    local f, err = io.open(path, "rb")
+    if not f then
+        return nil, err
+    end
+    local data = f:read("*a")
+    f:close()
+    return data
+end
+
+function _M.write_file(path, data)
+    local f = assert(io.open(path, "wb"))
+    f:write(data)
+    f:close()
+end
+
+-- The nginx error log of this instance (the same file under test-nginx and
+-- the compat runner: {prefix}/logs/error.log).
+function _M.error_log_path()
+    return ngx.config.prefix() .. "logs/error.log"
+end
+
+-- Waits until the error log contains `needle` (a plain substring).
+function _M.wait_log(needle, timeout)
+    return _M.wait_for(function()
+        local data = _M.read_file(_M.error_log_path())
+        return data ~= nil and data:find(needle, 1, true) ~= nil
+    end, timeout)
+end
+
+-- Permission bits of a file, in octal ("600"), from stat(1).
+function _M.file_mode(path)
+    local p = io.popen("stat -c %a '" .. path .. "'")
+    local out = p:read("*a")
+    p:close()
+    return (out:gsub("%s+$", ""))
+end
+
+-- Nodes rendered sorted (host:port), for comparisons that must not depend
+-- on node order.
+function _M.show_sorted(nodes)
+    if nodes == nil then
+        return "nil"
+    end
+    local copy = {}
+    for i, n in ipairs(nodes) do
+        copy[i] = n
+    end
+    table.sort(copy, function(a, b)
+        return a.host .. ":" .. a.port < b.host .. ":" .. b.port
+    end)
+    return _M.show(copy)
+end
+
 return _M
