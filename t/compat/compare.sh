@@ -17,6 +17,12 @@ shift
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
+# own servroot and port, so a concurrent run of the project tests (which
+# uses t/servroot and port 1984) cannot interfere
+export TEST_NGINX_SERVROOT="$tmp/servroot"
+export TEST_NGINX_PORT="${CKV_COMPARE_PORT:-2020}"
+unset TEST_NGINX_SERVER_PORT
+
 summary() {   # TAP file -> "plan ok-count not-ok-count"
     local plan ok nok
     plan=$(grep -m1 -E '^1\.\.[0-9]+' "$1" || echo "1..?")
