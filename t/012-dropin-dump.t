@@ -136,6 +136,10 @@ tok-t012-secret
             local t = require('ckvtest')
             local d = require('apisix.discovery.consul_kv')
             local shm = ngx.shared.ckv_t
+            -- the other worker may still be in init_worker
+            t.wait_for(function()
+                return shm:get('web:0:hist') and shm:get('web:1:hist')
+            end)
             ngx.say('w0: ', shm:get('web:0:hist'))
             ngx.say('w1: ', shm:get('web:1:hist'))
             ngx.say('api: ', t.show(d.nodes('http://127.0.0.1:8500/v1/kv/t012/api/')))
