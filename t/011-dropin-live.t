@@ -303,7 +303,7 @@ qr/\A[^\n]+\n\z/
             local d = require("apisix.discovery.consul_kv")
             t.put(8502, "t011e/web/10.0.0.1:80", "{}",
                   { ["X-Consul-Token"] = "mgmt-t011-secret" })
-            ngx.say("403 logged: ", (t.wait_log("HTTP 403")))
+            ngx.say("403 logged: ", (t.wait_log("t011e/: HTTP 403")))
             local n = 0
             for _ in pairs(d.all_nodes()) do n = n + 1 end
             ngx.say("services: ", n)
@@ -326,7 +326,7 @@ mgmt-t011-secret
     init_by_lua_block {
         require("ckvtest").dropin_conf({
             servers = { "http://127.0.0.1:8502" },
-            prefix = "t011e",
+            prefix = "t011f",
             token = "wrong-t011-secret",
             backoff = { initial = 50, max = 200 },
         })
@@ -339,7 +339,7 @@ mgmt-t011-secret
         content_by_lua_block {
             local t = require("ckvtest")
             local d = require("apisix.discovery.consul_kv")
-            ngx.say("403 logged: ", (t.wait_log("HTTP 403")))
+            ngx.say("403 logged: ", (t.wait_log("t011f/: HTTP 403")))
             local n = 0
             for _ in pairs(d.all_nodes()) do n = n + 1 end
             ngx.say("services: ", n)
@@ -353,7 +353,7 @@ mgmt-t011-secret
 services: 0
 token in stats: false
 --- error_log eval
-qr/\[error\].*ckv: http:\/\/127\.0\.0\.1:8502\/v1\/kv\/t011e\/: HTTP 403 \(the ACL token is unknown to Consul\)/
+qr/\[error\].*ckv: http:\/\/127\.0\.0\.1:8502\/v1\/kv\/t011f\/: HTTP 403 \(the ACL token is unknown to Consul\)/
 --- no_error_log
 wrong-t011-secret
 
