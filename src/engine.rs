@@ -62,7 +62,8 @@ struct Shared {
     leader: Mutex<Option<Leader>>,
     become_leader: Notify,
     dump_dirty: Notify,
-    group: Option<Group>,
+    /// None when sharing is off, and after shutdown (leaving the group).
+    group: arc_swap::ArcSwapOption<Group>,
     stopped: AtomicBool,
 }
 
@@ -127,7 +128,7 @@ impl Engine {
             leader: Mutex::new(None),
             become_leader: Notify::new(),
             dump_dirty: Notify::new(),
-            group,
+            group: arc_swap::ArcSwapOption::from(group.map(Arc::new)),
             stopped: AtomicBool::new(false),
         });
         shared.load_initial();
@@ -139,7 +140,7 @@ impl Engine {
         threads.push(spawn_quiet("ckv-runtime", move || {
             run_runtime(rt_shared, rt_stop)
         })?);
-        if shared.group.is_some() {
+        if shared.group.load().is_some() {
             let f_shared = shared.clone();
             threads.push(spawn_quiet("ckv-follow", move || {
                 follow(f_shared, stop_rx)
@@ -189,8 +190,9 @@ impl Engine {
         serde_json::to_string(&stats).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
     }
 
-    /// Stops the threads, waiting at most `timeout`. Returns false when a
-    /// thread did not stop in time (it is then left detached).
+    /// Stops the threads, waiting at most `timeout`, and gives up leadership
+    /// so that another process of the group takes over the watch. Returns
+    /// false when a thread did not stop in time (it is then left detached).
     pub fn shutdown(&self, timeout: Duration) -> bool {
         if self.shared.stopped.swap(true, Ordering::AcqRel) {
             return true;
@@ -208,6 +210,18 @@ impl Engine {
             } else {
                 all = false;
             }
+        }
+        if let Some(g) = self.shared.group.swap(None) {
+            if self.shared.role.swap(ROLE_FOLLOWER, Ordering::AcqRel) == ROLE_LEADER {
+                self.shared.log(
+                    Level::Notice,
+                    format!(
+                        "ckv: process {} stopped watching Consul; another worker takes over",
+                        std::process::id()
+                    ),
+                );
+            }
+            g.release_leadership();
         }
         all
     }
@@ -249,7 +263,7 @@ impl Shared {
     /// At start: the leader's current snapshot if there is one, else the
     /// dump file when `dump.load_on_init` is set.
     fn load_initial(&self) {
-        if let Some(group) = &self.group {
+        if let Some(group) = self.group.load_full() {
             match group.read_latest() {
                 Ok(Some((seq, bytes))) => match codec::decode(&bytes, None) {
                     Ok(s) => {
@@ -329,7 +343,9 @@ impl Shared {
                 m
             })
             .collect();
-        let seq = current.seq.max(self.group.as_ref().map_or(0, |g| g.seq()));
+        let seq = current
+            .seq
+            .max(self.group.load().as_ref().map_or(0, |g| g.seq()));
         *self.leader.lock() = Some(Leader {
             models,
             synced: vec![false; self.config.servers.len()],
@@ -364,7 +380,7 @@ impl Shared {
             from_dump: false,
             synced: leader.synced.iter().all(|s| *s),
         };
-        if let Some(group) = &self.group {
+        if let Some(group) = self.group.load_full() {
             let bytes = codec::encode(&snapshot);
             if let Err(e) = group.publish(snapshot.seq, &bytes) {
                 self.log(
@@ -394,8 +410,9 @@ impl Shared {
         let snap = self.current.load();
         let role = self.role.load(Ordering::Acquire);
         let mut servers = self.stats.lock().clone();
+        let group = self.group.load_full();
         if role == ROLE_FOLLOWER {
-            if let Some(g) = &self.group {
+            if let Some(g) = &group {
                 match g
                     .read_stats()
                     .ok()
@@ -427,8 +444,7 @@ impl Shared {
                 ROLE_FOLLOWER => "follower",
                 _ => "standalone",
             },
-            leader_pid: self
-                .group
+            leader_pid: group
                 .as_ref()
                 .map_or(std::process::id(), |g| g.leader_pid()),
             generation: snap.seq,
@@ -598,8 +614,11 @@ impl WatchSink for Sink {
 }
 
 fn run_runtime(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
+    // Blocking-pool threads (dump writes) inherit this thread's signal mask.
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .thread_name("ckv-blocking")
+        .max_blocking_threads(1)
         .build()
     {
         Ok(rt) => rt,
@@ -636,7 +655,7 @@ fn run_runtime(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
         if shared.config.dump.is_some() {
             tasks.spawn(write_dumps(shared.clone(), stop.clone()));
         }
-        if shared.group.is_some() {
+        if shared.group.load().is_some() {
             tasks.spawn(write_stats(shared.clone(), stop.clone()));
         }
         while tasks.join_next().await.is_some() {}
@@ -694,7 +713,7 @@ async fn write_dumps(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
 async fn write_stats(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     loop {
         if shared.stats_dirty.swap(false, Ordering::AcqRel) {
-            if let Some(g) = &shared.group {
+            if let Some(g) = shared.group.load_full() {
                 let stats = shared.stats_now();
                 if let Ok(json) = serde_json::to_vec(&stats) {
                     let _ = g.write_stats(&json);
@@ -710,7 +729,9 @@ async fn write_stats(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
 
 /// Follower thread: take over when the leader goes, follow it until then.
 fn follow(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
-    let Some(group) = &shared.group else { return };
+    let Some(group) = shared.group.load_full() else {
+        return;
+    };
     let mut seen_seq = 0;
     loop {
         if *stop.borrow() {

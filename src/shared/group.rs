@@ -191,6 +191,16 @@ impl Group {
         }
     }
 
+    /// Gives up leadership (if held) so that another process takes over.
+    pub fn release_leadership(&self) {
+        let me = std::process::id();
+        let _ =
+            self.header()
+                .leader_pid
+                .compare_exchange(me, 0, Ordering::AcqRel, Ordering::Acquire);
+        let _ = flock(&self.leader, libc::LOCK_UN);
+    }
+
     pub fn leader_pid(&self) -> u32 {
         self.header().leader_pid.load(Ordering::Acquire)
     }
