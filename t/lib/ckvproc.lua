@@ -81,9 +81,10 @@ function _M.ckv_threads(pids)
     return n
 end
 
--- Shared directories of ckv for this user.
+-- Shared directories of ckv that belong to this nginx instance (their
+-- group defaults to the master's pid).
 function _M.shm_dirs()
-    return list("ls -d /dev/shm/ckv.* 2>/dev/null")
+    return list("ls -d /dev/shm/ckv.*." .. _M.master_pid() .. ".* 2>/dev/null")
 end
 
 return _M
