@@ -20,6 +20,7 @@ local json_decode  = cjson.decode
 local json_encode  = cjson.encode
 local setmetatable = setmetatable
 local pairs        = pairs
+local next         = next
 local tonumber     = tonumber
 local type         = type
 local error        = error
@@ -97,8 +98,9 @@ local _M = {
 }
 local mt = { __index = _M }
 
--- Negative lookups are cached too; past this many, they are forgotten so
--- that unknown names from traffic cannot grow the cache without bound.
+-- Unknown names are cached too (as false); past this many, they are
+-- forgotten so that unknown names from traffic cannot grow the cache
+-- without bound.
 local MAX_NEGATIVE = 10000
 
 --- Starts watching. `conf` is APISIX's consul_kv table (or a JSON string);
@@ -132,7 +134,13 @@ function _M.new(conf, opts)
     local self = setmetatable({
         h = h,
         gen_ptr = C.ckv_generation_ptr(h),
+        -- name -> node table (or false: unknown), valid for generation `seen`
         cache = {},
+        seen = -1,
+        -- after a change: name -> { node table, service generation } from
+        -- before it, reused when the service itself did not change
+        previous = {},
+        generations = setmetatable({}, { __mode = "k" }),
         negative = 0,
         all = nil,
         all_gen = nil,
@@ -159,37 +167,62 @@ function _M.new(conf, opts)
     return self
 end
 
-local function refresh(self, name, entry, gen)
-    local h = self.h
-    local rc = C.ckv_service_generation(h, name, #name, out_gen)
-    local cache = self.cache
-    if rc == ERR_NOT_FOUND then
-        if entry == nil then
-            local negative = self.negative + 1
-            if negative > MAX_NEGATIVE then
-                for k, e in pairs(cache) do
-                    if e[2] == nil then
-                        cache[k] = nil
-                    end
-                end
-                negative = 1
-            end
-            self.negative = negative
+-- The snapshot moved: start a new cache; entries move to `previous` and are
+-- revalidated one by one as they are asked for.
+local function new_generation(self, gen)
+    local previous = self.previous
+    if next(previous) == nil then
+        -- Usual case: everything was revalidated since the last change.
+        self.previous = self.cache
+    else
+        for name, nodes in pairs(self.cache) do
+            previous[name] = nodes
         end
-        cache[name] = { gen, nil, -1 }
+    end
+    self.cache = {}
+    self.negative = 0
+    self.seen = gen
+end
+
+local function forget_unknown(self)
+    local cache = self.cache
+    for k, v in pairs(cache) do
+        if v == false then
+            cache[k] = nil
+        end
+    end
+    self.negative = 0
+end
+
+-- A name not in the cache for the current generation.
+local function miss(self, name)
+    local h = self.h
+    local cache = self.cache
+    local rc = C.ckv_service_generation(h, name, #name, out_gen)
+    if rc == ERR_NOT_FOUND then
+        self.previous[name] = nil
+        if self.negative >= MAX_NEGATIVE then
+            forget_unknown(self)
+        end
+        self.negative = self.negative + 1
+        cache[name] = false
         return nil
     end
     if rc ~= OK then
         return nil, status_message(rc)
     end
     local sgen = tonumber(out_gen[0])
-    if entry ~= nil and entry[3] == sgen then
-        entry[1] = gen
-        return entry[2]
+    local old = self.previous[name]
+    if old ~= nil then
+        self.previous[name] = nil
+        if old and self.generations[old] == sgen then
+            cache[name] = old
+            return old
+        end
     end
     rc = read_nodes(h, name)
     if rc == ERR_NOT_FOUND then
-        cache[name] = { gen, nil, -1 }
+        cache[name] = false
         return nil
     end
     if rc ~= OK then
@@ -199,19 +232,29 @@ local function refresh(self, name, entry, gen)
     if not nodes then
         return nil, "cannot decode nodes: " .. err
     end
-    cache[name] = { gen, nodes, tonumber(out_gen[0]) }
+    -- Keyed by the table itself (weak keys): no field added to what the
+    -- caller sees.
+    self.generations[nodes] = tonumber(out_gen[0])
+    cache[name] = nodes
     return nodes
 end
 
 --- The nodes of `name` (`{server}/v1/kv/{prefix}/{service}/`), or nil when
---- the service is unknown. Steady state: one pointer read, one table lookup.
+--- the service is unknown. Steady state: one pointer read, two table
+--- lookups, no call into the library.
 function _M.nodes(self, name)
     local gen = self.gen_ptr[0]
-    local entry = self.cache[name]
-    if entry ~= nil and entry[1] == gen then
-        return entry[2]
+    if gen ~= self.seen then
+        new_generation(self, gen)
     end
-    return refresh(self, name, entry, gen)
+    local nodes = self.cache[name]
+    if nodes then
+        return nodes
+    end
+    if nodes == false then
+        return nil
+    end
+    return miss(self, name)
 end
 
 --- Every service: { [name] = nodes }. Decoded again only after a change.
