@@ -176,6 +176,8 @@ state: polling
             local function faults()
                 return cjson.decode(t.control(8500, "GET", "/_double/fault"))
             end
+            -- both workers are up (and have nothing yet)
+            ngx.say("started: ", (t.wait_workers("ckv_t", "web", "nil", 2)))
             t.put(8500, "t011c/web/10.0.0.1:80", "{}")
             ngx.say("A: ", (t.wait_workers("ckv_t", "web", "10.0.0.1:80 w=1", 2)))
 
@@ -217,6 +219,7 @@ state: polling
         }
     }
 --- response_body
+started: true
 A: true
 dropped, retried: true
 state: true
