@@ -1,0 +1,220 @@
+//! `make bench`, part 3 (full refresh): CPU time ckv spends on one full-prefix
+//! Consul response, step by step, next to serde_json merely parsing the same
+//! bytes.
+//!
+//! Usage: ckv-bench SERVER_URL PREFIX=BODY_FILE... (one JSON line per file on
+//! stdout). Each figure is the median over several repetitions, in thread CPU
+//! time (CLOCK_THREAD_CPUTIME_ID) and wall time.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::time::Instant;
+
+use base64::Engine as _;
+use ckv::kv::{self, Field, RawEntry, Rules};
+use ckv::model::ServerModel;
+use ckv::shared::codec;
+use ckv::snapshot::Snapshot;
+
+fn cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[derive(Clone, Copy)]
+struct Sample {
+    cpu: u64,
+    wall: u64,
+}
+
+/// Runs `f` `reps` times (after one warm-up), returns the median CPU and wall
+/// times. `setup` runs before each repetition, outside the measurement.
+fn measure<S, T>(reps: usize, mut setup: impl FnMut() -> S, mut f: impl FnMut(S) -> T) -> Sample {
+    let s = setup();
+    std::hint::black_box(f(s));
+    let mut cpu = Vec::with_capacity(reps);
+    let mut wall = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let s = setup();
+        let c0 = cpu_ns();
+        let w0 = Instant::now();
+        let out = f(s);
+        let w = w0.elapsed().as_nanos() as u64;
+        let c = cpu_ns() - c0;
+        std::hint::black_box(out);
+        cpu.push(c);
+        wall.push(w);
+    }
+    cpu.sort_unstable();
+    wall.sort_unstable();
+    Sample {
+        cpu: cpu[reps / 2],
+        wall: wall[reps / 2],
+    }
+}
+
+fn snapshot_of(model: &ServerModel, seq: u64) -> Snapshot {
+    // As the engine's publish_from: one HashMap of every model's services.
+    let mut services = HashMap::new();
+    for (k, v) in model.services() {
+        services.insert(k.clone(), v.clone());
+    }
+    Snapshot {
+        seq,
+        services,
+        from_dump: false,
+        synced: true,
+    }
+}
+
+/// The same entries with one value changed (a weight edit on one node).
+fn with_one_change<'a>(entries: &[RawEntry<'a>]) -> Vec<RawEntry<'a>> {
+    let mut out: Vec<RawEntry<'a>> = entries
+        .iter()
+        .map(|e| RawEntry {
+            key: e.key.clone(),
+            value: e.value.clone(),
+            modify_index: e.modify_index.clone(),
+        })
+        .collect();
+    let i = out.len() / 2;
+    out[i].value = Field::Ok(Cow::Owned(
+        base64::engine::general_purpose::STANDARD.encode(r#"{"weight":77}"#),
+    ));
+    out
+}
+
+fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() < 3 {
+        eprintln!("usage: ckv-bench SERVER_URL PREFIX=BODY_FILE...");
+        std::process::exit(2);
+    }
+    let url = args[1].clone();
+    for arg in &args[2..] {
+        let (prefix, file) = arg.split_once('=').expect("PREFIX=BODY_FILE");
+        let rules = Rules {
+            prefix: prefix.to_owned(),
+            skip_keys: vec![],
+            default_weight: 1,
+        };
+        let body = std::fs::read(file).expect("read body");
+        let n_keys = kv::parse_response(&body).expect("parse").len();
+        let reps = if n_keys >= 50_000 {
+            7
+        } else if n_keys >= 5_000 {
+            21
+        } else {
+            101
+        };
+
+        // serde_json alone.
+        let value = measure(reps, || (), |()| {
+            serde_json::from_slice::<serde_json::Value>(&body).unwrap()
+        });
+        let ignored = measure(reps, || (), |()| {
+            serde_json::from_slice::<serde::de::IgnoredAny>(&body).unwrap()
+        });
+        // ckv steps.
+        let parse = measure(reps, || (), |()| kv::parse_response(&body).unwrap());
+        let entries = kv::parse_response(&body).unwrap();
+        let apply_cold = measure(
+            reps,
+            || ServerModel::new(0, &url, rules.clone()),
+            |mut m| {
+                let _ = m.apply(&entries, 1);
+                m
+            },
+        );
+        let changed = with_one_change(&entries);
+        let apply_warm = measure(
+            reps,
+            || {
+                let mut m = ServerModel::new(0, &url, rules.clone());
+                let _ = m.apply(&entries, 1);
+                m
+            },
+            |mut m| {
+                // (the return type is not relied on: it is evolving)
+                let _ = m.apply(&changed, 2);
+                m
+            },
+        );
+        let mut model = ServerModel::new(0, &url, rules.clone());
+        let _ = model.apply(&entries, 1);
+        let services = model.services().len();
+        let render = measure(reps, || (), |()| {
+            let s = snapshot_of(&model, 1);
+            let b = codec::encode(&s);
+            (s, b)
+        });
+        let snap1 = snapshot_of(&model, 1);
+        let file1 = codec::encode(&snap1);
+        let mut model2 = ServerModel::new(0, &url, rules.clone());
+        let _ = model2.apply(&entries, 1);
+        let _ = model2.apply(&changed, 2);
+        let file2 = codec::encode(&snapshot_of(&model2, 2));
+        let decode_cold = measure(reps, || (), |()| codec::decode(&file1, None).unwrap());
+        let decode_warm = measure(reps, || (), |()| codec::decode(&file2, Some(&snap1)).unwrap());
+        // The whole leader path for one response, as the watcher does it.
+        let total_cold = measure(
+            reps,
+            || ServerModel::new(0, &url, rules.clone()),
+            |mut m| {
+                let e = kv::parse_response(&body).unwrap();
+                let _ = m.apply(&e, 1);
+                let s = snapshot_of(&m, 1);
+                codec::encode(&s)
+            },
+        );
+
+        let mb = body.len() as f64 / 1e6;
+        let rate = |s: Sample| mb / (s.cpu as f64 / 1e9);
+        let j = serde_json::json!({
+            "file": file,
+            "keys": n_keys,
+            "services": services,
+            "bytes": body.len(),
+            "snapshot_file_bytes": file1.len(),
+            "reps": reps,
+            "cpu_ms": {
+                "serde_value": ms(value.cpu),
+                "serde_ignored": ms(ignored.cpu),
+                "parse_response": ms(parse.cpu),
+                "apply_cold": ms(apply_cold.cpu),
+                "apply_warm_one_change": ms(apply_warm.cpu),
+                "render_snapshot_encode": ms(render.cpu),
+                "follower_decode_cold": ms(decode_cold.cpu),
+                "follower_decode_warm": ms(decode_warm.cpu),
+                "leader_total_cold": ms(total_cold.cpu),
+            },
+            "wall_ms": {
+                "serde_value": ms(value.wall),
+                "serde_ignored": ms(ignored.wall),
+                "parse_response": ms(parse.wall),
+                "apply_cold": ms(apply_cold.wall),
+                "apply_warm_one_change": ms(apply_warm.wall),
+                "render_snapshot_encode": ms(render.wall),
+                "follower_decode_cold": ms(decode_cold.wall),
+                "follower_decode_warm": ms(decode_warm.wall),
+                "leader_total_cold": ms(total_cold.wall),
+            },
+            "mb_per_s": {
+                "serde_value": rate(value),
+                "serde_ignored": rate(ignored),
+                "parse_response": rate(parse),
+                "leader_total_cold": rate(total_cold),
+            },
+        });
+        println!("{j}");
+    }
+}
