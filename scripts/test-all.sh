@@ -68,6 +68,7 @@ check header bash scripts/check-header.sh
 cargo_tests
 check c-example bash examples/test.sh
 prove_tests test-nginx
+check reload-stress env RELOADS="${RELOADS:-100}" bash scripts/reload-stress.sh
 prove_tests runner-selftest --selftest
 
 if [ ${#failed_steps[@]} -gt 0 ]; then

@@ -9,7 +9,7 @@ consul_double(8600, '--max-wait', '2s');
 
 workers(4);
 master_on();
-plan tests => 3 + 4 + 6;
+plan tests => 3 + 4 + 6 + 4;
 no_shuffle();
 run_tests();
 
@@ -266,3 +266,61 @@ nodes served by a new worker: true
 --- no_error_log
 [error]
 --- timeout: 30
+
+
+
+=== TEST 4: kill -9 of a follower: it is respawned and rejoins; the watcher is undisturbed
+--- http_config
+    init_worker_by_lua_block {
+        require("ckvtest").client = assert(require("resty.consul_kv").new({
+            servers = { "http://127.0.0.1:8500" },
+            prefix = "t050d", timeout = { wait = 2 },
+        }))
+    }
+--- config
+    location = /t {
+        content_by_lua_block {
+            local t = require("ckvtest")
+            local proc = require("ckvproc")
+            local kv = t.client
+            local name = "http://127.0.0.1:8500/v1/kv/t050d/web/"
+            t.put(8500, "t050d/web/10.0.0.1:80", "{}")
+            assert(t.wait_for(function() return kv:nodes(name) ~= nil end))
+            assert(t.wait_for(function() return proc.ckv_threads(proc.workers()) == 7 end))
+            local leader = kv:stats().leader_pid
+            local victim
+            for _, pid in ipairs(proc.workers()) do
+                if pid ~= leader and pid ~= ngx.worker.pid() then
+                    victim = pid
+                    break
+                end
+            end
+            os.execute("kill -9 " .. victim)
+            local respawned = t.wait_for(function()
+                local ws = proc.workers()
+                for _, pid in ipairs(ws) do
+                    if pid == victim then return false end
+                end
+                return #ws == 4 and proc.ckv_threads(ws) == 7
+            end, 5)
+            ngx.say("respawned and rejoined: ", respawned)
+            ngx.say("same watcher: ", kv:stats().leader_pid == leader)
+            local per = t.double_stats(8500).blocking_per_path or {}
+            ngx.say("long polls: ", per["/v1/kv/t050d/"])
+            t.put(8500, "t050d/web/10.0.0.2:80", "{}")
+            local arrives = t.wait_for(function()
+                local n = kv:nodes(name)
+                return n ~= nil and #n == 2
+            end)
+            ngx.say("later change arrives: ", arrives)
+        }
+    }
+--- response_body
+respawned and rejoined: true
+same watcher: true
+long polls: 1
+later change arrives: true
+--- error_log
+exited on signal 9
+--- no_error_log
+[error]
