@@ -47,9 +47,7 @@ fuzz_target!(|data: &[u8]| {
             // token may also be part of, say, the prefix).
             let mut blank = config.clone();
             blank.token = String::new();
-            let views = |c: &ckv::config::Config| {
-                format!("{c:?} {c} {}", c.redacted_json())
-            };
+            let views = |c: &ckv::config::Config| format!("{c:?} {c} {}", c.redacted_json());
             if !config.token.is_empty() && !REDACTED.contains(config.token.as_str()) {
                 let (with, without) = (views(&config), views(&blank));
                 let t = config.token.as_str();
@@ -65,7 +63,10 @@ fuzz_target!(|data: &[u8]| {
             // warnings are not compared.
             let (again, _) = parse_with_warnings(text.as_bytes())
                 .unwrap_or_else(|e| panic!("redacted_json does not re-parse: {e}\n{text}"));
-            assert!(again == config, "re-parse differs:\n{config:?}\n{again:?}\n{text}");
+            assert!(
+                again == config,
+                "re-parse differs:\n{config:?}\n{again:?}\n{text}"
+            );
             assert_eq!(again.config_hash(), config.config_hash());
         }
         Err(e) => {

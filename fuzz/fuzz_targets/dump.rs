@@ -16,7 +16,10 @@ const NOW: u64 = 1_700_000_000;
 fuzz_target!(|data: &[u8]| {
     let never = parse(data, NOW, 0);
     if let Ok((loaded, _)) = &never {
-        assert!(!matches!(loaded, Loaded::Expired { .. }), "expire 0 expired");
+        assert!(
+            !matches!(loaded, Loaded::Expired { .. }),
+            "expire 0 expired"
+        );
     }
     match parse(data, NOW, 3600) {
         Ok((Loaded::Fresh(s), _warnings)) => {
@@ -27,7 +30,13 @@ fuzz_target!(|data: &[u8]| {
             let again = decode(&encode(&s), None).expect("codec round trip");
             assert_eq!(again, s);
         }
-        Ok((Loaded::Expired { last_update, expire }, _)) => {
+        Ok((
+            Loaded::Expired {
+                last_update,
+                expire,
+            },
+            _,
+        )) => {
             assert!(last_update.saturating_add(expire) < NOW);
         }
         Ok((Loaded::Missing, _)) => panic!("parse returned Missing"),

@@ -53,7 +53,9 @@ fuzz_target!(|input: &str| {
                 default_weight: 1,
             };
             // base64 of {"weight":3,"metadata":{"a":"b"}}
-            let value = Field::Ok(Cow::Borrowed("eyJ3ZWlnaHQiOjMsIm1ldGFkYXRhIjp7ImEiOiJiIn19"));
+            let value = Field::Ok(Cow::Borrowed(
+                "eyJ3ZWlnaHQiOjMsIm1ldGFkYXRhIjp7ImEiOiJiIn19",
+            ));
             match parse_entry(key, &value, &rules) {
                 Outcome::Node { service_path, json } => {
                     assert_eq!(&*service_path, sp);

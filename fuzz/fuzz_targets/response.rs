@@ -34,7 +34,10 @@ fn model() -> ServerModel {
 fn check(m: &ServerModel) {
     for (name, svc) in m.services() {
         assert!(name.starts_with(m.name_base()), "service name {name:?}");
-        assert!(name.ends_with('/'), "service name {name:?} lacks trailing /");
+        assert!(
+            name.ends_with('/'),
+            "service name {name:?} lacks trailing /"
+        );
         assert_eq!(svc.server, 3);
         check_nodes_json(name, &svc.nodes_json, svc.node_count, true);
     }
@@ -83,7 +86,10 @@ fuzz_target!(|data: &[u8]| {
         Err(a) => {
             assert!(!a.changed);
             assert!(m.services().is_empty(), "a refused response added services");
-            assert!(m.apply(&entries, 2).is_err(), "refused once, accepted twice");
+            assert!(
+                m.apply(&entries, 2).is_err(),
+                "refused once, accepted twice"
+            );
             return;
         }
     };
@@ -91,10 +97,17 @@ fuzz_target!(|data: &[u8]| {
     let before = m.services().clone();
     let second = m.apply(&entries, 2).expect("accepted once, refused twice");
     check(&m);
-    assert!(!second.changed, "applying the same response twice changed it");
+    assert!(
+        !second.changed,
+        "applying the same response twice changed it"
+    );
     assert_eq!(second.changed_services, 0);
     assert_eq!(second.malformed_total, first.malformed_total);
-    assert_eq!(&before, m.services(), "services changed on identical re-apply");
+    assert_eq!(
+        &before,
+        m.services(),
+        "services changed on identical re-apply"
+    );
     for svc in m.services().values() {
         assert_eq!(svc.generation, 1);
     }

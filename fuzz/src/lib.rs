@@ -6,8 +6,9 @@ use serde_json::Value;
 /// string `host`, an integer `port` in 1..=65535 and (when `need_weight`) an
 /// integer `weight`.
 pub fn check_nodes_json(name: &str, nodes_json: &str, node_count: u32, need_weight: bool) {
-    let v: Value = serde_json::from_str(nodes_json)
-        .unwrap_or_else(|e| panic!("service {name:?}: nodes_json does not parse ({e}): {nodes_json}"));
+    let v: Value = serde_json::from_str(nodes_json).unwrap_or_else(|e| {
+        panic!("service {name:?}: nodes_json does not parse ({e}): {nodes_json}")
+    });
     let list = v
         .as_array()
         .unwrap_or_else(|| panic!("service {name:?}: nodes_json is not an array: {nodes_json}"));
@@ -18,7 +19,10 @@ pub fn check_nodes_json(name: &str, nodes_json: &str, node_count: u32, need_weig
     );
     for n in list {
         let host = n.get("host").and_then(Value::as_str);
-        assert!(host.is_some(), "service {name:?}: node without string host: {n}");
+        assert!(
+            host.is_some(),
+            "service {name:?}: node without string host: {n}"
+        );
         let port = n.get("port").and_then(Value::as_u64);
         assert!(
             port.is_some_and(|p| (1..=65535).contains(&p)),
