@@ -480,6 +480,8 @@ struct ServerStatsIn {
     services: u64,
     nodes: u64,
     last_response_bytes: u64,
+    #[serde(default)]
+    filtered_by_acls: bool,
 }
 
 impl ServerStatsIn {
@@ -498,6 +500,7 @@ impl ServerStatsIn {
         s.services = self.services;
         s.nodes = self.nodes;
         s.last_response_bytes = self.last_response_bytes;
+        s.filtered_by_acls = self.filtered_by_acls;
     }
 }
 

@@ -42,6 +42,8 @@ pub struct ServerStats {
     pub services: u64,
     pub nodes: u64,
     pub last_response_bytes: u64,
+    /// The last response was filtered by ACLs (some keys hidden).
+    pub filtered_by_acls: bool,
 }
 
 /// The whole picture for `ckv_stats`.

@@ -110,6 +110,9 @@ pub struct Fetched {
     pub status: u16,
     pub index: Option<u64>,
     pub body: Vec<u8>,
+    /// `X-Consul-Results-Filtered-By-Acls: true`: the token cannot read
+    /// every key under the prefix.
+    pub filtered_by_acls: bool,
 }
 
 /// One exchange with Consul. Reads at most `max_bytes` of body.
@@ -150,6 +153,10 @@ pub async fn fetch(
                 })?,
         ),
     };
+    let filtered_by_acls = resp
+        .headers()
+        .get("x-consul-results-filtered-by-acls")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
     if let Some(len) = resp.content_length() {
         if len > max_bytes as u64 {
             return Err(too_large(len, max_bytes));
@@ -166,6 +173,7 @@ pub async fn fetch(
         status,
         index,
         body,
+        filtered_by_acls,
     })
 }
 
@@ -392,12 +400,27 @@ fn handle(
         status,
         index: received,
         body,
+        filtered_by_acls,
     } = fetched;
     if status != 200 && status != 404 {
         return Err(status_error(status, &body));
     }
     let bytes = body.len() as u64;
-    sink.update_stats(server, &mut |s| s.last_response_bytes = bytes);
+    let mut newly_filtered = false;
+    sink.update_stats(server, &mut |s| {
+        s.last_response_bytes = bytes;
+        newly_filtered = filtered_by_acls && !s.filtered_by_acls;
+        s.filtered_by_acls = filtered_by_acls;
+    });
+    if newly_filtered {
+        sink.log(
+            Level::Warn,
+            format!(
+                "ckv: {}: Consul hid some keys under {}/ from this ACL token (X-Consul-Results-Filtered-By-Acls); their nodes are missing",
+                config.servers[server].url, config.prefix
+            ),
+        );
+    }
     let step = match received {
         // First read, or after a reset: whatever came is the state.
         Some(r) if *index == 0 => IndexStep::Advance(r.max(1)),

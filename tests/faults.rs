@@ -472,3 +472,35 @@ fn servers_keep_their_own_index() {
         nodes(&e, &b.url(), "p/web/").as_deref() == Some(NODE_A)
     }));
 }
+
+#[test]
+fn keys_hidden_by_acls_are_reported() {
+    let d = Double::start_with(|c| {
+        c.token = Some("root".into());
+        c.read_tokens = vec![ckv_consul_double::ReadToken {
+            secret: "web-only".into(),
+            prefix: b"p/web/".to_vec(),
+        }];
+    });
+    let url = d.url();
+    for key in ["p/web/10.0.0.1:80", "p/api/10.0.0.1:80"] {
+        let (status, _) = http(
+            d.addr,
+            "PUT",
+            &format!("/v1/kv/{key}"),
+            "{}",
+            &[("X-Consul-Token", "root")],
+        );
+        assert_eq!(status, 200);
+    }
+    let e = engine(std::slice::from_ref(&url), "p", r#""token":"web-only","#);
+    assert!(wait_until(WAIT, || nodes(&e, &url, "p/web/").as_deref()
+        == Some(NODE_A)));
+    assert!(nodes(&e, &url, "p/api/").is_none());
+    let mut logs = Vec::new();
+    assert!(wait_until(WAIT, || {
+        drain(&e, &mut logs);
+        count(&logs, Level::Warn, "Consul hid some keys") == 1
+    }));
+    assert_eq!(stats(&e)["servers"][0]["filtered_by_acls"], true);
+}
