@@ -124,7 +124,9 @@ function _M.prop()
     local gap = tonumber(ngx.var.arg_gap_ms or 5) / 1000
     local lat, per_worker, put_ms, missed = {}, {}, {}, 0
     for w = 0, workers - 1 do per_worker[w + 1] = {} end
-    local k0 = (dict:get("k") or 1000) + 1
+    -- weights written are unique over the whole run (k0 from the driver), so
+    -- that a weight left by an earlier run is never mistaken for this change
+    local k0 = tonumber(ngx.var.arg_k0)
     for c = 0, changes - 1 do
         local k = k0 + c
         local svc = math.random(0, services - 1)

@@ -170,10 +170,14 @@ fn main() {
             reps,
             || ServerModel::new(0, &url, rules.clone()),
             |mut m| {
+                // The parsed entries are dropped inside (as after each
+                // response); the model is kept (returned), as the leader does.
                 let e = kv::parse_response(&body).unwrap();
                 let _ = m.apply(&e, 1);
+                drop(e);
                 let s = snapshot_of(&m, 1);
-                codec::encode(&s)
+                let bytes = codec::encode(&s);
+                (m, s, bytes)
             },
         );
 
