@@ -210,11 +210,19 @@ def proc(pid):
             for line in f:
                 k, _, v = line.partition(":")
                 st[k] = v.strip()
+        fds = os.listdir(f"/proc/{pid}/fd")
+        sockets = 0
+        for fd in fds:
+            try:
+                sockets += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+            except OSError:
+                pass
         return {
             "pid": pid,
             "rss_kb": int(st["VmRSS"].split()[0]),
             "threads": int(st["Threads"]),
-            "fds": len(os.listdir(f"/proc/{pid}/fd")),
+            "fds": len(fds),
+            "sockets": sockets,
         }
     except (OSError, KeyError, ValueError):
         return None
@@ -313,25 +321,31 @@ m = re.search(r"Requests/sec:\s+([\d.]+)", wrk_out)
 rps = float(m.group(1)) if m else 0.0
 
 # Verdict: after the warm-up (first 20% of the run), the largest value of
-# each series may exceed the first post-warm-up value by at most 5% (fd
-# counts also get 2 fds of slack: connections come and go).
+# each series may exceed the first post-warm-up value by at most 5%. Fds are
+# judged as non-socket fds per process plus sockets summed over the workers
+# (client connections move between workers), with 2 fds of slack for the
+# connections that come and go.
 warm = secs * 0.2
 post = [s for s in samples if s["t"] >= warm]
 series = {}
 def add(name, p):
     if p:
-        for m_ in ("rss_kb", "fds", "threads"):
+        for m_ in ("rss_kb", "threads"):
             series.setdefault(f"{name}.{m_}", []).append(p[m_])
+        series.setdefault(f"{name}.files", []).append(p["fds"] - p["sockets"])
 for s in post:
     add("master", s["master"])
     for i, w in enumerate(s["workers"]):
         add(f"worker{i}", w)
+    series.setdefault("workers.sockets", []).append(sum(w["sockets"] for w in s["workers"]))
     add("double", s["double"])
+    if s["double"]:
+        series.setdefault("double.sockets", []).append(s["double"]["sockets"])
 checks = {}
 flat = True
 for name, vals in sorted(series.items()):
     base = vals[0]
-    slack = 2 if name.endswith(".fds") else 0
+    slack = 2 if name.endswith((".files", ".sockets")) else 0
     limit = base * 1.05 + slack
     growth = (max(vals) - base) / base * 100 if base else 0.0
     ok = max(vals) <= limit
