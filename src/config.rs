@@ -265,6 +265,7 @@ pub fn parse_with_warnings(json: &[u8]) -> Result<(Config, Vec<String>), ConfigE
         _ => "",
     };
     let mut warnings = Vec::new();
+    let _guard = TokenGuard::set(token);
     match parse_config(map, &mut warnings) {
         Ok(config) => {
             for w in &mut warnings {
@@ -1182,9 +1183,43 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
+thread_local! {
+    /// The token of the document being parsed, so that [`show`] can hide a
+    /// value that contains it (pasted into another field) before the value
+    /// is escaped or cut, which would defeat the scrubbing of the final text.
+    static PARSING_TOKEN: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+struct TokenGuard;
+
+impl TokenGuard {
+    fn set(token: &str) -> TokenGuard {
+        PARSING_TOKEN.with(|t| *t.borrow_mut() = token.to_string());
+        TokenGuard
+    }
+}
+
+impl Drop for TokenGuard {
+    fn drop(&mut self) {
+        PARSING_TOKEN.with(|t| t.borrow_mut().clear());
+    }
+}
+
 /// Compact JSON of a value for an error message, cut to [`SHOW_MAX_CHARS`].
 fn show(v: &Value) -> String {
     let text = serde_json::to_string(v).unwrap_or_else(|_| type_name(v).to_string());
+    let holds_token = PARSING_TOKEN.with(|t| {
+        let token = t.borrow();
+        if token.len() < SCRUB_MIN_TOKEN_LEN {
+            return false;
+        }
+        let escaped = serde_json::to_string(token.as_str()).unwrap_or_default();
+        let escaped = escaped.trim_matches('"');
+        text.contains(token.as_str()) || text.contains(escaped)
+    });
+    if holds_token {
+        return format!("\"{REDACTED}\"");
+    }
     truncate(text)
 }
 
