@@ -42,6 +42,8 @@ http {
     fastcgi_temp_path $work/ft; uwsgi_temp_path $work/ut; scgi_temp_path $work/st;
     lua_package_path "$PWD/lua/?.lua;;";
     lua_package_cpath "$LIB_DIR/?.so;;";
+    # Loaded by the master: workers (user nobody) need not read the tree.
+    init_by_lua_block { require("resty.consul_kv") }
     init_worker_by_lua_block {
         package.loaded.kv = assert(require("resty.consul_kv").new({
             servers = { "http://127.0.0.1:$DPORT" }, prefix = "reload",
