@@ -40,6 +40,7 @@
 //! | `tls.verify` | boolean | `true` | |
 //! | `max_response_bytes` | integer | `67108864` (64 MiB) | >= 1024 |
 //! | `on_empty_prefix` | `"clear"` or `"keep"` | `"clear"` | |
+//! | `gzip` | boolean | `false` | ask Consul for gzip (saves bandwidth, costs CPU on both ends; off for a local agent) |
 //! | `backoff.initial` | integer, ms | `1000` | 1 ..= 2147483647 |
 //! | `backoff.max` | integer, ms | `30000` | `backoff.initial` ..= 2147483647 |
 //! | `share.enabled` | boolean | `true` | |
@@ -181,6 +182,9 @@ pub struct Config {
     /// A Consul response larger than this is refused (default 64 MiB).
     pub max_response_bytes: usize,
     pub on_empty_prefix: EmptyPrefixPolicy,
+    /// Send `Accept-Encoding: gzip` (default false: the agent is local, and
+    /// compressing a 100k-node prefix costs more CPU than the bytes save).
+    pub gzip: bool,
     pub backoff: Backoff,
     pub share: Share,
 }
@@ -352,6 +356,7 @@ impl Config {
             "on_empty_prefix".into(),
             json!(self.on_empty_prefix.as_str()),
         );
+        out.insert("gzip".into(), json!(self.gzip));
         out.insert(
             "backoff".into(),
             json!({
@@ -409,6 +414,7 @@ impl Config {
         c.item("tls_verify", bool_str(self.tls_verify));
         c.item("max_response_bytes", &self.max_response_bytes.to_string());
         c.item("on_empty_prefix", self.on_empty_prefix.as_str());
+        c.item("gzip", bool_str(self.gzip));
         c.item(
             "backoff_initial_ms",
             &millis(self.backoff.initial).to_string(),
@@ -446,6 +452,7 @@ impl fmt::Debug for Config {
             .field("tls_verify", &self.tls_verify)
             .field("max_response_bytes", &self.max_response_bytes)
             .field("on_empty_prefix", &self.on_empty_prefix)
+            .field("gzip", &self.gzip)
             .field("backoff", &self.backoff)
             .field("share", &self.share)
             .finish()
@@ -529,6 +536,7 @@ fn parse_config(
             ))
         }
     };
+    let gzip = opt_bool(&mut o, "gzip")?.unwrap_or(false);
     let backoff = parse_backoff(&mut o, warnings)?;
     let share = parse_share(&mut o, warnings)?;
     o.finish(warnings);
@@ -552,6 +560,7 @@ fn parse_config(
         tls_verify,
         max_response_bytes,
         on_empty_prefix,
+        gzip,
         backoff,
         share,
     })
@@ -2133,6 +2142,7 @@ mod tests {
                 "tls": {"verify": true},
                 "max_response_bytes": 67108864,
                 "on_empty_prefix": "clear",
+                "gzip": false,
                 "backoff": {"initial": 1000, "max": 30000},
                 "share": {"enabled": true, "dir": "/dev/shm"},
             })

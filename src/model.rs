@@ -1,9 +1,15 @@
-//! One server's view of the prefix: turns each Consul response into services,
-//! reusing the previous parse of every entry whose value did not change, and
-//! keeping a service's generation when its nodes are byte-for-byte the same.
+//! One server's view of the prefix: turns each Consul response into services.
+//!
+//! The cost of a response is one hash lookup and one string comparison per
+//! key in the steady state: entries are updated in place, a key whose value
+//! did not change keeps its earlier parse, and only services touched by a
+//! new, changed or removed key are rendered again. A service whose nodes come
+//! out byte-for-byte the same keeps its generation and its allocation.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
 
 use crate::kv::{self, Field, Outcome, RawEntry, Rules};
 use crate::snapshot::Service;
@@ -13,6 +19,20 @@ struct CachedEntry {
     /// The base64 value as received; the parse is reused while it is equal.
     value: Option<Box<str>>,
     outcome: Outcome,
+    /// For a node: its service slot and rendered JSON object.
+    node: Option<(u32, Arc<str>)>,
+    /// Stamp of the last response that carried this key.
+    seen: u64,
+}
+
+/// A service path ever seen, with what is served for it.
+#[derive(Debug)]
+struct Slot {
+    name: Arc<str>,
+    service: Option<Service>,
+    dirty: bool,
+    /// Scratch: this response's nodes, in key order (dirty slots only).
+    nodes: Vec<Arc<str>>,
 }
 
 /// What applying one response did.
@@ -35,9 +55,20 @@ pub struct ServerModel {
     /// `{server url}/v1/kv/`: prepended to a service path to name it.
     name_base: String,
     rules: Rules,
-    entries: HashMap<Box<str>, CachedEntry>,
+    entries: FxHashMap<Box<str>, CachedEntry>,
+    slot_of: FxHashMap<Box<str>, u32>,
+    slots: Vec<Slot>,
+    stamp: u64,
     /// Keyed by full service name.
     services: BTreeMap<Arc<str>, Service>,
+    nodes: u64,
+}
+
+/// Undo information for a response that is refused after entries were
+/// already updated in place.
+enum Undo {
+    Inserted(Box<str>),
+    Replaced(Box<str>, CachedEntry),
 }
 
 impl ServerModel {
@@ -46,8 +77,12 @@ impl ServerModel {
             server,
             name_base: format!("{url}/v1/kv/"),
             rules,
-            entries: HashMap::new(),
+            entries: FxHashMap::default(),
+            slot_of: FxHashMap::default(),
+            slots: Vec::new(),
+            stamp: 0,
             services: BTreeMap::new(),
+            nodes: 0,
         }
     }
 
@@ -60,23 +95,66 @@ impl ServerModel {
     }
 
     pub fn node_count(&self) -> u64 {
-        self.services
-            .values()
-            .map(|s| u64::from(s.node_count))
-            .sum()
+        self.nodes
+    }
+
+    fn slot(&mut self, path: &str) -> u32 {
+        if let Some(&i) = self.slot_of.get(path) {
+            return i;
+        }
+        let i = self.slots.len() as u32;
+        self.slots.push(Slot {
+            name: Arc::from(format!("{}{path}", self.name_base)),
+            service: None,
+            dirty: false,
+            nodes: Vec::new(),
+        });
+        self.slot_of.insert(path.into(), i);
+        i
+    }
+
+    fn mark(slots: &mut [Slot], dirty: &mut Vec<u32>, slot: u32) {
+        if let Some(s) = slots.get_mut(slot as usize) {
+            if !s.dirty {
+                s.dirty = true;
+                dirty.push(slot);
+            }
+        }
     }
 
     /// Starts from services known from elsewhere (the dump, or the snapshot a
     /// previous leader published), so their generations carry over.
     pub fn seed(&mut self, services: impl IntoIterator<Item = (Arc<str>, Service)>) {
-        self.services = services
-            .into_iter()
-            .filter(|(name, _)| name.starts_with(&self.name_base))
-            .map(|(name, mut s)| {
-                s.server = self.server;
-                (name, s)
-            })
-            .collect();
+        for (name, mut service) in services {
+            let Some(path) = name.strip_prefix(self.name_base.as_str()) else {
+                continue;
+            };
+            let path = path.to_owned();
+            service.server = self.server;
+            let slot = self.slot(&path) as usize;
+            self.nodes += u64::from(service.node_count);
+            self.slots[slot].service = Some(service.clone());
+            self.services.insert(self.slots[slot].name.clone(), service);
+        }
+    }
+
+    fn parse(&mut self, key: &str, value: &Field<std::borrow::Cow<'_, str>>) -> CachedEntry {
+        let outcome = kv::parse_entry(key, value, &self.rules);
+        let node = match &outcome {
+            Outcome::Node { service_path, json } => {
+                Some((self.slot(service_path), Arc::<str>::from(&**json)))
+            }
+            _ => None,
+        };
+        CachedEntry {
+            value: match value {
+                Field::Ok(v) => Some((**v).into()),
+                _ => None,
+            },
+            outcome,
+            node,
+            seen: 0,
+        }
     }
 
     /// Applies a full `?recurse` response. `seq` is the generation given to
@@ -87,10 +165,11 @@ impl ServerModel {
     /// might, and serving nothing would throw away the last good nodes.
     pub fn apply(&mut self, entries: &[RawEntry<'_>], seq: u64) -> Result<Applied, Applied> {
         let mut applied = Applied::default();
-        let mut previous = std::mem::take(&mut self.entries);
-        let mut nodes: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        // Pass 1: parse (or reuse) every entry.
-        let mut next: HashMap<Box<str>, CachedEntry> = HashMap::with_capacity(entries.len());
+        self.stamp += 1;
+        let stamp = self.stamp;
+        let mut order: Vec<(u32, Arc<str>)> = Vec::with_capacity(entries.len());
+        let mut dirty: Vec<u32> = Vec::new();
+        let mut undo: Vec<Undo> = Vec::new();
         for entry in entries {
             let key: &str = match &entry.key {
                 Field::Ok(k) => k,
@@ -98,100 +177,145 @@ impl ServerModel {
                     applied.malformed_total += 1;
                     applied
                         .newly_malformed
-                        .push((String::from("?"), format!("Key is {t}")));
+                        .push(("?".into(), format!("Key is {t}")));
                     continue;
                 }
                 Field::Null | Field::Absent => {
                     applied.malformed_total += 1;
                     applied
                         .newly_malformed
-                        .push((String::from("?"), "entry has no Key".into()));
+                        .push(("?".into(), "entry has no Key".into()));
                     continue;
                 }
             };
-            let value: Option<&str> = match &entry.value {
-                Field::Ok(v) => Some(v),
+            let value = match &entry.value {
+                Field::Ok(v) => Some(&**v),
                 _ => None,
             };
-            let reused = match previous.remove_entry(key) {
-                Some((k, cached)) if cached.value.as_deref() == value => Some((k, cached)),
-                _ => None,
-            };
-            let (k, cached, fresh) = match reused {
-                Some((k, cached)) => (k, cached, false),
-                None => {
-                    let outcome = kv::parse_entry(key, &entry.value, &self.rules);
-                    let cached = CachedEntry {
-                        value: value.map(Into::into),
-                        outcome,
-                    };
-                    (Box::<str>::from(key), cached, true)
+            let cached = match self.entries.get_mut(key) {
+                // The same key twice in one response (never from Consul):
+                // the first one counts.
+                Some(c) if c.seen == stamp => continue,
+                Some(c) if c.value.as_deref() == value => {
+                    c.seen = stamp;
+                    c
+                }
+                found => {
+                    let was_there = found.is_some();
+                    let mut fresh = self.parse(key, &entry.value);
+                    fresh.seen = stamp;
+                    if let Outcome::Malformed(reason) = &fresh.outcome {
+                        applied
+                            .newly_malformed
+                            .push((key.to_owned(), reason.clone()));
+                    }
+                    if let Some((slot, _)) = fresh.node {
+                        Self::mark(&mut self.slots, &mut dirty, slot);
+                    }
+                    let boxed: Box<str> = key.into();
+                    match self.entries.insert(boxed.clone(), fresh) {
+                        Some(old) => {
+                            if let Some((slot, _)) = old.node {
+                                Self::mark(&mut self.slots, &mut dirty, slot);
+                            }
+                            undo.push(Undo::Replaced(boxed.clone(), old));
+                        }
+                        None => {
+                            debug_assert!(!was_there);
+                            undo.push(Undo::Inserted(boxed.clone()));
+                        }
+                    }
+                    match self.entries.get_mut(key) {
+                        Some(c) => c,
+                        None => continue,
+                    }
                 }
             };
-            if let Outcome::Malformed(reason) = &cached.outcome {
+            if matches!(cached.outcome, Outcome::Malformed(_)) {
                 applied.malformed_total += 1;
-                if fresh {
-                    applied
-                        .newly_malformed
-                        .push((key.to_owned(), reason.clone()));
-                }
             }
-            next.insert(k, cached);
+            if let Some((slot, json)) = &cached.node {
+                order.push((*slot, json.clone()));
+            }
         }
         if !entries.is_empty() && applied.malformed_total == entries.len() {
-            // Keep the previous parses too: the next good response reuses them.
-            self.entries = previous;
-            self.entries.extend(next);
-            return Err(applied);
-        }
-        self.entries = next;
-        // Pass 2: group nodes by service in key order (Consul sorts keys).
-        for entry in entries {
-            if let Field::Ok(key) = &entry.key {
-                if let Some(CachedEntry {
-                    outcome: Outcome::Node { service_path, json },
-                    ..
-                }) = self.entries.get(key.as_ref())
-                {
-                    nodes.entry(service_path).or_default().push(json);
+            for u in undo.into_iter().rev() {
+                match u {
+                    Undo::Inserted(k) => {
+                        self.entries.remove(&k);
+                    }
+                    Undo::Replaced(k, old) => {
+                        self.entries.insert(k, old);
+                    }
                 }
             }
+            for slot in dirty {
+                self.slots[slot as usize].dirty = false;
+            }
+            return Err(applied);
         }
-        // Pass 3: render services; keep identity where nothing changed.
-        let mut services = BTreeMap::new();
-        let mut name = self.name_base.clone();
-        for (path, list) in nodes {
-            name.truncate(self.name_base.len());
-            name.push_str(path);
-            let len = list.iter().map(|j| j.len() + 1).sum::<usize>() + 2;
+        // Keys that are gone: their services change.
+        let slots = &mut self.slots;
+        self.entries.retain(|_, c| {
+            if c.seen == stamp {
+                return true;
+            }
+            if let Some((slot, _)) = c.node {
+                Self::mark(slots, &mut dirty, slot);
+            }
+            false
+        });
+        if dirty.is_empty() {
+            return Ok(applied);
+        }
+        for (slot, json) in order {
+            let s = &mut self.slots[slot as usize];
+            if s.dirty {
+                s.nodes.push(json);
+            }
+        }
+        for slot in dirty {
+            let s = &mut self.slots[slot as usize];
+            s.dirty = false;
+            let nodes = std::mem::take(&mut s.nodes);
+            if nodes.is_empty() {
+                if let Some(old) = s.service.take() {
+                    self.nodes -= u64::from(old.node_count);
+                    self.services.remove(&s.name);
+                    applied.changed_services += 1;
+                }
+                continue;
+            }
+            let len = nodes.iter().map(|j| j.len() + 1).sum::<usize>() + 2;
             let mut json = String::with_capacity(len);
             json.push('[');
-            for (i, j) in list.iter().enumerate() {
+            for (i, j) in nodes.iter().enumerate() {
                 if i > 0 {
                     json.push(',');
                 }
                 json.push_str(j);
             }
             json.push(']');
-            let (key, service) = match self.services.remove_entry(name.as_str()) {
-                Some((key, old)) if *old.nodes_json == *json => (key, old),
-                other => {
-                    applied.changed_services += 1;
-                    let key = other.map_or_else(|| Arc::from(name.as_str()), |(k, _)| k);
-                    let service = Service {
-                        generation: seq,
-                        server: self.server,
-                        node_count: u32::try_from(list.len()).unwrap_or(u32::MAX),
-                        nodes_json: Arc::from(json),
-                    };
-                    (key, service)
-                }
+            if s.service
+                .as_ref()
+                .is_some_and(|old| *old.nodes_json == *json)
+            {
+                continue;
+            }
+            let service = Service {
+                generation: seq,
+                server: self.server,
+                node_count: u32::try_from(nodes.len()).unwrap_or(u32::MAX),
+                nodes_json: Arc::from(json),
             };
-            services.insert(key, service);
+            if let Some(old) = s.service.replace(service.clone()) {
+                self.nodes -= u64::from(old.node_count);
+            }
+            self.nodes += u64::from(service.node_count);
+            self.services.insert(s.name.clone(), service);
+            applied.changed_services += 1;
         }
-        applied.changed_services += self.services.len(); // removed services
         applied.changed = applied.changed_services > 0;
-        self.services = services;
         Ok(applied)
     }
 
@@ -199,6 +323,10 @@ impl ServerModel {
     /// anything was removed.
     pub fn clear(&mut self) -> bool {
         self.entries.clear();
+        for s in &mut self.slots {
+            s.service = None;
+        }
+        self.nodes = 0;
         let had = !self.services.is_empty();
         self.services.clear();
         had
@@ -230,6 +358,26 @@ mod tests {
     }
 
     const URL: &str = "http://127.0.0.1:8500";
+
+    trait CloneEntry {
+        fn clone_entry(&self) -> RawEntry<'static>;
+    }
+
+    impl CloneEntry for RawEntry<'_> {
+        fn clone_entry(&self) -> RawEntry<'static> {
+            let own = |f: &Field<Cow<'_, str>>| match f {
+                Field::Ok(v) => Field::Ok(Cow::Owned(v.to_string())),
+                Field::Null => Field::Null,
+                Field::Absent => Field::Absent,
+                Field::WrongType(t) => Field::WrongType(t),
+            };
+            RawEntry {
+                key: own(&self.key),
+                value: own(&self.value),
+                modify_index: self.modify_index.clone(),
+            }
+        }
+    }
 
     #[test]
     fn services_are_named_like_apisix_and_grouped_in_key_order() {
@@ -346,6 +494,57 @@ mod tests {
         assert!(!a.changed);
         // An empty array is not "all malformed": it empties the prefix.
         assert!(m.apply(&[], 4).unwrap().changed);
+    }
+
+    #[test]
+    fn removing_one_key_rerenders_only_its_service() {
+        let mut m = ServerModel::new(0, URL, rules());
+        let all = [
+            entry("upstreams/web/10.0.0.1:80", "{}"),
+            entry("upstreams/web/10.0.0.2:80", "{}"),
+            entry("upstreams/api/10.0.0.3:81", "{}"),
+        ];
+        m.apply(&all, 1).unwrap();
+        let api = m.services()["http://127.0.0.1:8500/v1/kv/upstreams/api/"].clone();
+        let a = m
+            .apply(&[all[0].clone_entry(), all[2].clone_entry()], 2)
+            .unwrap();
+        assert_eq!(a.changed_services, 1);
+        let web = &m.services()["http://127.0.0.1:8500/v1/kv/upstreams/web/"];
+        assert_eq!(
+            &*web.nodes_json,
+            r#"[{"host":"10.0.0.1","port":80,"weight":1}]"#
+        );
+        assert_eq!(web.generation, 2);
+        let api_after = &m.services()["http://127.0.0.1:8500/v1/kv/upstreams/api/"];
+        assert!(Arc::ptr_eq(&api.nodes_json, &api_after.nodes_json));
+        assert_eq!(m.node_count(), 2);
+    }
+
+    #[test]
+    fn a_refused_response_leaves_the_model_as_it_was() {
+        let mut m = ServerModel::new(0, URL, rules());
+        m.apply(&[entry("upstreams/web/10.0.0.1:80", "{}")], 1)
+            .unwrap();
+        // The key's value turns malformed and it is the only entry: refused.
+        assert!(m
+            .apply(&[entry("upstreams/web/10.0.0.1:80", "not json")], 2)
+            .is_err());
+        assert_eq!(m.node_count(), 1);
+        // The old parse is still there: the same good response changes nothing.
+        let a = m
+            .apply(&[entry("upstreams/web/10.0.0.1:80", "{}")], 3)
+            .unwrap();
+        assert!(!a.changed);
+        assert!(a.newly_malformed.is_empty());
+    }
+
+    #[test]
+    fn a_duplicated_key_counts_once() {
+        let mut m = ServerModel::new(0, URL, rules());
+        let e = entry("upstreams/web/10.0.0.1:80", "{}");
+        m.apply(&[e.clone_entry(), e.clone_entry()], 1).unwrap();
+        assert_eq!(m.node_count(), 1);
     }
 
     #[test]

@@ -36,6 +36,7 @@ pub fn build_client(config: &Config) -> Result<reqwest::Client, String> {
         .no_proxy()
         .tcp_nodelay(true)
         .pool_max_idle_per_host(2)
+        .gzip(config.gzip)
         .user_agent(concat!("ckv/", env!("CARGO_PKG_VERSION")))
         .use_rustls_tls();
     if let Some(path) = &config.tls_ca_file {
@@ -226,8 +227,9 @@ fn status_error(status: u16, body: &[u8]) -> FetchError {
 }
 
 /// A token bucket that keeps a misbehaving server (one that answers blocking
-/// queries at once, over and over) from turning the watch into a busy loop,
-/// while letting normal changes through without delay.
+/// queries at once without a change, over and over) from turning the watch
+/// into a busy loop. Only such answers spend tokens: a real change is
+/// re-requested at once, however fast changes come.
 #[derive(Debug)]
 struct RateLimit {
     tokens: f64,
@@ -277,6 +279,9 @@ pub async fn run(
     let url = watch_url(&target, &config.prefix);
     let mut backoff = Backoff::new(config.backoff.initial, config.backoff.max);
     let mut limiter = RateLimit::new();
+    // The last answer came back without a change (timeout, spurious wake-up,
+    // or a server that ignores `index`).
+    let mut unchanged = false;
     let mut index: u64 = 0;
     let mut streak: Option<(FetchError, Instant)> = None;
     let blocking = config.keepalive;
@@ -306,7 +311,11 @@ pub async fn run(
         if *stop.borrow() {
             break;
         }
-        let pause = limiter.take();
+        let pause = if unchanged {
+            limiter.take()
+        } else {
+            Duration::ZERO
+        };
         if !pause.is_zero() && sleep_or_stop(pause, &mut stop).await {
             break;
         }
@@ -322,7 +331,8 @@ pub async fn run(
         };
         let outcome = result.and_then(|f| handle(server, &mut index, f, &*sink, &config));
         let next_pause = match outcome {
-            Ok(()) => {
+            Ok(changed_index) => {
+                unchanged = !changed_index;
                 let failures = backoff.failures();
                 backoff.reset();
                 let state = if blocking {
@@ -353,6 +363,7 @@ pub async fn run(
                 }
             }
             Err(err) => {
+                unchanged = false;
                 let delay = backoff.next_delay();
                 let same = streak.as_ref().is_some_and(|(e, _)| e.class == err.class);
                 let level = if same { Level::Debug } else { Level::Err };
@@ -395,7 +406,7 @@ fn handle(
     fetched: Fetched,
     sink: &dyn WatchSink,
     config: &Config,
-) -> Result<(), FetchError> {
+) -> Result<bool, FetchError> {
     let Fetched {
         status,
         index: received,
@@ -429,7 +440,7 @@ fn handle(
         None => IndexStep::Reset,
     };
     if step == IndexStep::Unchanged {
-        return Ok(());
+        return Ok(false);
     }
     let changed = if status == 404 {
         sink.apply_empty(server)
@@ -465,7 +476,7 @@ fn handle(
             s.last_change_ms = now_ms();
         }
     });
-    Ok(())
+    Ok(true)
 }
 
 /// Sleeps; returns true when asked to stop meanwhile.

@@ -7,7 +7,7 @@
 -- defaults and limits), with two differences:
 --
 --   * `servers` items may also be `https://host:port` (APISIX: `http://` only);
---   * the optional ckv fields `tls`, `max_response_bytes`, `on_empty_prefix`,
+--   * the optional ckv fields `tls`, `max_response_bytes`, `on_empty_prefix`, `gzip`,
 --     `backoff` and `share` are described.
 --
 -- libckv checks the config again, more strictly (see src/config.rs): server
@@ -113,6 +113,9 @@ return {
             enum = {"clear", "keep"},
             default = "clear",
         },
+        -- Ask Consul to gzip responses: saves bandwidth to a remote agent,
+        -- costs CPU on both ends (off: the agent is normally local).
+        gzip = {type = "boolean", default = false},
         -- Retry delay after a failed request: doubled per failure with
         -- jitter, capped at max, reset after a success (ms).
         backoff = {
