@@ -62,6 +62,8 @@ struct Shared {
     leader: Mutex<Option<Leader>>,
     become_leader: Notify,
     dump_dirty: Notify,
+    /// Wakes the leader's stats writer early (after a publish or an error).
+    stats_changed: Notify,
     /// None when sharing is off, and after shutdown (leaving the group).
     group: arc_swap::ArcSwapOption<Group>,
     stopped: AtomicBool,
@@ -128,6 +130,7 @@ impl Engine {
             leader: Mutex::new(None),
             become_leader: Notify::new(),
             dump_dirty: Notify::new(),
+            stats_changed: Notify::new(),
             group: arc_swap::ArcSwapOption::from(group.map(Arc::new)),
             stopped: AtomicBool::new(false),
         });
@@ -400,6 +403,7 @@ impl Shared {
             }
         }
         self.stats_dirty.store(true, Ordering::Release);
+        self.stats_changed.notify_one();
         self.publish_local(snapshot);
         if self.config.dump.is_some() {
             self.dump_dirty.notify_one();
@@ -605,10 +609,18 @@ impl WatchSink for Sink {
     }
 
     fn update_stats(&self, server: usize, f: &mut dyn FnMut(&mut ServerStats)) {
-        if let Some(s) = self.0.stats.lock().get_mut(server) {
-            f(s);
-        }
+        let state_changed = match self.0.stats.lock().get_mut(server) {
+            Some(s) => {
+                let before = s.state;
+                f(s);
+                s.state != before
+            }
+            None => false,
+        };
         self.0.stats_dirty.store(true, Ordering::Release);
+        if state_changed {
+            self.0.stats_changed.notify_one();
+        }
     }
 
     fn log(&self, level: Level, message: String) {
@@ -725,6 +737,7 @@ async fn write_stats(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         }
         tokio::select! {
             _ = tokio::time::sleep(STATS_INTERVAL) => {}
+            _ = shared.stats_changed.notified() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
     }

@@ -16,13 +16,6 @@ master_on();
 repeat_each(1);
 no_shuffle();
 
-# Waits in the blocks have deadlines of up to 5 s; a failing wait should
-# fail the assertion, not time the client out.
-add_block_preprocessor(sub {
-    my $block = shift;
-    $block->set_value('timeout', 10) unless defined $block->timeout;
-});
-
 # 2 per block (status, body) + one per error_log / no_error_log pattern +
 # one per grep_error_log.
 plan tests => repeat_each() * (blocks() * 2 + 16);

@@ -19,11 +19,6 @@ master_on();
 repeat_each(1);
 no_shuffle();
 
-add_block_preprocessor(sub {
-    my $block = shift;
-    $block->set_value('timeout', 10) unless defined $block->timeout;
-});
-
 # 2 per block (status, body) + one per error_log / no_error_log pattern.
 plan tests => repeat_each() * (blocks() * 2 + 11);
 run_tests();

@@ -14,11 +14,6 @@ master_on();
 repeat_each(1);
 no_shuffle();
 
-add_block_preprocessor(sub {
-    my $block = shift;
-    $block->set_value('timeout', 10) unless defined $block->timeout;
-});
-
 # 3 per block: status, body, no_error_log.
 plan tests => repeat_each() * (blocks() * 3);
 run_tests();

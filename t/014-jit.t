@@ -12,11 +12,6 @@ master_on();
 repeat_each(1);
 no_shuffle();
 
-add_block_preprocessor(sub {
-    my $block = shift;
-    $block->set_value('timeout', 10) unless defined $block->timeout;
-});
-
 # jit.v on, and no trace stitching across C functions (a stitched trace
 # would hide a call that the JIT cannot compile).
 our $InitJit = <<_EOC_;

@@ -11,11 +11,6 @@ master_on();
 repeat_each(1);
 no_shuffle();
 
-add_block_preprocessor(sub {
-    my $block = shift;
-    $block->set_value('timeout', 10) unless defined $block->timeout;
-});
-
 # 2 per block (status, body) + one per error_log / no_error_log pattern.
 plan tests => repeat_each() * (blocks() * 2 + 4);
 run_tests();
@@ -65,7 +60,13 @@ __DATA__
                 ngx.sleep(0.01)
             end
             ngx.say("long polls on the prefix: ", max)
-            local st = kv:stats()
+            -- A follower reads the leader's figures, written shortly after
+            -- each change.
+            local st
+            t.wait_for(function()
+                st = kv:stats()
+                return st.servers[1].state == "watching"
+            end)
             ngx.say("stats: ready ", st.ready, ", source ", st.source,
                     ", services ", st.services, ", nodes ", st.nodes)
             local s1 = st.servers[1]

@@ -49,6 +49,11 @@ _EOC_
     if (!defined $block->request) {
         $block->set_value('request', 'GET /t');
     }
+    # Blocks wait for conditions with deadlines of up to 5 s: a failing wait
+    # must fail its assertion, not time the client out.
+    if (!defined $block->timeout) {
+        $block->set_value('timeout', 10);
+    }
     if (!defined $block->no_error_log && !defined $block->error_log) {
         # One pattern, so that the per-block test count stays fixed.
         $block->set_value('no_error_log', qr/\[(?:error|alert|crit|emerg)\]/);
