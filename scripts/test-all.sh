@@ -22,8 +22,11 @@ step() {
         printf '    ok (%ds)\n' $((SECONDS - t0))
         return 0
     fi
-    printf '    FAILED (%ds); last lines:\n' $((SECONDS - t0))
-    tail -n 60 "$out" | sed 's/^/    | /'
+    printf '    FAILED (%ds)\n' $((SECONDS - t0))
+    # Name what failed first (test names, panics, TAP failures), then the tail.
+    grep -E '^test .* FAILED$|panicked at|^not ok |Failed test|^FAIL' "$out" | head -n 40 | sed 's/^/    ! /'
+    echo "    last lines:"
+    tail -n 40 "$out" | sed 's/^/    | /'
     failed_steps+=("$name")
     return 1
 }

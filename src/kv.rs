@@ -15,6 +15,7 @@ use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 /// Consul sends standard padded base64; accept unpadded too, since some
 /// tools that write KV through other paths strip padding.
@@ -139,12 +140,12 @@ impl<'de> Visitor<'de> for EntryVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut entry = RawEntry::default();
-        while let Some(name) = map.next_key::<Cow<'de, str>>()? {
-            match name.as_ref() {
-                "Key" => entry.key = map.next_value::<StrField<'de>>()?.0,
-                "Value" => entry.value = map.next_value::<StrField<'de>>()?.0,
-                "ModifyIndex" => entry.modify_index = map.next_value::<U64Field>()?.0,
-                _ => {
+        while let Some(name) = map.next_key::<FieldName>()? {
+            match name {
+                FieldName::Key => entry.key = map.next_value::<StrField<'de>>()?.0,
+                FieldName::Value => entry.value = map.next_value::<StrField<'de>>()?.0,
+                FieldName::ModifyIndex => entry.modify_index = map.next_value::<U64Field>()?.0,
+                FieldName::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
@@ -181,6 +182,36 @@ fn not_an_object<'a>() -> RawEntry<'a> {
     RawEntry {
         key: Field::WrongType("entry is not a JSON object"),
         ..RawEntry::default()
+    }
+}
+
+/// An entry's field name, recognised without allocating (serde's `Cow<str>`
+/// would make a `String` of every name of every entry).
+enum FieldName {
+    Key,
+    Value,
+    ModifyIndex,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for FieldName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = FieldName;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E>(self, s: &str) -> Result<FieldName, E> {
+                Ok(match s {
+                    "Key" => FieldName::Key,
+                    "Value" => FieldName::Value,
+                    "ModifyIndex" => FieldName::ModifyIndex,
+                    _ => FieldName::Other,
+                })
+            }
+        }
+        d.deserialize_identifier(V)
     }
 }
 
@@ -397,76 +428,107 @@ pub fn parse_entry(key: &str, value: &Field<Cow<'_, str>>, rules: &Rules) -> Out
         }
         Field::WrongType(t) => return Outcome::Malformed(format!("Value is {t}, not a string")),
     };
-    let decoded = match BASE64.decode(encoded.as_bytes()) {
-        Ok(d) => d,
-        Err(e) => return Outcome::Malformed(format!("Value is not valid base64: {e}")),
-    };
-    let obj: serde_json::Map<String, serde_json::Value> = match serde_json::from_slice(&decoded) {
-        Ok(serde_json::Value::Object(o)) => o,
-        Ok(_) => return Outcome::Malformed("value is not a JSON object".into()),
-        Err(e) => return Outcome::Malformed(format!("value is not valid JSON: {e}")),
-    };
-    match obj.get("check_status") {
-        Some(serde_json::Value::Bool(false)) => return Outcome::Dropped("check_status is false"),
-        Some(serde_json::Value::String(s)) if s == "false" => {
-            return Outcome::Dropped("check_status is false")
+    DECODED.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        buf.clear();
+        if let Err(e) = BASE64.decode_vec(encoded.as_bytes(), &mut buf) {
+            return Outcome::Malformed(format!("Value is not valid base64: {e}"));
         }
-        _ => {}
-    }
-    match render_node(&parsed, &obj, rules.default_weight) {
-        Ok(json) => Outcome::Node {
-            service_path: parsed.service_path.into(),
-            json: json.into_boxed_str(),
-        },
-        Err(e) => Outcome::Malformed(e),
-    }
+        node_from_value(&parsed, &buf, rules.default_weight)
+    })
 }
 
-/// Renders `{"host":..,"port":..,"weight":..}` plus the optional fields that
-/// are present and well typed, in a fixed order.
-fn render_node(
-    key: &ParsedKey<'_>,
-    value: &serde_json::Map<String, serde_json::Value>,
-    default_weight: u32,
-) -> Result<String, String> {
-    use serde_json::Value;
-    let weight = match value.get("weight") {
-        None | Some(Value::Null) => u64::from(default_weight),
-        Some(Value::Number(n)) => match n.as_u64() {
-            Some(w) if w <= i32::MAX as u64 => w,
-            _ => {
-                return Err(format!(
-                    "weight must be an integer from 0 to 2147483647, got {n}"
-                ))
+thread_local! {
+    /// Reused for every value's base64 decoding: no allocation per key.
+    static DECODED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The fields of a value that matter, borrowed as raw JSON text: checked
+/// and copied into the node without building a JSON tree. Other fields are
+/// ignored.
+#[derive(Deserialize)]
+struct NodeValue<'a> {
+    #[serde(borrow, default)]
+    weight: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    max_fails: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    fail_timeout: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    priority: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    metadata: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    check_status: Option<&'a RawValue>,
+}
+
+fn node_from_value(key: &ParsedKey<'_>, decoded: &[u8], default_weight: u32) -> Outcome {
+    let first = decoded.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return match serde_json::from_slice::<serde::de::IgnoredAny>(decoded) {
+            Ok(_) => Outcome::Malformed("value is not a JSON object".into()),
+            Err(e) => Outcome::Malformed(format!("value is not valid JSON: {e}")),
+        };
+    }
+    let v: NodeValue<'_> = match serde_json::from_slice(decoded) {
+        Ok(v) => v,
+        Err(e) => return Outcome::Malformed(format!("value is not valid JSON: {e}")),
+    };
+    if let Some(c) = v.check_status {
+        if matches!(c.get(), "false" | "\"false\"") {
+            return Outcome::Dropped("check_status is false");
+        }
+    }
+    let weight = match v.weight.map(RawValue::get) {
+        None | Some("null") => u64::from(default_weight),
+        Some(w) if w.starts_with(|c: char| c == '-' || c.is_ascii_digit()) => {
+            match w.parse::<u64>() {
+                Ok(n) if n <= i32::MAX as u64 => n,
+                _ => {
+                    return Outcome::Malformed(format!(
+                        "weight must be an integer from 0 to 2147483647, got {}",
+                        short(w)
+                    ))
+                }
             }
-        },
-        Some(v) => return Err(format!("weight must be an integer, got {}", short(v))),
+        }
+        Some(w) => {
+            return Outcome::Malformed(format!("weight must be an integer, got {}", short(w)))
+        }
     };
     // Hosts are ASCII letters, digits, '.', '-', '_', or a bracketed IPv6
     // literal, so they need no JSON escaping.
-    let mut out = format!(
-        "{{\"host\":\"{}\",\"port\":{},\"weight\":{}",
-        key.host, key.port, weight
-    );
-    for (name, want) in [
-        ("max_fails", Want::NonNegInt),
-        ("fail_timeout", Want::NonNegNumber),
-        ("priority", Want::Int),
-        ("metadata", Want::Object),
+    let mut out = String::with_capacity(64);
+    out.push_str("{\"host\":\"");
+    out.push_str(key.host);
+    out.push_str("\",\"port\":");
+    out.push_str(&key.port.to_string());
+    out.push_str(",\"weight\":");
+    out.push_str(&weight.to_string());
+    for (name, raw, want) in [
+        ("max_fails", v.max_fails, Want::NonNegInt),
+        ("fail_timeout", v.fail_timeout, Want::NonNegNumber),
+        ("priority", v.priority, Want::Int),
+        ("metadata", v.metadata, Want::Object),
     ] {
-        if let Some(v) = value.get(name) {
-            if want.accepts(v) {
+        if let Some(raw) = raw.map(RawValue::get) {
+            if want.accepts(raw) {
                 out.push_str(",\"");
                 out.push_str(name);
                 out.push_str("\":");
-                out.push_str(&v.to_string());
+                out.push_str(raw);
             }
         }
     }
     out.push('}');
-    Ok(out)
+    Outcome::Node {
+        service_path: key.service_path.into(),
+        json: out.into_boxed_str(),
+    }
 }
 
+/// What an optional field must be to be passed on (otherwise it is left
+/// out, as APISIX's module ignored these fields entirely).
 #[derive(Clone, Copy)]
 enum Want {
     NonNegInt,
@@ -476,21 +538,23 @@ enum Want {
 }
 
 impl Want {
-    fn accepts(self, v: &serde_json::Value) -> bool {
-        match (self, v) {
-            (Want::NonNegInt, serde_json::Value::Number(n)) => n.is_u64(),
-            (Want::NonNegNumber, serde_json::Value::Number(n)) => {
-                n.as_f64().is_some_and(|f| f >= 0.0)
+    /// `raw` is valid JSON text (checked by serde_json).
+    fn accepts(self, raw: &str) -> bool {
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        match self {
+            Want::NonNegInt => digits(raw) && raw.parse::<u64>().is_ok(),
+            Want::Int => digits(raw.strip_prefix('-').unwrap_or(raw)) && raw.parse::<i64>().is_ok(),
+            Want::NonNegNumber => {
+                raw.starts_with(|c: char| c.is_ascii_digit())
+                    && raw.parse::<f64>().is_ok_and(|f| f.is_finite() && f >= 0.0)
             }
-            (Want::Int, serde_json::Value::Number(n)) => n.is_i64() || n.is_u64(),
-            (Want::Object, serde_json::Value::Object(_)) => true,
-            _ => false,
+            Want::Object => raw.starts_with('{'),
         }
     }
 }
 
-fn short(v: &serde_json::Value) -> String {
-    let mut s = v.to_string();
+fn short(raw: &str) -> String {
+    let mut s = raw.to_string();
     if s.len() > 40 {
         let mut cut = 40;
         while !s.is_char_boundary(cut) {

@@ -6,7 +6,6 @@
 //! new, changed or removed key are rendered again. A service whose nodes come
 //! out byte-for-byte the same keeps its generation and its allocation.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
@@ -60,7 +59,7 @@ pub struct ServerModel {
     slots: Vec<Slot>,
     stamp: u64,
     /// Keyed by full service name.
-    services: BTreeMap<Arc<str>, Service>,
+    services: FxHashMap<Arc<str>, Service>,
     nodes: u64,
 }
 
@@ -81,12 +80,12 @@ impl ServerModel {
             slot_of: FxHashMap::default(),
             slots: Vec::new(),
             stamp: 0,
-            services: BTreeMap::new(),
+            services: FxHashMap::default(),
             nodes: 0,
         }
     }
 
-    pub fn services(&self) -> &BTreeMap<Arc<str>, Service> {
+    pub fn services(&self) -> &FxHashMap<Arc<str>, Service> {
         &self.services
     }
 
@@ -165,6 +164,8 @@ impl ServerModel {
     /// might, and serving nothing would throw away the last good nodes.
     pub fn apply(&mut self, entries: &[RawEntry<'_>], seq: u64) -> Result<Applied, Applied> {
         let mut applied = Applied::default();
+        self.entries
+            .reserve(entries.len().saturating_sub(self.entries.len()));
         self.stamp += 1;
         let stamp = self.stamp;
         let mut order: Vec<(u32, Arc<str>)> = Vec::with_capacity(entries.len());

@@ -459,16 +459,32 @@ fn one_failing_server_does_not_disturb_the_other() {
 fn servers_keep_their_own_index() {
     // Two doubles start at very different indexes: a shared index (APISIX's
     // bug) would make one of them block on an index it never reaches.
-    let a = Double::start_with(|c| c.start_index = 100);
-    let b = Double::start_with(|c| c.start_index = 5_000_000);
-    let e = engine(&[a.url(), b.url()], "p", "");
+    // With wait = 10 s, an index from the wrong server would hold a change
+    // back for ~10 s; the deadline below is far shorter.
+    let a = Double::start_with(|c| {
+        c.start_index = 100;
+        c.max_wait = Duration::from_secs(10);
+    });
+    let b = Double::start_with(|c| {
+        c.start_index = 5_000_000;
+        c.max_wait = Duration::from_secs(10);
+    });
+    let json = format!(
+        r#"{{"servers":["{}","{}"],"prefix":"p","timeout":{{"wait":10}},"share":{{"enabled":false}}}}"#,
+        a.url(),
+        b.url()
+    );
+    let e = ckv::engine::Engine::start(ckv::config::parse(json.as_bytes()).unwrap()).unwrap();
     assert!(wait_until(WAIT, || stats(&e)["ready"] == true));
+    // Both watches are blocked on their own index now.
+    assert!(wait_until(WAIT, || a.stats()["blocking_in_flight"] == 1
+        && b.stats()["blocking_in_flight"] == 1));
     a.put("p/web/10.0.0.1:80", "{}");
-    assert!(wait_until(Duration::from_millis(500), || {
+    assert!(wait_until(Duration::from_secs(3), || {
         nodes(&e, &a.url(), "p/web/").as_deref() == Some(NODE_A)
     }));
     b.put("p/web/10.0.0.1:80", "{}");
-    assert!(wait_until(Duration::from_millis(500), || {
+    assert!(wait_until(Duration::from_secs(3), || {
         nodes(&e, &b.url(), "p/web/").as_deref() == Some(NODE_A)
     }));
 }
