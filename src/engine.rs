@@ -3,7 +3,8 @@
 //! the host pulls.
 //!
 //! Threads (all named `ckv-*`, all with every signal blocked so that the
-//! host's signal handling is untouched):
+//! host's signal handling is untouched, all at nice 10 so that the host's
+//! event loops come first):
 //! * `ckv-runtime`: a single-threaded tokio runtime. In the leader it runs one
 //!   watch per server, the dump writer and the stats writer.
 //! * `ckv-follow` (sharing enabled): tries to become leader every 50 ms and,
@@ -238,15 +239,30 @@ impl Drop for Engine {
     }
 }
 
-/// Spawns a named thread with every signal blocked.
+/// Nice value of the library's threads: parsing a large prefix must not take
+/// CPU from the nginx event loops that serve requests on the same cores.
+const THREAD_NICE: libc::c_int = 10;
+
+/// Spawns a named thread with every signal blocked, at a lower priority.
 fn spawn_quiet(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, String> {
     std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
             block_all_signals();
+            lower_priority();
             f()
         })
         .map_err(|e| format!("cannot start thread {name}: {e}"))
+}
+
+fn lower_priority() {
+    // SAFETY: plain syscalls; with PRIO_PROCESS and a thread id, Linux sets
+    // that thread's nice value only. Lowering priority needs no privilege;
+    // failure just leaves the default.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, THREAD_NICE);
+    }
 }
 
 fn block_all_signals() {
