@@ -22,6 +22,9 @@ struct CachedEntry {
     node: Option<(u32, Arc<str>)>,
     /// Stamp of the last response that carried this key.
     seen: u64,
+    /// Position among its service's nodes in the last response: a change
+    /// of order (never from Consul, which sorts keys) re-renders the service.
+    pos: u32,
 }
 
 /// A service path ever seen, with what is served for it.
@@ -32,6 +35,9 @@ struct Slot {
     dirty: bool,
     /// Scratch: this response's nodes, in key order (dirty slots only).
     nodes: Vec<Arc<str>>,
+    /// Nodes counted so far in the response with stamp `count_stamp`.
+    count: u32,
+    count_stamp: u64,
 }
 
 /// What applying one response did.
@@ -107,6 +113,8 @@ impl ServerModel {
             service: None,
             dirty: false,
             nodes: Vec::new(),
+            count: 0,
+            count_stamp: 0,
         });
         self.slot_of.insert(path.into(), i);
         i
@@ -153,6 +161,7 @@ impl ServerModel {
             outcome,
             node,
             seen: 0,
+            pos: u32::MAX,
         }
     }
 
@@ -236,6 +245,17 @@ impl ServerModel {
                 applied.malformed_total += 1;
             }
             if let Some((slot, json)) = &cached.node {
+                let s = &mut self.slots[*slot as usize];
+                if s.count_stamp != stamp {
+                    s.count_stamp = stamp;
+                    s.count = 0;
+                }
+                let pos = s.count;
+                s.count += 1;
+                if cached.pos != pos {
+                    cached.pos = pos;
+                    Self::mark(&mut self.slots, &mut dirty, *slot);
+                }
                 order.push((*slot, json.clone()));
             }
         }
@@ -538,6 +558,24 @@ mod tests {
             .unwrap();
         assert!(!a.changed);
         assert!(a.newly_malformed.is_empty());
+    }
+
+    #[test]
+    fn a_change_of_order_is_applied_as_a_fresh_model_would() {
+        // Found by fuzzing: Consul sorts keys, a hostile server need not.
+        let a = entry("upstreams/web/[::1]:8080", "{}");
+        let b = entry("upstreams/web/[fe80::1]:443", "{}");
+        let mut m = ServerModel::new(0, URL, rules());
+        m.apply(&[a.clone_entry(), b.clone_entry()], 1).unwrap();
+        let changed = m.apply(&[b.clone_entry(), a.clone_entry()], 2).unwrap();
+        assert!(changed.changed);
+        let mut fresh = ServerModel::new(0, URL, rules());
+        fresh.apply(&[b.clone_entry(), a.clone_entry()], 1).unwrap();
+        let name = "http://127.0.0.1:8500/v1/kv/upstreams/web/";
+        assert_eq!(
+            m.services()[name].nodes_json,
+            fresh.services()[name].nodes_json
+        );
     }
 
     #[test]
