@@ -81,6 +81,15 @@ local function read_stats(h)
     end
 end
 
+-- Decodes the JSON the last call left in the scratch buffer.
+local function decode_out(what)
+    local v, err = json_decode(ffi_string(buf, out_len[0]))
+    if v == nil then
+        return nil, "cannot decode " .. what .. ": " .. err
+    end
+    return v
+end
+
 local function status_message(rc)
     return ffi_string(C.ckv_status_str(rc))
 end
@@ -228,9 +237,9 @@ local function miss(self, name)
     if rc ~= OK then
         return nil, status_message(rc)
     end
-    local nodes, err = json_decode(ffi_string(buf, out_len[0]))
+    local nodes, err = decode_out("nodes")
     if not nodes then
-        return nil, "cannot decode nodes: " .. err
+        return nil, err
     end
     -- Keyed by the table itself (weak keys): no field added to what the
     -- caller sees.
@@ -267,9 +276,9 @@ function _M.all_nodes(self)
     if rc ~= OK then
         return nil, status_message(rc)
     end
-    local all, err = json_decode(ffi_string(buf, out_len[0]))
+    local all, err = decode_out("services")
     if not all then
-        return nil, "cannot decode services: " .. err
+        return nil, err
     end
     self.all, self.all_gen = all, gen
     return all
@@ -281,7 +290,7 @@ function _M.stats(self)
     if rc ~= OK then
         return nil, status_message(rc)
     end
-    return json_decode(ffi_string(buf, out_len[0]))
+    return decode_out("stats")
 end
 
 --- The snapshot generation counter (changes on every published change).
