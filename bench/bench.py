@@ -119,6 +119,7 @@ def seed(prefix, services, per_service):
 
 
 NGINX_CONF = """
+{user}
 worker_processes {workers};
 daemon off;
 master_process on;
@@ -160,7 +161,10 @@ class Nginx:
         os.makedirs(os.path.join(self.dir, "logs"))
         os.makedirs(os.path.join(self.dir, "conf"))
         text = NGINX_CONF.format(workers=workers, dir=self.dir, root=ROOT, lib=LIB_DIR,
-                                 conf=json.dumps(conf), port=NGINX_PORT, log_level=log_level)
+                                 conf=json.dumps(conf), port=NGINX_PORT, log_level=log_level,
+                                 # As Test::Nginx: as root, workers stay root, so a
+                                 # checkout in a private (0700) directory works.
+                                 user="user root;" if os.geteuid() == 0 else "")
         with open(os.path.join(self.dir, "conf", "nginx.conf"), "w") as f:
             f.write(text)
         self.p = subprocess.Popen(
