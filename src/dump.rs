@@ -9,7 +9,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::snapshot::{push_json_string, Service, Snapshot};
+use crate::snapshot::{Service, Snapshot};
 
 /// Renders the dump for `snapshot`.
 pub fn render(snapshot: &Snapshot, last_update: u64, expire: u64) -> String {
@@ -157,13 +157,6 @@ pub fn parse(bytes: &[u8], now: u64, expire: u64) -> Result<(Loaded, Vec<String>
         }),
         warnings,
     ))
-}
-
-/// A JSON string literal for `s` (used by the stats and dump writers).
-pub fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    push_json_string(&mut out, s);
-    out
 }
 
 #[cfg(test)]

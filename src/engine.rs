@@ -183,10 +183,6 @@ impl Engine {
         &self.shared.logs
     }
 
-    pub fn is_leader(&self) -> bool {
-        self.shared.role.load(Ordering::Acquire) != ROLE_FOLLOWER
-    }
-
     /// Statistics as JSON. A follower reports the leader's view of the
     /// servers (from the shared directory) with its own snapshot figures.
     pub fn stats_json(&self) -> String {
@@ -436,16 +432,12 @@ impl Shared {
                 match g
                     .read_stats()
                     .ok()
-                    .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                    .and_then(|b| serde_json::from_slice::<LeaderStats>(&b).ok())
                 {
-                    Some(v) => {
-                        if let Some(list) = v.get("servers").and_then(|s| s.as_array()) {
-                            for (dst, src) in servers.iter_mut().zip(list) {
-                                if let Ok(s) = serde_json::from_value::<ServerStatsIn>(src.clone())
-                                {
-                                    s.apply(dst);
-                                }
-                            }
+                    // Same configuration, so the same servers in the same order.
+                    Some(leader) => {
+                        for (dst, src) in servers.iter_mut().zip(leader.servers) {
+                            *dst = src;
                         }
                     }
                     None => {
@@ -483,59 +475,10 @@ impl Shared {
     }
 }
 
-/// The leader's per-server stats as read back from `stats.json`.
+/// What a follower needs from the leader's `stats.json` (a whole [`Stats`]).
 #[derive(Debug, serde::Deserialize)]
-struct ServerStatsIn {
-    state: ServerState,
-    last_index: u64,
-    last_success_ms: u64,
-    last_change_ms: u64,
-    last_error_ms: u64,
-    last_error: Option<String>,
-    requests_total: u64,
-    errors_total: u64,
-    consecutive_errors: u32,
-    index_resets: u64,
-    malformed_entries: u64,
-    services: u64,
-    nodes: u64,
-    last_response_bytes: u64,
-    #[serde(default)]
-    filtered_by_acls: bool,
-}
-
-impl ServerStatsIn {
-    fn apply(self, s: &mut ServerStats) {
-        s.state = self.state;
-        s.last_index = self.last_index;
-        s.last_success_ms = self.last_success_ms;
-        s.last_change_ms = self.last_change_ms;
-        s.last_error_ms = self.last_error_ms;
-        s.last_error = self.last_error;
-        s.requests_total = self.requests_total;
-        s.errors_total = self.errors_total;
-        s.consecutive_errors = self.consecutive_errors;
-        s.index_resets = self.index_resets;
-        s.malformed_entries = self.malformed_entries;
-        s.services = self.services;
-        s.nodes = self.nodes;
-        s.last_response_bytes = self.last_response_bytes;
-        s.filtered_by_acls = self.filtered_by_acls;
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for ServerState {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Ok(match s.as_str() {
-            "watching" => ServerState::Watching,
-            "polling" => ServerState::Polling,
-            "backoff" => ServerState::Backoff,
-            "stopped" => ServerState::Stopped,
-            "follower" => ServerState::Follower,
-            _ => ServerState::Starting,
-        })
-    }
+struct LeaderStats {
+    servers: Vec<ServerStats>,
 }
 
 /// Connects the watch tasks to the engine.

@@ -1,10 +1,10 @@
 //! What the watcher tells the operator: per-server state, indexes, times and
 //! counters. Rendered as JSON by `ckv_stats`; the token never appears here.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What a server's watch is doing now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum ServerState {
     /// No response yet.
@@ -21,7 +21,9 @@ pub enum ServerState {
     Stopped,
 }
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+/// Followers read the leader's copy back from the shared directory.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct ServerStats {
     pub url: String,
     pub state: ServerState,
