@@ -27,11 +27,10 @@ struct CachedEntry {
     pos: u32,
 }
 
-/// A service path ever seen, with what is served for it.
+/// A service path ever seen (what is served for it lives in `services`).
 #[derive(Debug)]
 struct Slot {
     name: Arc<str>,
-    service: Option<Service>,
     dirty: bool,
     /// Scratch: this response's nodes, in key order (dirty slots only).
     nodes: Vec<Arc<str>>,
@@ -110,7 +109,6 @@ impl ServerModel {
         let i = self.slots.len() as u32;
         self.slots.push(Slot {
             name: Arc::from(format!("{}{path}", self.name_base)),
-            service: None,
             dirty: false,
             nodes: Vec::new(),
             count: 0,
@@ -140,7 +138,6 @@ impl ServerModel {
             service.server = self.server;
             let slot = self.slot(&path) as usize;
             self.nodes += u64::from(service.node_count);
-            self.slots[slot].service = Some(service.clone());
             self.services.insert(self.slots[slot].name.clone(), service);
         }
     }
@@ -300,9 +297,8 @@ impl ServerModel {
             s.dirty = false;
             let nodes = std::mem::take(&mut s.nodes);
             if nodes.is_empty() {
-                if let Some(old) = s.service.take() {
+                if let Some(old) = self.services.remove(&s.name) {
                     self.nodes -= u64::from(old.node_count);
-                    self.services.remove(&s.name);
                     applied.changed_services += 1;
                 }
                 continue;
@@ -317,8 +313,9 @@ impl ServerModel {
                 json.push_str(j);
             }
             json.push(']');
-            if s.service
-                .as_ref()
+            if self
+                .services
+                .get(&s.name)
                 .is_some_and(|old| *old.nodes_json == *json)
             {
                 continue;
@@ -329,11 +326,10 @@ impl ServerModel {
                 node_count: u32::try_from(nodes.len()).unwrap_or(u32::MAX),
                 nodes_json: Arc::from(json),
             };
-            if let Some(old) = s.service.replace(service.clone()) {
+            self.nodes += u64::from(service.node_count);
+            if let Some(old) = self.services.insert(s.name.clone(), service) {
                 self.nodes -= u64::from(old.node_count);
             }
-            self.nodes += u64::from(service.node_count);
-            self.services.insert(s.name.clone(), service);
             applied.changed_services += 1;
         }
         applied.changed = applied.changed_services > 0;
@@ -344,9 +340,6 @@ impl ServerModel {
     /// anything was removed.
     pub fn clear(&mut self) -> bool {
         self.entries.clear();
-        for s in &mut self.slots {
-            s.service = None;
-        }
         self.nodes = 0;
         let had = !self.services.is_empty();
         self.services.clear();
