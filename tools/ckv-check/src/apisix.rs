@@ -203,12 +203,13 @@ impl ApisixRules {
             return "empty service name".into();
         }
         if node.starts_with('[') {
-            return "IPv6 literal: the host pattern [a-zA-Z0-9.]+ allows no brackets or ':'"
-                .into();
+            return "IPv6 literal: the host pattern [a-zA-Z0-9.]+ allows no brackets or ':'".into();
         }
         let host = node.rsplit_once(':').map_or(node, |(h, _)| h);
         if let Some(c) = host.chars().find(|c| matches!(c, '-' | '_')) {
-            return format!("host contains {c:?}: the host pattern [a-zA-Z0-9.]+ does not allow it");
+            return format!(
+                "host contains {c:?}: the host pattern [a-zA-Z0-9.]+ does not allow it"
+            );
         }
         if !node.contains(':') {
             return "no :port after the host".into();
@@ -235,7 +236,10 @@ mod tests {
         let ApisixKey::Node(n) = node("upstreams/a/b/c/10.0.0.1:80", "{}") else {
             panic!()
         };
-        assert_eq!((n.service_path.as_str(), n.host.as_str()), ("upstreams/a/b/c/", "10.0.0.1"));
+        assert_eq!(
+            (n.service_path.as_str(), n.host.as_str()),
+            ("upstreams/a/b/c/", "10.0.0.1")
+        );
         let ApisixKey::Node(n) = node("upstreams/web/10.0.0.1:80abc", "{}") else {
             panic!()
         };
@@ -245,7 +249,10 @@ mod tests {
         let ApisixKey::Node(n) = node("upstreams/web/10.0.0.1:80/extra", "{}") else {
             panic!()
         };
-        assert_eq!((n.service_path.as_str(), n.ignored_after.as_str()), ("upstreams/web/", "/extra"));
+        assert_eq!(
+            (n.service_path.as_str(), n.ignored_after.as_str()),
+            ("upstreams/web/", "/extra")
+        );
     }
 
     #[test]
@@ -253,7 +260,10 @@ mod tests {
         let ApisixKey::Node(n) = node("upstreams2/upstreams/web/10.0.0.1:80", "{}") else {
             panic!()
         };
-        assert_eq!((n.service_path.as_str(), n.ignored_before.as_str()), ("upstreams/web/", "upstreams2/"));
+        assert_eq!(
+            (n.service_path.as_str(), n.ignored_before.as_str()),
+            ("upstreams/web/", "upstreams2/")
+        );
     }
 
     #[test]
@@ -274,7 +284,8 @@ mod tests {
 
     #[test]
     fn value_rules() {
-        let ApisixKey::Node(n) = node("upstreams/w/1.1.1.1:80", r#"{"weight":"3","priority":1}"#) else {
+        let ApisixKey::Node(n) = node("upstreams/w/1.1.1.1:80", r#"{"weight":"3","priority":1}"#)
+        else {
             panic!()
         };
         assert_eq!(n.weight, Value::from("3"));
@@ -288,15 +299,37 @@ mod tests {
             panic!()
         };
         assert_eq!((n.weight_int(), n.schema_error()), (Some(3), None));
-        assert!(matches!(node("upstreams/w/1.1.1.1:80", r#"{"check_status":"false"}"#), ApisixKey::Skipped(_)));
-        assert!(matches!(node("upstreams/skip/1.1.1.1:80", "{}"), ApisixKey::Skipped(_)));
-        assert!(matches!(node("upstreams/w/1.1.1.1:80", "7"), ApisixKey::LuaError(_)));
-        assert!(matches!(node("upstreams/w/1.1.1.1:80", "[1]"), ApisixKey::Node(_)));
-        assert!(matches!(node("upstreams/w/1.1.1.1:80", "nope"), ApisixKey::Skipped(_)));
-        assert!(matches!(rules().evaluate("upstreams/w/1.1.1.1:80", None), ApisixKey::Skipped(_)));
-        let ApisixKey::Node(n) = node("upstreams/w/1.1.1.1:0080", "{}") else { panic!() };
+        assert!(matches!(
+            node("upstreams/w/1.1.1.1:80", r#"{"check_status":"false"}"#),
+            ApisixKey::Skipped(_)
+        ));
+        assert!(matches!(
+            node("upstreams/skip/1.1.1.1:80", "{}"),
+            ApisixKey::Skipped(_)
+        ));
+        assert!(matches!(
+            node("upstreams/w/1.1.1.1:80", "7"),
+            ApisixKey::LuaError(_)
+        ));
+        assert!(matches!(
+            node("upstreams/w/1.1.1.1:80", "[1]"),
+            ApisixKey::Node(_)
+        ));
+        assert!(matches!(
+            node("upstreams/w/1.1.1.1:80", "nope"),
+            ApisixKey::Skipped(_)
+        ));
+        assert!(matches!(
+            rules().evaluate("upstreams/w/1.1.1.1:80", None),
+            ApisixKey::Skipped(_)
+        ));
+        let ApisixKey::Node(n) = node("upstreams/w/1.1.1.1:0080", "{}") else {
+            panic!()
+        };
         assert_eq!(n.port, 80);
-        let ApisixKey::Node(n) = node("upstreams/w/1.1.1.1:0", "{}") else { panic!() };
+        let ApisixKey::Node(n) = node("upstreams/w/1.1.1.1:0", "{}") else {
+            panic!()
+        };
         assert!(n.schema_error().is_some());
     }
 
@@ -304,7 +337,10 @@ mod tests {
     fn nginx_base64_stops_at_padding_and_accepts_none() {
         assert_eq!(ngx_decode_base64("e30=").as_deref(), Some(&b"{}"[..]));
         assert_eq!(ngx_decode_base64("e30").as_deref(), Some(&b"{}"[..]));
-        assert_eq!(ngx_decode_base64("e30=garbage").as_deref(), Some(&b"{}"[..]));
+        assert_eq!(
+            ngx_decode_base64("e30=garbage").as_deref(),
+            Some(&b"{}"[..])
+        );
         assert_eq!(ngx_decode_base64("e"), None);
         assert_eq!(ngx_decode_base64("e3!0"), None);
     }
@@ -312,7 +348,10 @@ mod tests {
     #[test]
     fn prefix_is_a_pattern() {
         let r = ApisixRules::new("up.streams", &[], 1).unwrap();
-        assert!(matches!(r.evaluate("upXstreams/w/1.1.1.1:80", Some("e30=")), ApisixKey::Node(_)));
+        assert!(matches!(
+            r.evaluate("upXstreams/w/1.1.1.1:80", Some("e30=")),
+            ApisixKey::Node(_)
+        ));
         assert!(ApisixRules::new("up(streams", &[], 1).is_err());
     }
 }

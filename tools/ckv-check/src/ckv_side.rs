@@ -151,10 +151,7 @@ pub fn settings(c: &Config) -> Settings {
         prefix: c.prefix.clone(),
         weight: c.weight,
         clears_on_empty_prefix: c.on_empty_prefix == EmptyPrefixPolicy::Clear,
-        default_service: c
-            .default_service
-            .as_ref()
-            .map(|d| (d.host.clone(), d.port)),
+        default_service: c.default_service.as_ref().map(|d| (d.host.clone(), d.port)),
         connect_timeout: c.timeout.connect,
         read_timeout: c.timeout.read,
         max_response_bytes: c.max_response_bytes,

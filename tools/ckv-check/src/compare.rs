@@ -174,7 +174,11 @@ pub fn compare_server(input: &ServerInput<'_>) -> ServerReport {
                 None => format!("not read (outside \"{}/\")", s.prefix),
                 Some(CkvKey::Node { service_path, node }) => {
                     let v = ckv_view(node);
-                    format!("node {} weight {} of {service_path}", addr(&v.host, v.port), v.weight)
+                    format!(
+                        "node {} weight {} of {service_path}",
+                        addr(&v.host, v.port),
+                        v.weight
+                    )
                 }
                 Some(CkvKey::Dropped(why)) => format!("dropped: {why}"),
                 Some(CkvKey::Ignored) => "ignored: folder key".into(),
@@ -225,7 +229,10 @@ pub fn compare_server(input: &ServerInput<'_>) -> ServerReport {
         ));
     }
     let ckv_empty = input.ckv_keys.is_empty();
-    let apisix_empty = !input.entries.iter().any(|(k, _)| k.starts_with(apisix_prefix));
+    let apisix_empty = !input
+        .entries
+        .iter()
+        .any(|(k, _)| k.starts_with(apisix_prefix));
     if input.status == 404 || ckv_empty || apisix_empty {
         report.findings.push(Finding::note(
             "empty_prefix",
@@ -258,8 +265,14 @@ pub fn compare_server(input: &ServerInput<'_>) -> ServerReport {
         }
     }
     for name in names {
-        let a = apisix_services.iter().find(|(n, _)| *n == name).map(|(_, v)| v);
-        let c = ckv_services.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone());
+        let a = apisix_services
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v);
+        let c = ckv_services
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.clone());
         let mut findings: Vec<Finding> = key_findings
             .iter()
             .filter(|(n, _)| *n == name)
@@ -284,7 +297,10 @@ pub fn compare_server(input: &ServerInput<'_>) -> ServerReport {
             (true, false) => findings.push(Finding::diff(
                 "missing_in_ckv",
                 None,
-                format!("ckv has no node for this service: requests get {}", fallback(s)),
+                format!(
+                    "ckv has no node for this service: requests get {}",
+                    fallback(s)
+                ),
             )),
             (false, true) => findings.push(Finding::diff(
                 "new_in_ckv",
@@ -298,7 +314,9 @@ pub fn compare_server(input: &ServerInput<'_>) -> ServerReport {
             _ => {}
         }
         let apisix_nodes = a.map(|v| v.iter().map(|(_, n)| apisix_view(n)).collect::<Vec<_>>());
-        if findings.iter().all(|f| !f.difference) && !same_nodes(apisix_nodes.as_deref(), c.as_deref()) {
+        if findings.iter().all(|f| !f.difference)
+            && !same_nodes(apisix_nodes.as_deref(), c.as_deref())
+        {
             findings.push(Finding::diff(
                 "nodes",
                 None,
@@ -325,7 +343,14 @@ fn count_nodes(nodes: Option<&[NodeView]>) -> String {
 
 /// Node lists compared as the balancer sees them: order does not matter.
 fn same_nodes(a: Option<&[NodeView]>, c: Option<&[NodeView]>) -> bool {
-    let key = |n: &NodeView| (n.host.clone(), n.port, n.weight.to_string(), n.priority.as_ref().map(Value::to_string));
+    let key = |n: &NodeView| {
+        (
+            n.host.clone(),
+            n.port,
+            n.weight.to_string(),
+            n.priority.as_ref().map(Value::to_string),
+        )
+    };
     let sorted = |v: Option<&[NodeView]>| {
         let mut k: Vec<_> = v.unwrap_or(&[]).iter().map(key).collect();
         k.sort();
@@ -400,7 +425,11 @@ fn compare_key(
             if parts.is_empty() {
                 return None;
             }
-            let kind = if v.priority.is_some() && parts.len() == 1 { "priority" } else { "weight" };
+            let kind = if v.priority.is_some() && parts.len() == 1 {
+                "priority"
+            } else {
+                "weight"
+            };
             let f = Finding {
                 kind,
                 difference,

@@ -37,7 +37,8 @@ pub fn path_of(prefix: &str) -> String {
 pub fn read(req: &Request<'_>) -> Result<Read, String> {
     let mut tls = TlsConfig::builder().disable_verification(!req.verify);
     if let Some(path) = req.ca_file {
-        let pem = std::fs::read(path).map_err(|e| format!("tls.ca_file {}: {e}", path.display()))?;
+        let pem =
+            std::fs::read(path).map_err(|e| format!("tls.ca_file {}: {e}", path.display()))?;
         let mut certs = Vec::new();
         for item in parse_pem(&pem) {
             match item {
@@ -47,7 +48,10 @@ pub fn read(req: &Request<'_>) -> Result<Read, String> {
             }
         }
         if certs.is_empty() {
-            return Err(format!("tls.ca_file {}: no certificate in the file", path.display()));
+            return Err(format!(
+                "tls.ca_file {}: no certificate in the file",
+                path.display()
+            ));
         }
         tls = tls.root_certs(RootCerts::new_with_certs(&certs));
     }
@@ -67,7 +71,9 @@ pub fn read(req: &Request<'_>) -> Result<Read, String> {
     if !req.token.is_empty() {
         call = call.header("X-Consul-Token", req.token);
     }
-    let mut resp = call.call().map_err(|e| format!("{}: {}", req.url, describe(&e)))?;
+    let mut resp = call
+        .call()
+        .map_err(|e| format!("{}: {}", req.url, describe(&e)))?;
     let status = resp.status().as_u16();
     let header = |name: &str| {
         resp.headers()
@@ -102,7 +108,9 @@ pub fn read(req: &Request<'_>) -> Result<Read, String> {
             })
         }
         _ => {
-            let text = String::from_utf8_lossy(&body[..body.len().min(300)]).trim().to_string();
+            let text = String::from_utf8_lossy(&body[..body.len().min(300)])
+                .trim()
+                .to_string();
             let hint = match status {
                 403 => " (the ACL token is unknown or lacks key:read on the prefix)",
                 401 => " (authentication required)",
@@ -131,8 +139,15 @@ fn parse_body(body: &[u8]) -> Result<Vec<(String, Option<String>)>, String> {
     Ok(items
         .iter()
         .map(|item| {
-            let key = item.get("Key").and_then(|k| k.as_str()).unwrap_or("").to_string();
-            let value = item.get("Value").and_then(|v| v.as_str()).map(str::to_string);
+            let key = item
+                .get("Key")
+                .and_then(|k| k.as_str())
+                .unwrap_or("")
+                .to_string();
+            let value = item
+                .get("Value")
+                .and_then(|v| v.as_str())
+                .map(str::to_string);
             (key, value)
         })
         .collect())

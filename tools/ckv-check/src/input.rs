@@ -102,7 +102,9 @@ fn yaml_to_json(y: &Yaml) -> Result<Value, String> {
                 .ok_or_else(|| format!("unsupported number {text:?}"))?
         }
         Yaml::String(s) => Value::String(s.clone()),
-        Yaml::Array(items) => Value::Array(items.iter().map(yaml_to_json).collect::<Result<_, _>>()?),
+        Yaml::Array(items) => {
+            Value::Array(items.iter().map(yaml_to_json).collect::<Result<_, _>>()?)
+        }
         Yaml::Hash(h) => {
             let mut out = Map::new();
             for (k, v) in h {
@@ -128,7 +130,11 @@ fn substitute_env(v: &mut Value, path: &str) -> Result<(), String> {
     match v {
         Value::Object(map) => {
             for (k, item) in map.iter_mut() {
-                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
                 substitute_env(item, &p)?;
             }
         }
@@ -202,7 +208,9 @@ mod tests {
         assert_eq!(section(whole).unwrap()["servers"][0], "http://a:1");
         let bare = serde_json::json!({"servers": ["http://a:1"]});
         assert!(section(bare).is_ok());
-        assert!(section(serde_json::json!({"discovery": {}})).unwrap_err().contains("consul_kv"));
+        assert!(section(serde_json::json!({"discovery": {}}))
+            .unwrap_err()
+            .contains("consul_kv"));
         assert!(section(serde_json::json!([])).is_err());
     }
 
@@ -222,7 +230,10 @@ mod tests {
         assert_eq!(v["d"], "plain");
         let mut v = serde_json::json!({"token": "${{CKV_CHECK_UNSET_Y}}"});
         let e = substitute_env(&mut v, "").unwrap_err();
-        assert!(e.contains("token") && e.contains("CKV_CHECK_UNSET_Y"), "{e}");
+        assert!(
+            e.contains("token") && e.contains("CKV_CHECK_UNSET_Y"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -233,6 +244,9 @@ mod tests {
         .unwrap();
         let v = yaml_to_json(&docs[0]).unwrap();
         let s = section(v).unwrap();
-        assert_eq!(s, serde_json::json!({"servers": ["http://127.0.0.1:8500"], "weight": 2, "keepalive": false, "x": 1.5}));
+        assert_eq!(
+            s,
+            serde_json::json!({"servers": ["http://127.0.0.1:8500"], "weight": 2, "keepalive": false, "x": 1.5})
+        );
     }
 }

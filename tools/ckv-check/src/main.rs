@@ -61,7 +61,10 @@ fn parse_args() -> Result<Option<Args>, String> {
             Some("--format") => {
                 let f = it.next().ok_or("--format needs yaml or json")?;
                 let f = f.to_str().and_then(Format::parse).ok_or_else(|| {
-                    format!("--format: expected yaml or json, got {:?}", f.to_string_lossy())
+                    format!(
+                        "--format: expected yaml or json, got {:?}",
+                        f.to_string_lossy()
+                    )
                 })?;
                 format = Some(f);
             }
@@ -98,7 +101,11 @@ fn main() -> ExitCode {
     };
     let mut stdout = std::io::stdout().lock();
     if args.json {
-        let _ = writeln!(stdout, "{}", redact(&render::json_text(&render::json(&report))));
+        let _ = writeln!(
+            stdout,
+            "{}",
+            redact(&render::json_text(&render::json(&report)))
+        );
     } else {
         for line in render::text(&report, args.verbose) {
             let _ = writeln!(stdout, "{}", ckv_side::escape_untrusted(&redact(&line)));
@@ -126,13 +133,16 @@ fn run(args: &Args) -> (Report, Option<String>) {
             return (report, None);
         }
     };
-    let token = section.get("token").and_then(Value::as_str).map(str::to_string);
+    let token = section
+        .get("token")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     let (config, warnings) = match ckv_side::parse_config(section.to_string().as_bytes()) {
         Ok(c) => c,
         Err(e) => {
-            report
-                .errors
-                .push(format!("ckv refuses this discovery.consul_kv configuration: {e}"));
+            report.errors.push(format!(
+                "ckv refuses this discovery.consul_kv configuration: {e}"
+            ));
             return (report, token);
         }
     };
@@ -145,7 +155,9 @@ fn run(args: &Args) -> (Report, Option<String>) {
     report.apisix_prefix = apisix_prefix.clone();
     report.weight = settings.weight;
     for w in warnings {
-        report.findings.push(Finding::note("config_warning", None, format!("ckv: {w}")));
+        report
+            .findings
+            .push(Finding::note("config_warning", None, format!("ckv: {w}")));
     }
     if apisix_prefix != settings.prefix {
         report.findings.push(Finding::diff(

@@ -23,7 +23,11 @@ pub struct Report {
 impl Report {
     pub fn differences(&self) -> usize {
         self.findings.iter().filter(|f| f.difference).count()
-            + self.servers.iter().map(ServerReport::differences).sum::<usize>()
+            + self
+                .servers
+                .iter()
+                .map(ServerReport::differences)
+                .sum::<usize>()
     }
 
     /// 0: both agree; 1: they differ; 2: error.
@@ -87,7 +91,9 @@ pub fn text(r: &Report, verbose: bool) -> Vec<String> {
             out.push(format!("server {}: ERROR {e}", s.url));
             continue;
         }
-        let index = s.index.map_or_else(|| "none".to_string(), |i| i.to_string());
+        let index = s
+            .index
+            .map_or_else(|| "none".to_string(), |i| i.to_string());
         out.push(format!(
             "server {}: HTTP {}, {} keys, {} bytes, X-Consul-Index {index}",
             s.url,
@@ -140,9 +146,7 @@ pub fn text(r: &Report, verbose: bool) -> Vec<String> {
         .sum();
     out.push(match r.exit_code() {
         0 => format!("result: APISIX and ckv agree on {services} services (exit 0)"),
-        1 => format!(
-            "result: {n} differences, {differing} of {services} services differ (exit 1)"
-        ),
+        1 => format!("result: {n} differences, {differing} of {services} services differ (exit 1)"),
         _ => format!("result: error, {n} differences found before it (exit 2)"),
     });
     out

@@ -141,14 +141,20 @@ const TOKEN: &str = "5e3c1a2b-token-never-printed-9f8e";
 fn every_class_seed() -> Vec<(&'static str, &'static str)> {
     vec![
         ("upstreams/web/", ""),
-        ("upstreams/web/10.0.0.1:80", r#"{"weight":1,"max_fails":2,"fail_timeout":1}"#),
+        (
+            "upstreams/web/10.0.0.1:80",
+            r#"{"weight":1,"max_fails":2,"fail_timeout":1}"#,
+        ),
         ("upstreams/web/10.0.0.2:80abc", r#"{"weight":1}"#),
         ("upstreams/web/10.0.0.5:80", r#"{"check_status":false}"#),
         ("upstreams/web/api-1_b.internal:8080", r#"{"weight":2}"#),
         ("upstreams/web/[2001:db8::1]:8080", r#"{"weight":1}"#),
         ("upstreams/str/10.0.0.3:80", r#"{"weight":"3"}"#),
         ("upstreams/str/10.0.0.13:80", r#"{"weight":3}"#),
-        ("upstreams/prio/10.0.0.4:80", r#"{"weight":2,"priority":-1}"#),
+        (
+            "upstreams/prio/10.0.0.4:80",
+            r#"{"weight":2,"priority":-1}"#,
+        ),
         ("upstreams/team/a/hello/10.0.0.6:80", r#"{"weight":4}"#),
         ("upstreams/skipped/10.0.0.7:80", r#"{"weight":1}"#),
         ("upstreams/default/10.0.0.8:80", "{}"),
@@ -181,7 +187,11 @@ fn every_class_of_difference_is_found_and_explained() {
         ("priority", "upstreams/prio/10.0.0.4:80"),
         ("extra_fields", "upstreams/web/10.0.0.1:80"),
     ] {
-        assert!(has(&r, kind, Some(key)), "{kind} {key} missing: {:#?}", findings(&r));
+        assert!(
+            has(&r, kind, Some(key)),
+            "{kind} {key} missing: {:#?}",
+            findings(&r)
+        );
     }
     // Keys both leave out are not differences.
     for key in [
@@ -191,7 +201,9 @@ fn every_class_of_difference_is_found_and_explained() {
         "upstreams-old/web/10.0.0.9:80",
     ] {
         assert!(
-            findings(&r).iter().all(|(_, k, _)| k.as_deref() != Some(key)),
+            findings(&r)
+                .iter()
+                .all(|(_, k, _)| k.as_deref() != Some(key)),
             "{key} should agree: {:#?}",
             findings(&r)
         );
@@ -215,7 +227,10 @@ fn every_class_of_difference_is_found_and_explained() {
             .collect()
     };
     assert_eq!(hosts("apisix"), ["10.0.0.1", "10.0.0.2"]);
-    assert_eq!(hosts("ckv"), ["10.0.0.1", "[2001:db8::1]", "api-1_b.internal"]);
+    assert_eq!(
+        hosts("ckv"),
+        ["10.0.0.1", "[2001:db8::1]", "api-1_b.internal"]
+    );
     assert_eq!(service(&r, "/upstreams/prio/")["ckv"][0]["priority"], -1);
     // default_service behaviour is stated.
     let notes = r["notes"].as_array().unwrap();
@@ -227,9 +242,20 @@ fn every_class_of_difference_is_found_and_explained() {
     // Text output: one explained line per difference, token absent.
     let text = ckv_check(&[cfg, "--verbose"]);
     assert_eq!(text.code, 1, "{}", text.stderr);
-    assert!(text.stdout.contains("- upstreams/web/10.0.0.2:80abc: skipped by ckv"), "{}", text.stdout);
-    assert!(text.stdout.contains("ignoring \"abc\" after the port"), "{}", text.stdout);
-    assert!(text.stdout.contains("+ upstreams/web/api-1_b.internal:8080: newly served by ckv"));
+    assert!(
+        text.stdout
+            .contains("- upstreams/web/10.0.0.2:80abc: skipped by ckv"),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout.contains("ignoring \"abc\" after the port"),
+        "{}",
+        text.stdout
+    );
+    assert!(text
+        .stdout
+        .contains("+ upstreams/web/api-1_b.internal:8080: newly served by ckv"));
     assert!(text.stdout.contains("host contains '-'"), "{}", text.stdout);
     assert!(text.stdout.contains("IPv6 literal"));
     assert!(text.stdout.contains("invalid nodes format"));
@@ -244,7 +270,10 @@ fn agreeing_keys_exit_0_with_json_config() {
         &[
             ("upstreams/web/10.0.0.1:80", r#"{"weight":1}"#),
             ("upstreams/web/10.0.0.2:80", "{}"),
-            ("upstreams/api/v1/10.0.0.3:81", r#"{"weight":3,"check_status":true}"#),
+            (
+                "upstreams/api/v1/10.0.0.3:81",
+                r#"{"weight":3,"check_status":true}"#,
+            ),
         ],
         None,
     );
@@ -252,7 +281,10 @@ fn agreeing_keys_exit_0_with_json_config() {
     let cfg = write(
         &dir,
         "consul_kv.json",
-        &format!(r#"{{"servers":["{}"],"timeout":{{"connect":1000,"read":1000}}}}"#, double.url()),
+        &format!(
+            r#"{{"servers":["{}"],"timeout":{{"connect":1000,"read":1000}}}}"#,
+            double.url()
+        ),
     );
     let run = ckv_check(&["--json", cfg.to_str().unwrap()]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
@@ -262,7 +294,11 @@ fn agreeing_keys_exit_0_with_json_config() {
     assert_eq!(r["servers"][0]["services"].as_array().unwrap().len(), 2);
     let text = ckv_check(&[cfg.to_str().unwrap()]);
     assert_eq!(text.code, 0);
-    assert!(text.stdout.contains("agree on 2 services (exit 0)"), "{}", text.stdout);
+    assert!(
+        text.stdout.contains("agree on 2 services (exit 0)"),
+        "{}",
+        text.stdout
+    );
 
     // The same config as YAML given with --format (no extension) agrees too.
     let yaml = write(&dir, "conf", &apisix_yaml(&[double.url()], ""));
@@ -281,8 +317,14 @@ fn empty_prefix_states_both_behaviours() {
     assert_eq!(r["servers"][0]["status"], 404);
     let f = &r["servers"][0]["findings"][0];
     assert_eq!(f["kind"], "empty_prefix");
-    assert!(f["text"].as_str().unwrap().contains("retries after 1, 4, 16, 64"));
-    assert!(f["text"].as_str().unwrap().contains("on_empty_prefix \"clear\""));
+    assert!(f["text"]
+        .as_str()
+        .unwrap()
+        .contains("retries after 1, 4, 16, 64"));
+    assert!(f["text"]
+        .as_str()
+        .unwrap()
+        .contains("on_empty_prefix \"clear\""));
 }
 
 #[test]
@@ -317,7 +359,11 @@ fn a_value_that_breaks_apisix_is_reported() {
     let r = ckv_check(&["--json", cfg.to_str().unwrap()]);
     assert_eq!(r.code, 1, "{}", r.stdout);
     let r = r.json();
-    assert!(has(&r, "apisix_lua_error", Some("upstreams/web/10.0.0.2:80")));
+    assert!(has(
+        &r,
+        "apisix_lua_error",
+        Some("upstreams/web/10.0.0.2:80")
+    ));
     assert_eq!(service(&r, "/upstreams/web/")["apisix"], Value::Null);
 }
 
@@ -349,9 +395,15 @@ fn errors_exit_2_with_a_clear_message_and_no_token() {
     let cfg = write(
         &dir,
         "config.yaml",
-        &apisix_yaml(&[format!("http://{closed}")], &format!("    token: {TOKEN}\n")),
+        &apisix_yaml(
+            &[format!("http://{closed}")],
+            &format!("    token: {TOKEN}\n"),
+        ),
     );
-    for args in [vec![cfg.to_str().unwrap()], vec![cfg.to_str().unwrap(), "--json", "--verbose"]] {
+    for args in [
+        vec![cfg.to_str().unwrap()],
+        vec![cfg.to_str().unwrap(), "--json", "--verbose"],
+    ] {
         let r = ckv_check(&args);
         assert_eq!(r.code, 2, "{}", r.stdout);
         assert!(r.stderr.contains(&closed.to_string()), "{}", r.stderr);
@@ -360,8 +412,15 @@ fn errors_exit_2_with_a_clear_message_and_no_token() {
     }
 
     // A wrong token: Consul answers 403.
-    let double = Double::start(&[("upstreams/web/10.0.0.1:80", "{}")], Some("the-real-management-token"));
-    let cfg = write(&dir, "wrong.yaml", &apisix_yaml(&[double.url()], &format!("    token: \"{TOKEN}\"\n")));
+    let double = Double::start(
+        &[("upstreams/web/10.0.0.1:80", "{}")],
+        Some("the-real-management-token"),
+    );
+    let cfg = write(
+        &dir,
+        "wrong.yaml",
+        &apisix_yaml(&[double.url()], &format!("    token: \"{TOKEN}\"\n")),
+    );
     let r = ckv_check(&["--verbose", cfg.to_str().unwrap()]);
     assert_eq!(r.code, 2, "{}", r.stdout);
     assert!(r.stderr.contains("HTTP 403"), "{}", r.stderr);
@@ -380,14 +439,21 @@ fn errors_exit_2_with_a_clear_message_and_no_token() {
         (vec![bad_yaml.to_str().unwrap()], "not valid YAML"),
         (vec![no_section.to_str().unwrap()], "no discovery.consul_kv"),
         (vec![refused.to_str().unwrap()], "servers[0]"),
-        (vec!["/nonexistent/config.yaml"], "cannot read /nonexistent/config.yaml"),
+        (
+            vec!["/nonexistent/config.yaml"],
+            "cannot read /nonexistent/config.yaml",
+        ),
         (vec!["--format", "toml", "x"], "expected yaml or json"),
         (vec![], "no config file"),
     ] {
         let r = ckv_check(&args);
         assert_eq!(r.code, 2, "{args:?}: {}", r.stdout);
         assert!(r.stderr.contains(want), "{args:?}: {}", r.stderr);
-        assert!(!r.stdout.contains(TOKEN) && !r.stderr.contains(TOKEN), "{}", r.stderr);
+        assert!(
+            !r.stdout.contains(TOKEN) && !r.stderr.contains(TOKEN),
+            "{}",
+            r.stderr
+        );
     }
 }
 
@@ -398,7 +464,10 @@ fn token_from_the_environment_as_apisix_substitutes_it() {
     let cfg = write(
         &dir,
         "config.yaml",
-        &apisix_yaml(&[double.url()], "    token: \"${{CKV_CHECK_TEST_TOKEN}}\"\n"),
+        &apisix_yaml(
+            &[double.url()],
+            "    token: \"${{CKV_CHECK_TEST_TOKEN}}\"\n",
+        ),
     );
     let out = Command::new(env!("CARGO_BIN_EXE_ckv-check"))
         .args([cfg.to_str().unwrap(), "--verbose"])
@@ -406,9 +475,18 @@ fn token_from_the_environment_as_apisix_substitutes_it() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!stdout.contains(TOKEN));
     let r = ckv_check(&[cfg.to_str().unwrap()]);
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("CKV_CHECK_TEST_TOKEN is not set"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("CKV_CHECK_TEST_TOKEN is not set"),
+        "{}",
+        r.stderr
+    );
 }
