@@ -112,7 +112,10 @@ pub fn read(req: &Request<'_>) -> Result<Read, String> {
                 .trim()
                 .to_string();
             let hint = match status {
-                403 => " (the ACL token is unknown or lacks key:read on the prefix)",
+                403 => {
+                    " (the ACL token is unknown, or lacks key:read/key:list on the prefix \
+                     without its trailing slash, which is what APISIX reads)"
+                }
                 401 => " (authentication required)",
                 _ => "",
             };
