@@ -1,6 +1,8 @@
 //! Puts APISIX's and ckv's readings of one server's keys side by side and
 //! explains every difference in one line.
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
 use serde_json::Value;
 
 use crate::apisix::{ApisixKey, ApisixNode, ApisixRules};
@@ -141,7 +143,7 @@ pub fn compare_server(input: &ServerInput<'_>) -> ServerReport {
         ..ServerReport::default()
     };
     let apisix_prefix = input.apisix.prefix.trim_start_matches('/');
-    let ckv_of: std::collections::HashMap<usize, &CkvKey> = input
+    let ckv_of: HashMap<usize, &CkvKey> = input
         .ckv_keys
         .iter()
         .copied()
@@ -149,9 +151,10 @@ pub fn compare_server(input: &ServerInput<'_>) -> ServerReport {
         .collect();
 
     // APISIX's services, in key order, and per-key findings.
-    let mut apisix_services: Vec<(String, Vec<(String, ApisixNode)>)> = Vec::new();
+    // Keyed by full service name; BTreeMap keeps the report sorted.
+    let mut apisix_services: BTreeMap<String, Vec<(String, ApisixNode)>> = BTreeMap::new();
     let mut apisix_fatal: Option<(String, String)> = None;
-    let mut key_findings: Vec<(String, Finding)> = Vec::new();
+    let mut key_findings: BTreeMap<String, Vec<Finding>> = BTreeMap::new();
     for (i, (key, value)) in input.entries.iter().enumerate() {
         let a = key
             .starts_with(apisix_prefix)
@@ -187,10 +190,10 @@ pub fn compare_server(input: &ServerInput<'_>) -> ServerReport {
         });
         if let Some(ApisixKey::Node(n)) = &a {
             let name = format!("{base}{}", n.service_path);
-            match apisix_services.iter_mut().find(|(s, _)| *s == name) {
-                Some((_, nodes)) => nodes.push((key.clone(), n.clone())),
-                None => apisix_services.push((name, vec![(key.clone(), n.clone())])),
-            }
+            apisix_services
+                .entry(name)
+                .or_default()
+                .push((key.clone(), n.clone()));
         }
         if let Some(ApisixKey::LuaError(why)) = &a {
             if apisix_fatal.is_none() {
@@ -198,7 +201,7 @@ pub fn compare_server(input: &ServerInput<'_>) -> ServerReport {
             }
         }
         if let Some(f) = compare_key(key, a.as_ref(), c, &base) {
-            key_findings.push(f);
+            key_findings.entry(f.0).or_default().push(f.1);
         }
     }
     if let Some((key, why)) = &apisix_fatal {
@@ -242,8 +245,8 @@ pub fn compare_server(input: &ServerInput<'_>) -> ServerReport {
     }
 
     // Services on either side.
-    let ckv_services: Vec<(String, Vec<NodeView>)> = if input.ckv.refused {
-        Vec::new()
+    let ckv_services: BTreeMap<String, Vec<NodeView>> = if input.ckv.refused {
+        BTreeMap::new()
     } else {
         input
             .ckv
@@ -252,32 +255,15 @@ pub fn compare_server(input: &ServerInput<'_>) -> ServerReport {
             .map(|(name, nodes)| (name.clone(), nodes.iter().map(ckv_view).collect()))
             .collect()
     };
-    let mut names: Vec<String> = apisix_services.iter().map(|(n, _)| n.clone()).collect();
-    for (n, _) in &ckv_services {
-        if !names.contains(n) {
-            names.push(n.clone());
-        }
-    }
-    names.sort();
-    for (name, _) in &key_findings {
-        if !names.contains(name) {
-            names.push(name.clone());
-        }
-    }
+    let names: BTreeSet<&String> = apisix_services
+        .keys()
+        .chain(ckv_services.keys())
+        .chain(key_findings.keys())
+        .collect();
     for name in names {
-        let a = apisix_services
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v);
-        let c = ckv_services
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.clone());
-        let mut findings: Vec<Finding> = key_findings
-            .iter()
-            .filter(|(n, _)| *n == name)
-            .map(|(_, f)| f.clone())
-            .collect();
+        let a = apisix_services.get(name);
+        let c = ckv_services.get(name).cloned();
+        let mut findings: Vec<Finding> = key_findings.get(name).cloned().unwrap_or_default();
         let schema_error = a.and_then(|nodes| {
             nodes
                 .iter()
@@ -324,7 +310,7 @@ pub fn compare_server(input: &ServerInput<'_>) -> ServerReport {
             ));
         }
         report.services.push(ServiceReport {
-            name,
+            name: name.clone(),
             apisix: apisix_nodes,
             ckv: c,
             findings,
@@ -385,8 +371,11 @@ fn compare_key(
                         "service",
                         Some(key),
                         format!(
-                            "service path differs: APISIX {:?}, ckv {:?}",
-                            n.service_path, path
+                            "ckv serves it as {} in {path:?}; APISIX's pattern backtracked to an earlier '/' and served {} in {:?}, ignoring {:?}",
+                            addr(&v.host, v.port),
+                            addr(&n.host, n.port),
+                            n.service_path,
+                            n.ignored_after
                         ),
                     ),
                 ));

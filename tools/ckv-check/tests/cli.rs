@@ -159,6 +159,7 @@ fn every_class_seed() -> Vec<(&'static str, &'static str)> {
         ("upstreams/skipped/10.0.0.7:80", r#"{"weight":1}"#),
         ("upstreams/default/10.0.0.8:80", "{}"),
         ("upstreams-old/web/10.0.0.9:80", "{}"),
+        ("upstreams/deep/10.0.0.10:80/b/api-1:90", "{}"),
     ]
 }
 
@@ -186,6 +187,7 @@ fn every_class_of_difference_is_found_and_explained() {
         ("unusable_in_apisix", "upstreams/str/10.0.0.3:80"),
         ("priority", "upstreams/prio/10.0.0.4:80"),
         ("extra_fields", "upstreams/web/10.0.0.1:80"),
+        ("service", "upstreams/deep/10.0.0.10:80/b/api-1:90"),
     ] {
         assert!(
             has(&r, kind, Some(key)),
@@ -489,4 +491,50 @@ fn token_from_the_environment_as_apisix_substitutes_it() {
         "{}",
         r.stderr
     );
+}
+
+#[test]
+fn a_prefix_with_slashes_is_used_verbatim_by_apisix() {
+    let double = Double::start(&[("upstreams/web/10.0.0.1:80", "{}")], None);
+    let dir = tmpdir("prefix");
+    let cfg = write(
+        &dir,
+        "config.yaml",
+        &apisix_yaml(&[double.url()], "    prefix: \"upstreams/\"\n"),
+    );
+    let run = ckv_check(&["--json", cfg.to_str().unwrap()]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let r = run.json();
+    assert_eq!(r["config"]["prefix"], "upstreams");
+    assert_eq!(r["config"]["apisix_prefix"], "upstreams/");
+    assert!(r["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|n| n["kind"] == "prefix" && n["difference"] == true));
+    assert!(has(&r, "newly_accepted", Some("upstreams/web/10.0.0.1:80")));
+}
+
+#[test]
+fn one_unreachable_server_is_an_error_but_the_others_are_reported() {
+    let double = Double::start(&[("upstreams/web/10.0.0.1:80", "{}")], None);
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dir = tmpdir("two");
+    let cfg = write(
+        &dir,
+        "config.yaml",
+        &apisix_yaml(&[double.url(), format!("http://{closed}")], ""),
+    );
+    let run = ckv_check(&["--json", cfg.to_str().unwrap()]);
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    let r = run.json();
+    assert_eq!(r["result"], "error");
+    assert_eq!(r["servers"][0]["services"][0]["agree"], true);
+    assert!(r["servers"][1]["error"]
+        .as_str()
+        .unwrap()
+        .contains(&closed.to_string()));
 }
