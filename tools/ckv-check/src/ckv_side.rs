@@ -122,6 +122,7 @@ fn key_str<'a>(e: &'a RawEntry<'_>) -> &'a str {
 pub struct Settings {
     pub servers: Vec<ServerSettings>,
     pub prefix: String,
+    pub skip_keys: Vec<String>,
     pub weight: u32,
     pub clears_on_empty_prefix: bool,
     pub default_service: Option<(String, u16)>,
@@ -149,6 +150,7 @@ pub fn settings(c: &Config) -> Settings {
             })
             .collect(),
         prefix: c.prefix.clone(),
+        skip_keys: c.skip_keys.clone(),
         weight: c.weight,
         clears_on_empty_prefix: c.on_empty_prefix == EmptyPrefixPolicy::Clear,
         default_service: c.default_service.as_ref().map(|d| (d.host.clone(), d.port)),

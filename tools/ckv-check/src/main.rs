@@ -176,8 +176,8 @@ fn run(args: &Args) -> (Report, Option<String>) {
             format!("{}: APISIX refuses https:// servers (its module fails at start); ckv reads it over TLS", s.url),
         ));
     }
-    let skip_keys: Vec<String> = config.skip_keys.clone();
-    let rules = match apisix::ApisixRules::new(&apisix_prefix, &skip_keys, settings.weight) {
+    let rules = match apisix::ApisixRules::new(&apisix_prefix, &settings.skip_keys, settings.weight)
+    {
         Ok(r) => r,
         Err(e) => {
             report.errors.push(e);
