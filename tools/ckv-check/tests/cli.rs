@@ -262,7 +262,14 @@ fn every_class_of_difference_is_found_and_explained() {
     assert!(text.stdout.contains("IPv6 literal"));
     assert!(text.stdout.contains("invalid nodes format"));
     assert!(text.stdout.contains("priority -1 reaches ckv's balancer"));
-    assert!(text.stdout.contains("result: "));
+    assert!(
+        text.stdout
+            .contains("result: 9 differences, 5 of 7 services differ (exit 1)"),
+        "{}",
+        text.stdout
+    );
+    // --verbose: both readings of every key.
+    assert!(text.stdout.contains("    upstreams/web/10.0.0.5:80\n      APISIX: skipped: check_status is false\n      ckv:    dropped: check_status is false"), "{}", text.stdout);
     assert!(!text.stdout.contains(TOKEN) && !text.stderr.contains(TOKEN));
 }
 
