@@ -3,11 +3,14 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// A token with `key:read` (and so `key:list`) on one key prefix and nothing else.
+/// A token with `key:read` on one key prefix and nothing else; with `list`,
+/// `key:list` instead, which grants read and list (Consul's `enforce`: a
+/// `read` rule does not allow listing under `enable_key_list_policy`).
 #[derive(Clone, Debug)]
 pub struct ReadToken {
     pub secret: String,
     pub prefix: Vec<u8>,
+    pub list: bool,
 }
 
 #[derive(Clone, Debug)]

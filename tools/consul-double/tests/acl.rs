@@ -7,17 +7,26 @@ use common::*;
 
 const MGMT: &str = "root-secret";
 const READER: &str = "reader-secret";
+const LISTER: &str = "lister-secret";
 const ACCESSOR: &str = "00000000-0000-4000-8000-000000000001";
-const ANON_SUFFIX: &str =
-    ". The anonymous token is used implicitly when a request does not specify a token.";
+/// Consul 1.14 names the anonymous token by its AccessorID.
+const ANON: &str = "token with AccessorID '00000000-0000-0000-0000-000000000002'";
 
 async fn acl_double(list_policy: bool) -> ckv_consul_double::Handle {
     start(|c| {
         c.token = Some(MGMT.into());
-        c.read_tokens = vec![ReadToken {
-            secret: READER.into(),
-            prefix: b"pub/".to_vec(),
-        }];
+        c.read_tokens = vec![
+            ReadToken {
+                secret: READER.into(),
+                prefix: b"pub/".to_vec(),
+                list: false,
+            },
+            ReadToken {
+                secret: LISTER.into(),
+                prefix: b"pub/".to_vec(),
+                list: true,
+            },
+        ];
         c.acl_key_list_policy = list_policy;
     })
     .await
@@ -104,7 +113,7 @@ async fn token_sources_and_precedence() {
     )
     .await;
     assert_eq!(r.status, 403);
-    assert!(r.text().starts_with("Permission denied: anonymous token"));
+    assert!(r.text().starts_with(&format!("Permission denied: {ANON}")));
     d.shutdown().await;
 }
 
@@ -117,7 +126,7 @@ async fn forbidden_bodies_and_headers() {
     assert_eq!(r.status, 403);
     assert_eq!(
         r.text(),
-        format!("Permission denied: anonymous token lacks permission 'key:read' on \"secret/x\"{ANON_SUFFIX}")
+        format!("Permission denied: {ANON} lacks permission 'key:read' on \"secret/x\"")
     );
     assert_eq!(r.header("Content-Type"), Some("text/plain; charset=utf-8"));
     assert_eq!(r.header("X-Consul-Default-Acl-Policy"), Some("deny"));
@@ -223,6 +232,8 @@ async fn key_list_policy_denies_lists() {
         r.text(),
         format!("Permission denied: token with AccessorID '{ACCESSOR}' lacks permission 'key:list' on \"\"")
     );
+    // A `read` rule does not grant `key:list`, even on its own prefix (as
+    // Consul 1.14 answers); a `list` rule grants both.
     let r = req_h(
         a,
         "GET",
@@ -231,7 +242,32 @@ async fn key_list_policy_denies_lists() {
         None,
     )
     .await;
+    assert_eq!(r.status, 403);
+    assert!(
+        r.text()
+            .ends_with("lacks permission 'key:list' on \"pub/\""),
+        "{}",
+        r.text()
+    );
+    let r = req_h(
+        a,
+        "GET",
+        "/v1/kv/pub/a",
+        &[("X-Consul-Token", READER)],
+        None,
+    )
+    .await;
     assert_eq!(r.status, 200);
+    let r = req_h(
+        a,
+        "GET",
+        "/v1/kv/pub/?recurse",
+        &[("X-Consul-Token", LISTER)],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json().as_array().unwrap().len(), 2);
     d.shutdown().await;
 }
 

@@ -179,7 +179,7 @@ async fn value_size_limit_is_512_kib() {
     assert_eq!(
         r.text(),
         "Request body(524289 bytes) too large, max size: 524288 bytes. See \
-         https://developer.hashicorp.com/docs/agent/config/config-files#kv_max_value_size."
+         https://www.consul.io/docs/agent/config/config-files#kv_max_value_size."
     );
     // Chunked bodies are measured too.
     let mut c = Conn::connect(a).await;
