@@ -67,12 +67,14 @@ pub fn resolve(cfg: &Config, token: &str) -> Result<Authz, &'static str> {
     if token == master {
         return Ok(Authz::Management);
     }
-    for (i, rt) in cfg.read_tokens.iter().enumerate() {
+    let tokens = cfg.read_tokens.iter().map(|t| (t, false));
+    let tokens = tokens.chain(cfg.list_tokens.iter().map(|t| (t, true)));
+    for (i, (rt, list)) in tokens.enumerate() {
         if rt.secret == token {
             return Ok(Authz::Reader {
                 accessor: accessor_id(i),
                 prefix: rt.prefix.clone(),
-                list: rt.list,
+                list,
             });
         }
     }

@@ -90,11 +90,15 @@ fn parse_args(args: Vec<String>) -> Result<Option<Cli>, String> {
             "--token" => cfg.token = Some(value),
             "--read-token" | "--list-token" => {
                 let (secret, prefix) = value.split_once('=').unwrap_or((&value, ""));
-                cfg.read_tokens.push(ReadToken {
+                let token = ReadToken {
                     secret: secret.to_string(),
                     prefix: prefix.as_bytes().to_vec(),
-                    list: flag == "--list-token",
-                });
+                };
+                if flag == "--list-token" {
+                    cfg.list_tokens.push(token);
+                } else {
+                    cfg.read_tokens.push(token);
+                }
             }
             "--acl-key-list-policy" => cfg.acl_key_list_policy = true,
             "--max-wait" => cfg.max_wait = duration(&flag, &value)?,
@@ -118,7 +122,7 @@ fn parse_args(args: Vec<String>) -> Result<Option<Cli>, String> {
     if !default_wait_set && cfg.default_wait > cfg.max_wait {
         cfg.default_wait = cfg.max_wait;
     }
-    if cfg.token.is_none() && !cfg.read_tokens.is_empty() {
+    if cfg.token.is_none() && !(cfg.read_tokens.is_empty() && cfg.list_tokens.is_empty()) {
         return Err("--read-token/--list-token need --token (ACL mode)".into());
     }
     if let Some(f) = seed_file {

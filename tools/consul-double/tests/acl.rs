@@ -15,18 +15,14 @@ const ANON: &str = "token with AccessorID '00000000-0000-0000-0000-000000000002'
 async fn acl_double(list_policy: bool) -> ckv_consul_double::Handle {
     start(|c| {
         c.token = Some(MGMT.into());
-        c.read_tokens = vec![
-            ReadToken {
-                secret: READER.into(),
-                prefix: b"pub/".to_vec(),
-                list: false,
-            },
-            ReadToken {
-                secret: LISTER.into(),
-                prefix: b"pub/".to_vec(),
-                list: true,
-            },
-        ];
+        c.read_tokens = vec![ReadToken {
+            secret: READER.into(),
+            prefix: b"pub/".to_vec(),
+        }];
+        c.list_tokens = vec![ReadToken {
+            secret: LISTER.into(),
+            prefix: b"pub/".to_vec(),
+        }];
         c.acl_key_list_policy = list_policy;
     })
     .await
