@@ -20,7 +20,8 @@
 # What runs: the differential check (the double against the agents), the
 # Test::Nginx suites in real-Consul mode (CKV_REAL_CONSUL=1: TestCKV does not
 # start doubles; blocks that need the double's faults or counters are skipped
-# and counted), the C example against the agent, and the propagation figure.
+# and counted), tests/real_consul.rs, the C example against the agent, and
+# the propagation figure.
 #
 # Without Go the stage cannot build Consul: it says so and counts as one
 # failure, unless CKV_SKIP_REAL_CONSUL=1 is set on purpose.
@@ -173,7 +174,19 @@ passed=$((passed + total - bad - skipped))
 failed=$((failed + bad))
 unset CKV_REAL_CONSUL
 
-# 3. The C example against the agent: the initial sync, then two changes.
+# 3. The Rust tests that need no fault injection (tests/real_consul.rs).
+CKV_REAL_CONSUL_URL=http://127.0.0.1:8500 CKV_REAL_CONSUL_ACL_URL=http://127.0.0.1:8502 \
+    cargo test --test real_consul -- --ignored >"$work/rust.log" 2>&1
+rc=$?
+p=$(grep -oE '[0-9]+ passed' "$work/rust.log" | awk '{s+=$1} END {print s+0}')
+f=$(grep -oE '[0-9]+ failed' "$work/rust.log" | awk '{s+=$1} END {print s+0}')
+if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+echo "    Rust tests against Consul: $p passed, $f failed"
+[ $rc -eq 0 ] || grep -E 'panicked|FAILED|^error' "$work/rust.log" | head -n 20 | sed 's/^/    ! /'
+passed=$((passed + p))
+failed=$((failed + f))
+
+# 4. The C example against the agent: the initial sync, then two changes.
 c_example() {
     make -s -C examples >/dev/null || return 1
     local out=$work/watch.out
@@ -195,7 +208,7 @@ rc=$?
 [ $rc -eq 0 ] || sed 's/^/    | /' "$work/c.log"
 count "C example (examples/watch) against Consul" $rc
 
-# 4. The propagation figure: PUT returned -> both workers' nodes().
+# 5. The propagation figure: PUT returned -> both workers' nodes().
 python3 bench/real_consul_propagation.py --consul http://127.0.0.1:8500 \
     --nodes 100 --changes 20 >"$work/prop.log" 2>&1
 rc=$?

@@ -71,7 +71,7 @@ real_consul_stage() {
     step real-consul bash scripts/real-consul-stage.sh
     local rc=$?
     local out="$log_dir/real-consul.log" p f
-    grep -E '^real-consul: Consul|^    (ok|FAILED|skipped|Test::Nginx)|^    \| +[0-9]+ .*real Consul|^real-consul: [0-9]+ passed' "$out" | sed 's/^/    /'
+    grep -E '^real-consul: Consul|^    (ok|FAILED|skipped|Test::Nginx|Rust)|^    \| +[0-9]+ .*real Consul|^real-consul: [0-9]+ passed' "$out" | sed 's/^/    /'
     p=$(grep -oE '^real-consul: [0-9]+ passed' "$out" | tail -1 | grep -oE '[0-9]+')
     f=$(grep -oE '^real-consul: [0-9]+ passed, [0-9]+ failed' "$out" | tail -1 | grep -oE '[0-9]+ failed' | grep -oE '[0-9]+')
     p=${p:-0}
