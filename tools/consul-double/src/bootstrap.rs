@@ -21,16 +21,8 @@ use crate::state::{lock, Shared};
 const GLOBAL_MANAGEMENT_ID: &str = "00000000-0000-0000-0000-000000000001";
 
 pub fn handle(shared: &Shared, method: &Method) -> Reply {
-    const ALLOW: &str = "OPTIONS,PUT";
-    if method == Method::OPTIONS {
-        return Reply::new(StatusCode::OK).header("allow", ALLOW);
-    }
-    if method != Method::PUT {
-        return Reply::text(
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!("method {method} not allowed"),
-        )
-        .header("allow", ALLOW);
+    if let Some(r) = crate::http::single_method(method, &Method::PUT) {
+        return r;
     }
     let Some(secret) = shared.cfg.token.as_deref() else {
         return Reply::text(StatusCode::UNAUTHORIZED, "ACL support disabled");
