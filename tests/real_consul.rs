@@ -142,3 +142,25 @@ fn acl_list_token_sees_nodes_and_no_token_is_refused() {
     }));
     assert!(nodes(&anonymous, &url, &web).is_none());
 }
+
+#[test]
+#[ignore = "needs a real Consul agent (scripts/real-consul-stage.sh)"]
+fn keepalive_false_polls_and_skip_keys_hide_a_service() {
+    let url = env("CKV_REAL_CONSUL_URL");
+    let a = addr_of(&url);
+    let p = fresh_prefix("poll");
+    put(a, &format!("{p}/web/10.0.0.1:80"), "{}", "");
+    put(a, &format!("{p}/hidden/10.0.0.9:80"), "{}", "");
+    let e = engine(
+        std::slice::from_ref(&url),
+        &p,
+        &format!(r#""keepalive":false,"fetch_interval":1,"skip_keys":["{p}/hidden/"],"#),
+    );
+    let web = format!("{p}/web/");
+    assert!(wait_until(WAIT, || nodes(&e, &url, &web).is_some()));
+    assert!(nodes(&e, &url, &format!("{p}/hidden/")).is_none());
+    // The next poll (at most fetch_interval later) sees a change.
+    put(a, &format!("{p}/web/10.0.0.2:80"), "{}", "");
+    assert!(wait_until(WAIT, || nodes(&e, &url, &web)
+        .is_some_and(|n| n.contains("10.0.0.2"))));
+}
