@@ -141,7 +141,7 @@ double=${CKV_DOUBLE_BIN:-$repo/target/debug/ckv-consul-double}
 python3 tools/consul-diff/consul_diff.py --double "$double" \
     --consul http://127.0.0.1:8500 --consul-acl http://127.0.0.1:8502 \
     --consul-acl-filter http://127.0.0.1:8503 \
-    --token-out "$work/mgmt-token" >"$work/diff.log" 2>&1
+    --token-out "$work/mgmt-token" ${CKV_DIFF_DUMP:+--dump "$CKV_DIFF_DUMP"} >"$work/diff.log" 2>&1
 rc=$?
 sed 's/^/    | /' "$work/diff.log"
 count "differential check (double vs Consul)" $rc

@@ -370,10 +370,12 @@ def start_double(binary, args):
     return p, "http://" + m.group(1)
 
 
-def run_pair(name, double_url, consul_url, script, *args):
+def run_pair(name, double_url, consul_url, script, *args, dump=None):
     d, c = Target("double", double_url), Target("consul", consul_url)
     for t in (d, c):
         script(t, *args)
+    if dump is not None:
+        dump[name] = {t.name: {"steps": t.obs, "indexes": t.indexes} for t in (d, c)}
     diffs = compare(d, c)
     accepted = [x for x in diffs if (x[0], x[1]) in KNOWN]
     real = [x for x in diffs if (x[0], x[1]) not in KNOWN]
@@ -394,7 +396,9 @@ def main():
     ap.add_argument("--consul-acl", required=True)
     ap.add_argument("--consul-acl-filter", required=True)
     ap.add_argument("--token-out")
+    ap.add_argument("--dump", help="write every observation of both sides to this JSON file")
     a = ap.parse_args()
+    dump = {}
     procs = []
     failures = 0
     try:
@@ -406,20 +410,24 @@ def main():
         p3, acl_f = start_double(a.double, ["--token", mgmt,
                                             "--read-token", f"{reader}={PREFIX}pub/"])
         procs += [p1, p2, p3]
-        _, real = run_pair("plain", plain, a.consul, plain_script)
+        _, real = run_pair("plain", plain, a.consul, plain_script, dump=dump)
         failures += len(real)
-        c, real = run_pair("acl (key-list policy)", acl, a.consul_acl, acl_script, reader, True)
+        c, real = run_pair("acl (key-list policy)", acl, a.consul_acl, acl_script, reader, True,
+                           dump=dump)
         failures += len(real)
         if a.token_out and c.vars.get("mgmt"):
             with open(a.token_out, "w") as f:
                 f.write(c.vars["mgmt"])
         _, real = run_pair("acl (lists filtered)", acl_f, a.consul_acl_filter, acl_script,
-                           reader, False)
+                           reader, False, dump=dump)
         failures += len(real)
     finally:
         for p in procs:
             p.terminate()
             p.wait(5)
+        if a.dump:
+            with open(a.dump, "w") as f:
+                json.dump(dump, f, indent=1, default=str)
     print(f"differential: {'ok' if failures == 0 else f'{failures} unexplained difference(s)'}")
     return 1 if failures else 0
 
