@@ -78,8 +78,8 @@ fi
 
 mkdir -p "$cache_dir"
 # -mod=mod lets go add the go.sum lines of the published sub-modules.
-CGO_ENABLED=0 go build -mod=mod -trimpath -o "$cache_dir/consul.partial" . >&2
-mv -f "$cache_dir/consul.partial" "$bin"
+CGO_ENABLED=0 go build -mod=mod -trimpath -o "$cache_dir/consul.partial.$$" . >&2
+mv -f "$cache_dir/consul.partial.$$" "$bin"  # atomic: a parallel build never sees half a binary
 first_line "$bin" >&2
 say "built in $((SECONDS - t0)) s: $bin"
 echo "$bin"
