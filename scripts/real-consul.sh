@@ -34,8 +34,20 @@ bin=$cache_dir/consul
 
 say() { printf 'real-consul: %s\n' "$*" >&2; }
 
+# A cached binary is run only if we own it and its folder and nobody else can
+# write to either.
+ours() {
+    local f=$1
+    [ -e "$f" ] && [ ! -L "$f" ] && [ "$(stat -c %u "$f")" = "$(id -u)" ] &&
+        [ $((0$(stat -c %a "$f") & 022)) -eq 0 ]
+}
+
 first_line() { local out; out=$("$1" version 2>/dev/null) || return 1; echo "${out%%$'\n'*}"; }
 
+if [ -e "$bin" ] && ! { ours "$cache_dir" && ours "$bin"; }; then
+    say "refusing $bin: not ours, a link, or writable by others (remove it to rebuild)"
+    exit 1
+fi
 if [ -x "$bin" ] && [ "$(first_line "$bin")" = "Consul v$version" ]; then
     echo "$bin"
     exit 0
@@ -76,7 +88,8 @@ if grep -qE '^(replace )?[[:space:]]*github.com/hashicorp/consul/(envoyextension
     exit 1
 fi
 
-mkdir -p "$cache_dir"
+mkdir -p -m 0755 "$cache_dir"
+ours "$cache_dir" || { say "refusing $cache_dir: not ours, a link, or writable by others"; exit 1; }
 # -mod=mod lets go add the go.sum lines of the published sub-modules.
 CGO_ENABLED=0 go build -mod=mod -trimpath -o "$cache_dir/consul.partial.$$" . >&2
 mv -f "$cache_dir/consul.partial.$$" "$bin"  # atomic: a parallel build never sees half a binary
