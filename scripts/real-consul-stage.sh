@@ -154,7 +154,8 @@ export CKV_REAL_CONSUL_TOKEN
 # 2. The Test::Nginx suites in real-Consul mode.
 export CKV_REAL_CONSUL=1
 suites=(t/001-sanity.t t/010-dropin-config.t t/011-dropin-live.t t/012-dropin-dump.t
-        t/013-table-identity.t t/014-jit.t t/015-binding.t t/050-multi-worker.t)
+        t/013-table-identity.t t/014-jit.t t/015-binding.t t/050-multi-worker.t
+        t/090-one-connection-per-server.t)
 bash scripts/prove.sh -v "${suites[@]}" >"$work/prove.log" 2>&1
 rc=$?
 total=$(grep -oE 'Tests=[0-9]+' "$work/prove.log" | tail -1 | cut -d= -f2)
