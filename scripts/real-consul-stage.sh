@@ -54,6 +54,13 @@ if [ $rc -ne 0 ]; then
     exit 1
 fi
 
+# The library and the double the steps use (a no-op inside make test).
+if ! cargo build -q -p ckv -p ckv-consul-double; then
+    echo "real-consul: cargo build failed"
+    echo "real-consul: 0 passed, 1 failed"
+    exit 1
+fi
+
 work=$(mktemp -d)
 pids=()
 cleanup() {
