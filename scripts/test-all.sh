@@ -2,7 +2,8 @@
 # Runs every check and test, then prints one summary line:
 #   total: N passed, M failed
 # Steps: rustfmt, clippy, build, header/cdefs freshness, cargo test (all
-# crates), the C example, the Test::Nginx suites, the runner's self-tests.
+# crates), the C example, the Test::Nginx suites, the real-Consul stage,
+# the runner's self-tests.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -64,6 +65,22 @@ prove_tests() {
     printf '    %s: %d passed, %d failed\n' "$name" $((total - f)) "$f"
 }
 
+# The real-Consul stage (scripts/real-consul-stage.sh): its own counts are
+# added; its summary (Consul version, skips, figures) is always shown.
+real_consul_stage() {
+    step real-consul bash scripts/real-consul-stage.sh
+    local rc=$?
+    local out="$log_dir/real-consul.log" p f
+    grep -E '^real-consul: Consul|^    (ok|FAILED|skipped|Test::Nginx|Rust)|^    \| +[0-9]+ .*real Consul|^real-consul: [0-9]+ passed' "$out" | sed 's/^/    /'
+    p=$(grep -oE '^real-consul: [0-9]+ passed' "$out" | tail -1 | grep -oE '[0-9]+')
+    f=$(grep -oE '^real-consul: [0-9]+ passed, [0-9]+ failed' "$out" | tail -1 | grep -oE '[0-9]+ failed' | grep -oE '[0-9]+')
+    p=${p:-0}
+    f=${f:-0}
+    if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+    passed=$((passed + p))
+    failed=$((failed + f))
+}
+
 check fmt cargo fmt --all -- --check
 check clippy cargo clippy --workspace --all-targets -- -D warnings
 check build cargo build --workspace
@@ -71,6 +88,7 @@ check header bash scripts/check-header.sh
 cargo_tests
 check c-example bash examples/test.sh
 prove_tests test-nginx
+real_consul_stage
 check reload-stress env RELOADS="${RELOADS:-100}" bash scripts/reload-stress.sh
 prove_tests runner-selftest --selftest
 

@@ -296,6 +296,7 @@ api-1_b.internal 8080 number
 
 
 === TEST 7: malformed entries are skipped with one logged reason each; good ones apply
+--- skip_eval: 11: $TestCKV::real_consul
 --- http_config
     init_by_lua_block {
         require("ckvtest").dropin_conf({

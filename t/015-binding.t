@@ -18,6 +18,7 @@ run_tests();
 __DATA__
 
 === TEST 1: one long poll per nginx instance: one leader, one follower
+--- skip_eval: 3: $TestCKV::real_consul
 --- http_config
     lua_shared_dict ckv_t 1m;
     init_worker_by_lua_block {

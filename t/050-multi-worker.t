@@ -16,6 +16,7 @@ run_tests();
 __DATA__
 
 === TEST 1: 4 workers, 2 servers: exactly one long poll per server, one watcher thread set
+--- skip_eval: 3: $TestCKV::real_consul
 --- http_config
     init_worker_by_lua_block {
         require("ckvtest").client = assert(require("resty.consul_kv").new({
@@ -70,6 +71,7 @@ leader is a worker: true
 
 
 === TEST 2: kill -9 of the watching worker: another takes over within 1 s, nothing lost
+--- skip_eval: 4: $TestCKV::real_consul
 --- http_config
     init_worker_by_lua_block {
         require("ckvtest").client = assert(require("resty.consul_kv").new({
@@ -158,6 +160,7 @@ exited on signal 9
 
 
 === TEST 3: HUP reload: old workers leave no watcher, thread or shared directory behind
+--- skip_eval: 6: $TestCKV::real_consul
 --- http_config
     lua_shared_dict ckv_t 1m;
     init_worker_by_lua_block {
@@ -270,6 +273,7 @@ nodes served by a new worker: true
 
 
 === TEST 4: kill -9 of a follower: it is respawned and rejoins; the watcher is undisturbed
+--- skip_eval: 4: $TestCKV::real_consul
 --- http_config
     init_worker_by_lua_block {
         require("ckvtest").client = assert(require("resty.consul_kv").new({

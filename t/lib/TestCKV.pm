@@ -5,6 +5,16 @@ package TestCKV;
 #  - loads Debian's dynamic lua module when nginx is not OpenResty;
 #  - puts lua/, t/lib/ (APISIX stubs) and libckv.so on the Lua paths;
 #  - starts and stops the project's Consul test double (consul_double()).
+#
+# Real-Consul mode (CKV_REAL_CONSUL=1, set by scripts/real-consul-stage.sh):
+# real agents already listen on the suites' ports (8500, 8600 plain; 8502
+# with ACLs, management token in CKV_REAL_CONSUL_TOKEN). consul_double()
+# then starts nothing: it checks the agent is there and, for the ACL agent,
+# creates a real token for every --read-token (Consul wants UUID secrets),
+# and the tokens a block names are replaced by the real ones. Blocks that
+# need the double (faults, /_double/ counters) carry
+#   --- skip_eval: N: $TestCKV::real_consul
+# so that this mode skips them and prove counts the skips.
 
 use strict;
 use warnings;
@@ -13,13 +23,20 @@ use Cwd qw(cwd);
 use Exporter 'import';
 use POSIX ();
 use IO::Socket::INET;
+use Digest::MD5 qw(md5_hex);
+use JSON::PP ();
 
 our $pwd = cwd();
 our $lib_dir = $ENV{CKV_LIB_DIR} || "$pwd/target/debug";
 our $double_bin = $ENV{CKV_DOUBLE_BIN} || "$pwd/target/debug/ckv-consul-double";
 
+our $real_consul = $ENV{CKV_REAL_CONSUL} ? 1 : 0;
+# A token as a block spells it => the real agent's secret for it.
+my %real_token;
+
 our @EXPORT = qw(consul_double consul_put consul_delete consul_fault
                  consul_control $pwd $lib_dir);
+our @EXPORT_OK = qw($real_consul);
 
 sub lua_module_lines {
     my $dir = '/usr/lib/nginx/modules';
@@ -45,6 +62,8 @@ Test::Nginx::Socket::Lua::add_block_preprocessor(sub {
     lua_package_path "$pwd/lua/?.lua;$pwd/lua/?/init.lua;$pwd/t/lib/?.lua;$pwd/t/lib/?/init.lua;/usr/share/lua/5.1/?.lua;;";
     lua_package_cpath "$lib_dir/?.so;/usr/lib/x86_64-linux-gnu/lua/5.1/?.so;;";
 _EOC_
+
+    real_consul_tokens($block) if $real_consul;
 
     if (!defined $block->request) {
         $block->set_value('request', 'GET /t');
@@ -79,6 +98,7 @@ sub wait_port {
 # 127.0.0.1:PORT unless it already runs there, and waits for its ready line.
 sub consul_double {
     my ($port, @args) = @_;
+    return real_consul_agent($port, @args) if $real_consul;
     return if $doubles{$port};
     die "consul double not built: $double_bin (run make build)\n" unless -x $double_bin;
     pipe(my $r, my $w) or die "pipe: $!";
@@ -110,10 +130,92 @@ sub stop_doubles {
 END { stop_doubles() }
 $SIG{INT} = $SIG{TERM} = sub { stop_doubles(); POSIX::_exit(130) };
 
+# ---- real-Consul mode ------------------------------------------------------
+
+# The double's command line, read against a real agent: --token names the
+# management token, --read-token T=PREFIX a token with key:read on PREFIX,
+# --list-token T=PREFIX one with key:list (read and list).
+# Agent-wide settings (--max-wait, --acl-key-list-policy) are the agent's.
+sub real_consul_agent {
+    my ($port, @args) = @_;
+    die "real-Consul mode: no agent on 127.0.0.1:$port\n" unless wait_port($port, 5);
+    my $mgmt = $ENV{CKV_REAL_CONSUL_TOKEN} // '';
+    while (defined(my $arg = shift @args)) {
+        if ($arg eq '--token') {
+            $real_token{shift @args} = $mgmt;
+        } elsif ($arg eq '--read-token' || $arg eq '--list-token') {
+            my ($name, $prefix) = split /=/, shift(@args), 2;
+            my $rule = $arg eq '--list-token' ? 'list' : 'read';
+            $real_token{$name} = real_read_token($port, $mgmt, $prefix // '', $name, $rule);
+        } elsif ($arg =~ /^--(?:max-wait|seed-file|start-index|tombstone-ttl)$/) {
+            shift @args;
+        }
+    }
+    return 0;
+}
+
+# A UUID secret derived from the block's token name, so every test file
+# that names the same token gets the same real token.
+sub real_read_token {
+    my ($port, $mgmt, $prefix, $name, $rule) = @_;
+    my $h = md5_hex("ckv-test-token:$name");
+    my $secret = join '-', substr($h, 0, 8), substr($h, 8, 4), '4' . substr($h, 13, 3),
+                           '8' . substr($h, 17, 3), substr($h, 20, 12);
+    my $json = JSON::PP->new->canonical;
+    my $policy = "ckv-$rule-" . substr($h, 0, 12);
+    my %auth = ('X-Consul-Token' => $mgmt);
+    my ($st, $body) = http_call('PUT', $port, '/v1/acl/policy', $json->encode({
+        Name => $policy, Rules => qq{key_prefix "$prefix" { policy = "$rule" }},
+    }), \%auth);
+    die "creating policy $policy on $port: $st $body\n"
+        unless $st == 200 || $body =~ /already exists/;
+    ($st, $body) = http_call('PUT', $port, '/v1/acl/token', $json->encode({
+        SecretID => $secret, Description => "ckv test token $name",
+        Policies => [{ Name => $policy }],
+    }), \%auth);
+    die "creating token $name on $port: $st $body\n"
+        unless $st == 200 || $body =~ /already in use/;
+    return $secret;
+}
+
+# Replaces the tokens a block names by the real agent's ones, in the
+# sections that carry them (strings, lists of strings and regexes).
+sub real_consul_tokens {
+    my $block = shift;
+    return unless %real_token;
+    my $swap = sub {
+        my $text = shift;
+        for my $name (sort { length $b <=> length $a } keys %real_token) {
+            $text =~ s/\Q$name\E/$real_token{$name}/g;
+        }
+        return $text;
+    };
+    my $walk;
+    $walk = sub {
+        my $v = shift;
+        return [map { $walk->($_) } @$v] if ref $v eq 'ARRAY';
+        if (ref $v eq 'Regexp') {
+            my $src = $swap->("$v");
+            return qr/$src/;
+        }
+        return ref $v ? $v : $swap->($v);
+    };
+    for my $section (qw(config http_config main_config init request more_headers
+                        response_body response_body_like error_log no_error_log
+                        grep_error_log grep_error_log_out)) {
+        my $v = $block->$section;
+        next unless defined $v;
+        $block->set_value($section, $walk->($v));
+    }
+}
+
 # A minimal HTTP/1.0 client for the double (no extra Perl modules needed).
 sub http_call {
     my ($method, $port, $path, $body, $headers) = @_;
     $body //= '';
+    if (%real_token && $headers) {
+        $headers = { map { $_ => $real_token{ $headers->{$_} } // $headers->{$_} } keys %$headers };
+    }
     my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port", Timeout => 5)
         or die "connect 127.0.0.1:$port: $!";
     my $req = "$method $path HTTP/1.0\r\nHost: 127.0.0.1\r\n"

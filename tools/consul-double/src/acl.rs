@@ -1,6 +1,6 @@
 //! A small ACL model: one management token (`--token`), optional read-only
-//! tokens scoped to a key prefix (`--read-token`), and the anonymous token
-//! with no permissions (default policy `deny`).
+//! tokens scoped to a key prefix (`--read-token`, `--list-token`), and the
+//! anonymous token with no permissions (default policy `deny`).
 
 use hyper::HeaderMap;
 
@@ -8,6 +8,8 @@ use crate::config::Config;
 use crate::gocompat::Query;
 
 pub const ACL_NOT_FOUND: &str = "ACL not found";
+/// The built-in anonymous token's AccessorID.
+pub const ANONYMOUS_ACCESSOR: &str = "00000000-0000-0000-0000-000000000002";
 
 #[derive(Clone, Debug)]
 pub enum Authz {
@@ -18,6 +20,8 @@ pub enum Authz {
     Reader {
         accessor: String,
         prefix: Vec<u8>,
+        /// A `list` rule (read and list) rather than `read`.
+        list: bool,
     },
 }
 
@@ -63,11 +67,14 @@ pub fn resolve(cfg: &Config, token: &str) -> Result<Authz, &'static str> {
     if token == master {
         return Ok(Authz::Management);
     }
-    for (i, rt) in cfg.read_tokens.iter().enumerate() {
+    let tokens = cfg.read_tokens.iter().map(|t| (t, false));
+    let tokens = tokens.chain(cfg.list_tokens.iter().map(|t| (t, true)));
+    for (i, (rt, list)) in tokens.enumerate() {
         if rt.secret == token {
             return Ok(Authz::Reader {
                 accessor: accessor_id(i),
                 prefix: rt.prefix.clone(),
+                list,
             });
         }
     }
@@ -87,27 +94,33 @@ impl Authz {
         }
     }
 
-    /// `key:list` on a prefix: the longest matching rule must allow it.
+    /// `key:list` on a prefix (only asked under `enable_key_list_policy`):
+    /// a `read` rule does not grant it, a `list` or `write` rule does.
     pub fn can_list(&self, prefix: &[u8]) -> bool {
-        self.can_read(prefix)
+        match self {
+            Authz::Reader {
+                prefix: p, list, ..
+            } => *list && prefix.starts_with(p),
+            _ => self.can_read(prefix),
+        }
     }
 
     pub fn can_write(&self, _key: &[u8]) -> bool {
         matches!(self, Authz::Disabled | Authz::Management)
     }
 
-    /// `PermissionDeniedError.Error()` (Consul ≥ 1.12).
+    /// `PermissionDeniedError.Error()` as Consul 1.14 writes it: the
+    /// anonymous token is named by its fixed AccessorID (1.15+ say
+    /// "anonymous token lacks permission ..." instead).
     pub fn denied(&self, permission: &str, resource: &[u8]) -> String {
         let res = crate::gocompat::go_quote(&String::from_utf8_lossy(resource));
-        match self {
-            Authz::Reader { accessor, .. } => format!(
-                "Permission denied: token with AccessorID '{accessor}' lacks permission '{permission}' on {res}"
-            ),
-            _ => format!(
-                "Permission denied: anonymous token lacks permission '{permission}' on {res}. \
-                 The anonymous token is used implicitly when a request does not specify a token."
-            ),
-        }
+        let accessor = match self {
+            Authz::Reader { accessor, .. } => accessor.as_str(),
+            _ => ANONYMOUS_ACCESSOR,
+        };
+        format!(
+            "Permission denied: token with AccessorID '{accessor}' lacks permission '{permission}' on {res}"
+        )
     }
 }
 

@@ -3,7 +3,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// A token with `key:read` (and so `key:list`) on one key prefix and nothing else.
+/// A token with one rule on one key prefix and nothing else: `read` (in
+/// `read_tokens`) or `list` (in `list_tokens`, read and list; Consul's
+/// `enforce`: a `read` rule does not allow lists under
+/// `enable_key_list_policy`).
 #[derive(Clone, Debug)]
 pub struct ReadToken {
     pub secret: String,
@@ -18,6 +21,8 @@ pub struct Config {
     pub token: Option<String>,
     /// Extra read-only tokens (ACL mode only).
     pub read_tokens: Vec<ReadToken>,
+    /// Tokens with a `list` rule on their prefix (ACL mode only).
+    pub list_tokens: Vec<ReadToken>,
     /// `acl.enable_key_list_policy`: recurse/keys need `key:list` on the prefix.
     pub acl_key_list_policy: bool,
     /// `max_query_time`: cap on `?wait`.
@@ -46,6 +51,7 @@ impl Default for Config {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 8500))],
             token: None,
             read_tokens: Vec::new(),
+            list_tokens: Vec::new(),
             acl_key_list_policy: false,
             max_wait: Duration::from_secs(600),
             default_wait: Duration::from_secs(300),

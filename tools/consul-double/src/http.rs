@@ -113,6 +113,12 @@ async fn route(shared: &Arc<Shared>, conn: &ConnCtx, req: Request<Incoming>) -> 
         )
         .await;
     }
+    if path == b"/v1/acl/bootstrap" {
+        return Action::Reply(kv::wrap(
+            shared,
+            crate::bootstrap::handle(shared, req.method()),
+        ));
+    }
     if path == b"/v1/status/leader" {
         return Action::Reply(kv::wrap(shared, leader(shared, req.method())));
     }
@@ -134,16 +140,8 @@ async fn route(shared: &Arc<Shared>, conn: &ConnCtx, req: Request<Incoming>) -> 
 /// `GET /v1/status/leader`: the leader's Raft address as a JSON string,
 /// `""` while a `no_leader` fault is active.
 fn leader(shared: &Shared, method: &Method) -> Reply {
-    const ALLOW: &str = "OPTIONS,GET";
-    if method == Method::OPTIONS {
-        return Reply::new(StatusCode::OK).header("allow", ALLOW);
-    }
-    if method != Method::GET {
-        return Reply::text(
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!("method {method} not allowed"),
-        )
-        .header("allow", ALLOW);
+    if let Some(r) = single_method(method, &Method::GET) {
+        return r;
     }
     let addr = if shared.faults().no_leader() {
         String::new()
@@ -151,4 +149,21 @@ fn leader(shared: &Shared, method: &Method) -> Reply {
         shared.cfg.leader_addr.clone()
     };
     Reply::json(StatusCode::OK, serde_json::Value::String(addr).to_string())
+}
+
+/// `wrap`'s method handling for an endpoint registered with one method:
+/// `OPTIONS` answers 200 with `Allow`, any other method but `allowed` 405.
+pub fn single_method(method: &Method, allowed: &Method) -> Option<Reply> {
+    let allow = format!("OPTIONS,{allowed}");
+    if method == Method::OPTIONS {
+        return Some(Reply::new(StatusCode::OK).header("allow", &allow));
+    }
+    if method != allowed {
+        let r = Reply::text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("method {method} not allowed"),
+        );
+        return Some(r.header("allow", &allow));
+    }
+    None
 }

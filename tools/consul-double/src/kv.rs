@@ -175,7 +175,7 @@ fn too_large(n: u64, limit: usize) -> Reply {
         StatusCode::PAYLOAD_TOO_LARGE,
         format!(
             "Request body({n} bytes) too large, max size: {limit} bytes. See \
-             https://developer.hashicorp.com/docs/agent/config/config-files#kv_max_value_size."
+             https://www.consul.io/docs/agent/config/config-files#kv_max_value_size."
         ),
     )
 }

@@ -17,6 +17,7 @@ Usage: ckv-consul-double --listen ADDR [options]
   --listen ADDR            host:port to listen on (repeatable; port 0 = any free port)
   --token T                enable ACLs; T is the management token (default policy deny)
   --read-token T[=PREFIX]  (ACL mode) a token with key:read on PREFIX only (repeatable)
+  --list-token T[=PREFIX]  (ACL mode) a token with key:list (read and list) on PREFIX
   --acl-key-list-policy    recurse/keys need key:list on the prefix (else 403)
   --max-wait DUR           max_query_time, cap on ?wait (default 10m)
   --default-wait DUR       default_query_time, for absent or <=0 ?wait
@@ -87,12 +88,17 @@ fn parse_args(args: Vec<String>) -> Result<Option<Cli>, String> {
                 cfg.listen.push(*first);
             }
             "--token" => cfg.token = Some(value),
-            "--read-token" => {
+            "--read-token" | "--list-token" => {
                 let (secret, prefix) = value.split_once('=').unwrap_or((&value, ""));
-                cfg.read_tokens.push(ReadToken {
+                let token = ReadToken {
                     secret: secret.to_string(),
                     prefix: prefix.as_bytes().to_vec(),
-                });
+                };
+                if flag == "--list-token" {
+                    cfg.list_tokens.push(token);
+                } else {
+                    cfg.read_tokens.push(token);
+                }
             }
             "--acl-key-list-policy" => cfg.acl_key_list_policy = true,
             "--max-wait" => cfg.max_wait = duration(&flag, &value)?,
@@ -116,8 +122,8 @@ fn parse_args(args: Vec<String>) -> Result<Option<Cli>, String> {
     if !default_wait_set && cfg.default_wait > cfg.max_wait {
         cfg.default_wait = cfg.max_wait;
     }
-    if cfg.token.is_none() && !cfg.read_tokens.is_empty() {
-        return Err("--read-token needs --token (ACL mode)".into());
+    if cfg.token.is_none() && !(cfg.read_tokens.is_empty() && cfg.list_tokens.is_empty()) {
+        return Err("--read-token/--list-token need --token (ACL mode)".into());
     }
     if let Some(f) = seed_file {
         let text = std::fs::read(&f).map_err(|e| format!("--seed-file {}: {e}", f.display()))?;

@@ -7,15 +7,20 @@ use common::*;
 
 const MGMT: &str = "root-secret";
 const READER: &str = "reader-secret";
+const LISTER: &str = "lister-secret";
 const ACCESSOR: &str = "00000000-0000-4000-8000-000000000001";
-const ANON_SUFFIX: &str =
-    ". The anonymous token is used implicitly when a request does not specify a token.";
+/// Consul 1.14 names the anonymous token by its AccessorID.
+const ANON: &str = "token with AccessorID '00000000-0000-0000-0000-000000000002'";
 
 async fn acl_double(list_policy: bool) -> ckv_consul_double::Handle {
     start(|c| {
         c.token = Some(MGMT.into());
         c.read_tokens = vec![ReadToken {
             secret: READER.into(),
+            prefix: b"pub/".to_vec(),
+        }];
+        c.list_tokens = vec![ReadToken {
+            secret: LISTER.into(),
             prefix: b"pub/".to_vec(),
         }];
         c.acl_key_list_policy = list_policy;
@@ -104,7 +109,7 @@ async fn token_sources_and_precedence() {
     )
     .await;
     assert_eq!(r.status, 403);
-    assert!(r.text().starts_with("Permission denied: anonymous token"));
+    assert!(r.text().starts_with(&format!("Permission denied: {ANON}")));
     d.shutdown().await;
 }
 
@@ -117,7 +122,7 @@ async fn forbidden_bodies_and_headers() {
     assert_eq!(r.status, 403);
     assert_eq!(
         r.text(),
-        format!("Permission denied: anonymous token lacks permission 'key:read' on \"secret/x\"{ANON_SUFFIX}")
+        format!("Permission denied: {ANON} lacks permission 'key:read' on \"secret/x\"")
     );
     assert_eq!(r.header("Content-Type"), Some("text/plain; charset=utf-8"));
     assert_eq!(r.header("X-Consul-Default-Acl-Policy"), Some("deny"));
@@ -223,6 +228,8 @@ async fn key_list_policy_denies_lists() {
         r.text(),
         format!("Permission denied: token with AccessorID '{ACCESSOR}' lacks permission 'key:list' on \"\"")
     );
+    // A `read` rule does not grant `key:list`, even on its own prefix (as
+    // Consul 1.14 answers); a `list` rule grants both.
     let r = req_h(
         a,
         "GET",
@@ -231,6 +238,124 @@ async fn key_list_policy_denies_lists() {
         None,
     )
     .await;
+    assert_eq!(r.status, 403);
+    assert!(
+        r.text()
+            .ends_with("lacks permission 'key:list' on \"pub/\""),
+        "{}",
+        r.text()
+    );
+    let r = req_h(
+        a,
+        "GET",
+        "/v1/kv/pub/a",
+        &[("X-Consul-Token", READER)],
+        None,
+    )
+    .await;
     assert_eq!(r.status, 200);
+    let r = req_h(
+        a,
+        "GET",
+        "/v1/kv/pub/?recurse",
+        &[("X-Consul-Token", LISTER)],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json().as_array().unwrap().len(), 2);
+    d.shutdown().await;
+}
+
+/// `PUT /v1/acl/bootstrap`: once 200 with the management token (Consul 1.14's
+/// `aclBootstrapResponse` shape), then 403; the secret it returns works.
+#[tokio::test]
+async fn acl_bootstrap_once() {
+    let d = acl_double(false).await;
+    let a = d.addr();
+    let before = get(a, "/v1/kv/?recurse").await.index();
+    let r = req(a, "PUT", "/v1/acl/bootstrap").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("Content-Type"), Some("application/json"));
+    assert_eq!(r.header("X-Consul-Default-Acl-Policy"), Some("deny"));
+    assert!(r.header("X-Consul-Index").is_none());
+    let text = r.text();
+    let keys: Vec<&str> = [
+        "ID",
+        "AccessorID",
+        "SecretID",
+        "Description",
+        "Policies",
+        "Local",
+        "CreateTime",
+        "Hash",
+        "CreateIndex",
+        "ModifyIndex",
+    ]
+    .to_vec();
+    let mut at = 0;
+    for k in &keys {
+        let pos = text
+            .find(&format!("\"{k}\":"))
+            .unwrap_or_else(|| panic!("{k} in {text}"));
+        assert!(pos >= at, "{k} out of Go's field order in {text}");
+        at = pos;
+    }
+    let j = r.json();
+    assert_eq!(j.as_object().unwrap().len(), keys.len(), "{text}");
+    assert_eq!(j["SecretID"], MGMT);
+    assert_eq!(j["ID"], MGMT);
+    assert_eq!(j["Policies"][0]["Name"], "global-management");
+    assert_eq!(
+        j["Policies"][0]["ID"],
+        "00000000-0000-0000-0000-000000000001"
+    );
+    assert_eq!(j["Local"], false);
+    assert_eq!(j["AccessorID"].as_str().unwrap().len(), 36);
+    assert!(j["CreateTime"].as_str().unwrap().ends_with('Z'));
+    let idx = j["CreateIndex"].as_u64().unwrap();
+    assert!(idx > before, "bootstrap consumes a Raft index");
+    assert_eq!(j["ModifyIndex"].as_u64(), Some(idx));
+    // An ACL write does not move the KV view index.
+    assert_eq!(get(a, "/v1/kv/?recurse").await.index(), before);
+
+    // The returned secret is a management token.
+    let secret = j["SecretID"].as_str().unwrap().to_string();
+    let w = req_h(
+        a,
+        "PUT",
+        "/v1/kv/x",
+        &[("X-Consul-Token", &secret)],
+        Some(b"1"),
+    )
+    .await;
+    assert_eq!(w.text(), "true");
+
+    for _ in 0..2 {
+        let again = req(a, "PUT", "/v1/acl/bootstrap").await;
+        assert_eq!(again.status, 403);
+        assert_eq!(
+            again.text(),
+            format!("Permission denied: ACL bootstrap no longer allowed (reset index: {idx})")
+        );
+        assert_eq!(
+            again.header("Content-Type"),
+            Some("text/plain; charset=utf-8")
+        );
+    }
+    let g = req(a, "GET", "/v1/acl/bootstrap").await;
+    assert_eq!(g.status, 405);
+    assert_eq!(g.text(), "method GET not allowed");
+    assert_eq!(g.header("Allow"), Some("OPTIONS,PUT"));
+    d.shutdown().await;
+}
+
+#[tokio::test]
+async fn acl_bootstrap_without_acls_is_401() {
+    let d = start(|_| {}).await;
+    let r = req(d.addr(), "PUT", "/v1/acl/bootstrap").await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.text(), "ACL support disabled");
+    assert_eq!(r.header("X-Consul-Default-Acl-Policy"), Some("allow"));
     d.shutdown().await;
 }

@@ -90,7 +90,7 @@ async fn ready_line_seed_pid_file_and_sigterm_with_blocked_reads() {
         None,
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_blocked(addr, 1).await;
     sigterm(&child);
     let status = wait_exit(&mut child, Duration::from_secs(5));
     assert_eq!(status.code(), Some(0));

@@ -62,18 +62,16 @@ async fn put_under_the_prefix_wakes_the_watch() {
         let r = get(a, &format!("/v1/kv/w/?recurse&index={i}&wait=2s")).await;
         (r, t.elapsed())
     });
-    tokio::time::sleep(ms(100)).await;
-    assert_eq!(stats(a).await["blocking_in_flight"], 1);
-    // An identical re-PUT and a write elsewhere do not end the watch.
+    wait_blocked(a, 1).await;
+    // An identical re-PUT and a write elsewhere do not end the watch: it
+    // returns only with w/b, which is written after them.
     put(a, "/v1/kv/w/a", b"1").await;
     put(a, "/v1/kv/other", b"1").await;
-    tokio::time::sleep(ms(100)).await;
-    assert!(!watch.is_finished());
     put(a, "/v1/kv/w/b", b"2").await;
     let (r, took) = watch.await.unwrap();
     assert!(took < ms(1000), "{took:?}");
     assert!(r.index() > i);
-    assert_eq!(r.json().as_array().unwrap().len(), 2);
+    assert_eq!(r.json().as_array().unwrap().len(), 2, "woken by w/b only");
     assert_eq!(stats(a).await["blocking_in_flight"], 0);
     d.shutdown().await;
 }
@@ -86,7 +84,7 @@ async fn delete_of_the_prefix_wakes_with_404_and_the_delete_index() {
     let i = get(a, "/v1/kv/g/?recurse").await.index();
     let watch =
         tokio::spawn(async move { get(a, &format!("/v1/kv/g/?recurse&index={i}&wait=2s")).await });
-    tokio::time::sleep(ms(50)).await;
+    wait_blocked(a, 1).await;
     delete(a, "/v1/kv/g/?recurse").await;
     let del = stats(a).await["index"].as_u64().unwrap();
     let r = watch.await.unwrap();
@@ -166,8 +164,7 @@ async fn restore_lowers_the_index_and_wakes_blocked_reads_at_once() {
         .await;
         t.elapsed()
     });
-    tokio::time::sleep(ms(150)).await;
-    assert_eq!(stats(a).await["blocking_in_flight"], 2);
+    wait_blocked(a, 2).await;
     let restored = control(a, "POST", "/_double/restore?name=s1", None).await;
     assert_eq!(restored["index"], snap["index"]);
     let (r, took) = watch.await.unwrap();
@@ -191,7 +188,7 @@ async fn reset_empties_the_store_at_a_lower_index() {
     let i = get(a, "/v1/kv/x/?recurse").await.index();
     let watch =
         tokio::spawn(async move { get(a, &format!("/v1/kv/x/?recurse&index={i}&wait=2s")).await });
-    tokio::time::sleep(ms(50)).await;
+    wait_blocked(a, 1).await;
     let r = control(a, "POST", "/_double/reset?index=50", None).await;
     assert_eq!(r["index"], 50);
     let r = watch.await.unwrap();
@@ -208,7 +205,7 @@ async fn spurious_wakeup_new_index_same_data() {
     let i = first.index();
     let watch =
         tokio::spawn(async move { get(a, &format!("/v1/kv/s/?recurse&index={i}&wait=2s")).await });
-    tokio::time::sleep(ms(50)).await;
+    wait_blocked(a, 1).await;
     let w = control(a, "POST", "/_double/wake?prefix=s/", None).await;
     let r = watch.await.unwrap();
     assert_eq!(r.index(), w["index"].as_u64().unwrap());
@@ -227,7 +224,7 @@ async fn spurious_wakeup_new_index_same_data() {
         let r = get(a, &format!("/v1/kv/s/?recurse&index={s}&wait=400ms")).await;
         (r, t.elapsed())
     });
-    tokio::time::sleep(ms(50)).await;
+    wait_blocked(a, 2).await;
     let w = control(a, "POST", "/_double/wake", None).await;
     let r = empty_watch.await.unwrap();
     assert_eq!((r.status, r.index()), (404, w["index"].as_u64().unwrap()));
@@ -246,7 +243,7 @@ async fn empty_prefix_view_wakes_on_unrelated_writes() {
         tokio::spawn(
             async move { get(a, &format!("/v1/kv/empty/?recurse&index={e}&wait=2s")).await },
         );
-    tokio::time::sleep(ms(50)).await;
+    wait_blocked(a, 1).await;
     put(a, "/v1/kv/elsewhere", b"1").await;
     let r = watch.await.unwrap();
     assert_eq!(r.status, 404);
@@ -264,7 +261,7 @@ async fn missing_single_key_keeps_blocking_across_unrelated_writes() {
         let r = get(a, &format!("/v1/kv/ghost?index={i}&wait=400ms")).await;
         (r, t.elapsed())
     });
-    tokio::time::sleep(ms(50)).await;
+    wait_blocked(a, 1).await;
     put(a, "/v1/kv/unrelated", b"1").await;
     let (r, took) = watch.await.unwrap();
     assert!(took >= ms(400), "kept blocking: {took:?}");
@@ -274,7 +271,7 @@ async fn missing_single_key_keeps_blocking_across_unrelated_writes() {
     let i = get(a, "/v1/kv/ghost").await.index();
     let watch =
         tokio::spawn(async move { get(a, &format!("/v1/kv/ghost?index={i}&wait=2s")).await });
-    tokio::time::sleep(ms(50)).await;
+    wait_blocked(a, 1).await;
     put(a, "/v1/kv/ghost", b"boo").await;
     assert_eq!(watch.await.unwrap().status, 200);
     d.shutdown().await;
@@ -294,12 +291,7 @@ async fn many_concurrent_long_polls() {
                 .index()
         }));
     }
-    for _ in 0..100 {
-        if stats(a).await["blocking_in_flight"] == 200 {
-            break;
-        }
-        tokio::time::sleep(ms(20)).await;
-    }
+    wait_blocked(a, 200).await;
     let s = stats(a).await;
     assert_eq!(s["blocking_in_flight"], 200);
     assert_eq!(s["blocking_per_path"]["/v1/kv/m/"], 200);
@@ -323,11 +315,9 @@ async fn client_disconnect_releases_the_blocked_read() {
         None,
     )
     .await;
-    tokio::time::sleep(ms(100)).await;
-    assert_eq!(stats(a).await["blocking_in_flight"], 1);
+    wait_blocked(a, 1).await;
     drop(c);
-    tokio::time::sleep(ms(100)).await;
-    let s = stats(a).await;
-    assert_eq!(s["blocking_in_flight"], 0);
+    // The disconnect releases it: the counter goes back to 0.
+    wait_blocked(a, 0).await;
     d.shutdown().await;
 }

@@ -311,3 +311,25 @@ pub fn assert_read_headers(r: &Resp, index: u64) {
     assert_eq!(r.header("Vary"), Some("Accept-Encoding"));
     assert!(r.header("X-Consul-Effective-Consistency").is_none());
 }
+
+/// Polls the double's own stats until `field` equals `want` (5 s deadline):
+/// how tests know a long poll is blocked, or a connection is gone.
+pub async fn wait_stat(addr: SocketAddr, field: &str, want: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let s = stats(addr).await;
+        if s[field] == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{field} never became {want}: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Waits until exactly `n` long polls are blocked in the double.
+pub async fn wait_blocked(addr: SocketAddr, n: u64) {
+    wait_stat(addr, "blocking_in_flight", n).await
+}
