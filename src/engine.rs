@@ -95,7 +95,9 @@ impl Engine {
                 // SAFETY: getppid never fails.
                 .unwrap_or_else(|| unsafe { libc::getppid() }.to_string());
             // Processes share a watch only when their configuration is the
-            // same; the fingerprint is keyed so the name says nothing about the token.
+            // same. TODO(share): key this with the instance's secret nonce and
+            // keep the key out of the name; keyed by the visible group it
+            // hides nothing yet (D17).
             let fingerprint = config.share_fingerprint(group_name.as_bytes());
             let mut tag = [0u8; 8];
             tag.copy_from_slice(&fingerprint[..8]);
@@ -473,6 +475,7 @@ impl Shared {
             },
             ready: snap.synced || snap.from_dump,
             servers,
+            config: self.config.redacted_json(),
         }
     }
 }

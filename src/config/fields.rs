@@ -16,9 +16,9 @@ use super::reader::{int_value, Obj};
 
 /// Millisecond values must fit a signed 32-bit count, as nginx and OpenResty
 /// socket timeouts do.
-pub const MAX_MS: i128 = i32::MAX as i128;
+pub(crate) const MAX_MS: i128 = i32::MAX as i128;
 /// Second values must fit [`MAX_MS`] once turned into milliseconds.
-pub const MAX_SECS: i128 = MAX_MS / 1000;
+pub(crate) const MAX_SECS: i128 = MAX_MS / 1000;
 
 /// How a field's value is checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,11 +12,11 @@ pub const REDACTED: &str = "<redacted>";
 
 /// Tokens shorter than this are never scrubbed: removing every `a` or `ab`
 /// from a message would destroy it and hide nothing worth hiding.
-pub const SCRUB_MIN_LEN: usize = 4;
+pub(crate) const SCRUB_MIN_LEN: usize = 4;
 
 /// A cut text that ends with at least this many characters of the token
 /// (or of one of its encodings) has that tail removed.
-pub const SCRUB_MIN_PREFIX: usize = 8;
+pub(crate) const SCRUB_MIN_PREFIX: usize = 8;
 
 /// The Consul ACL token (`token`), empty when none is configured.
 #[derive(Clone, Default, PartialEq, Eq)]

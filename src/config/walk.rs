@@ -298,13 +298,15 @@ fn parse_backoff(o: &mut Obj<'_>, warnings: &mut Vec<String>) -> Result<Backoff,
                     max = ms;
                     max_given = true;
                 }
-                _ => return Err(ConfigError::new(
-                    max_field.path,
-                    format!(
+                _ => {
+                    return Err(ConfigError::new(
+                        max_field.path,
+                        format!(
                         "expected an integer from backoff.initial ({initial}) to {MAX_MS}, got {}",
                         show(v)
                     ),
-                )),
+                    ))
+                }
             }
         }
         sub.finish(warnings);
