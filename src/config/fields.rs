@@ -3,9 +3,12 @@
 //! test compares the README and `schema.lua` against [`table_json`], and
 //! nothing else in the crate spells a default or a limit.
 //!
-//! A new scalar option is one entry here, one field on [`super::Config`], one
-//! read in `walk.rs`, one line in `effective.rs`, and a README row (the tests
-//! fail until the README and `schema.lua` agree).
+//! A new option is one entry here, one field on [`super::Config`], its read
+//! in `walk.rs` and its line in `effective.rs` (a test fails if the effective
+//! config lacks a field of this table), plus a README row and a `schema.lua`
+//! entry (`tests/config_docs.rs` fails until both agree with this table).
+//! `Debug` is derived and the share fingerprint covers the effective config,
+//! so neither needs an edit.
 
 use std::time::Duration;
 
@@ -99,136 +102,103 @@ const fn other(path: &'static str, rule: Rule, default: IfAbsent) -> Field {
 
 use IfAbsent::{Required, Unset};
 
-pub const SERVERS: Field = other("servers", Rule::Custom("array"), Required);
-pub const TOKEN: Field = other("token", Rule::Str, IfAbsent::Str(""));
-pub const PREFIX: Field = other("prefix", Rule::Str, IfAbsent::Str("upstreams"));
-pub const WEIGHT: Field = int("weight", 1, u32::MAX as i128, IfAbsent::Int(1), Unit::Count);
-pub const KEEPALIVE: Field = other("keepalive", Rule::Bool, IfAbsent::Bool(true));
-pub const FETCH_INTERVAL: Field = int("fetch_interval", 1, MAX_SECS, IfAbsent::Int(3), Unit::Secs);
-pub const TIMEOUT_CONNECT: Field = int(
-    "timeout.connect",
-    1,
-    MAX_MS,
-    IfAbsent::Int(2000),
-    Unit::Millis,
-);
-pub const TIMEOUT_READ: Field = int("timeout.read", 1, MAX_MS, IfAbsent::Int(2000), Unit::Millis);
-pub const TIMEOUT_WAIT: Field = Field {
-    path: "timeout.wait",
-    rule: Rule::Int {
-        min: 1,
-        max: 600,
-        show_max: true,
-        note: "seconds; Consul caps a blocking query at 10 minutes",
-    },
-    default: IfAbsent::Int(60),
-    unit: Unit::Secs,
-};
-pub const SKIP_KEYS: Field = other("skip_keys", Rule::Custom("array"), Unset);
-pub const DEFAULT_SERVICE_HOST: Field = other("default_service.host", Rule::Str, Required);
-pub const DEFAULT_SERVICE_PORT: Field = Field {
-    path: "default_service.port",
-    rule: Rule::Int {
-        min: 1,
-        max: 65535,
-        show_max: true,
-        note: "",
-    },
-    default: Required,
-    unit: Unit::Count,
-};
-/// The three `metadata` integers APISIX fills in; other keys pass through.
-pub const DEFAULT_SERVICE_METADATA: [Field; 3] = [
-    other(
+/// Defines each field as a `pub const` and lists them all in [`ALL`], so
+/// that a field cannot be defined without being documented and tested.
+macro_rules! fields {
+    ($($(#[$doc:meta])* $name:ident = $field:expr;)*) => {
+        $($(#[$doc])* pub const $name: Field = $field;)*
+        /// Every field, in documentation order.
+        pub const ALL: &[Field] = &[$($name),*];
+    };
+}
+
+fields! {
+    SERVERS = other("servers", Rule::Custom("array"), Required);
+    TOKEN = other("token", Rule::Str, IfAbsent::Str(""));
+    PREFIX = other("prefix", Rule::Str, IfAbsent::Str("upstreams"));
+    WEIGHT = int("weight", 1, u32::MAX as i128, IfAbsent::Int(1), Unit::Count);
+    KEEPALIVE = other("keepalive", Rule::Bool, IfAbsent::Bool(true));
+    FETCH_INTERVAL = int("fetch_interval", 1, MAX_SECS, IfAbsent::Int(3), Unit::Secs);
+    TIMEOUT_CONNECT = int("timeout.connect", 1, MAX_MS, IfAbsent::Int(2000), Unit::Millis);
+    TIMEOUT_READ = int("timeout.read", 1, MAX_MS, IfAbsent::Int(2000), Unit::Millis);
+    TIMEOUT_WAIT = Field {
+        path: "timeout.wait",
+        rule: Rule::Int {
+            min: 1,
+            max: 600,
+            show_max: true,
+            note: "seconds; Consul caps a blocking query at 10 minutes",
+        },
+        default: IfAbsent::Int(60),
+        unit: Unit::Secs,
+    };
+    SKIP_KEYS = other("skip_keys", Rule::Custom("array"), Unset);
+    DEFAULT_SERVICE_HOST = other("default_service.host", Rule::Str, Required);
+    DEFAULT_SERVICE_PORT = Field {
+        path: "default_service.port",
+        rule: Rule::Int {
+            min: 1,
+            max: 65535,
+            show_max: true,
+            note: "",
+        },
+        default: Required,
+        unit: Unit::Count,
+    };
+    /// `metadata` keys other than these three pass through unchecked.
+    DEFAULT_SERVICE_FAIL_TIMEOUT = other(
         "default_service.metadata.fail_timeout",
         Rule::Custom("integer"),
         IfAbsent::Int(1),
-    ),
-    other(
+    );
+    DEFAULT_SERVICE_WEIGHT = other(
         "default_service.metadata.weight",
         Rule::Custom("integer"),
         IfAbsent::Int(1),
-    ),
-    other(
+    );
+    DEFAULT_SERVICE_MAX_FAILS = other(
         "default_service.metadata.max_fails",
         Rule::Custom("integer"),
         IfAbsent::Int(1),
-    ),
-];
-pub const DUMP_PATH: Field = other("dump.path", Rule::Path, Required);
-pub const DUMP_LOAD_ON_INIT: Field = other("dump.load_on_init", Rule::Bool, IfAbsent::Bool(true));
-/// 0 means the dump never expires.
-pub const DUMP_EXPIRE: Field = int(
-    "dump.expire",
-    0,
-    i64::MAX as i128,
-    IfAbsent::Int(0),
-    Unit::Secs,
-);
-pub const TLS_CA_FILE: Field = other("tls.ca_file", Rule::Path, Unset);
-pub const TLS_VERIFY: Field = other("tls.verify", Rule::Bool, IfAbsent::Bool(true));
-pub const MAX_RESPONSE_BYTES: Field = int(
-    "max_response_bytes",
-    1024,
-    // usize on 64-bit, capped so that the value also fits an i64.
-    if (usize::MAX as i128) < i64::MAX as i128 {
-        usize::MAX as i128
-    } else {
-        i64::MAX as i128
-    },
-    IfAbsent::Int(64 * 1024 * 1024),
-    Unit::Bytes,
-);
-pub const ON_EMPTY_PREFIX: Field = other(
-    "on_empty_prefix",
-    Rule::OneOf(&["clear", "keep"]),
-    IfAbsent::Str("clear"),
-);
-pub const GZIP: Field = other("gzip", Rule::Bool, IfAbsent::Bool(false));
-pub const BACKOFF_INITIAL: Field = int(
-    "backoff.initial",
-    1,
-    MAX_MS,
-    IfAbsent::Int(1000),
-    Unit::Millis,
-);
-/// Also at least `backoff.initial`, checked by the walk.
-pub const BACKOFF_MAX: Field = int("backoff.max", 1, MAX_MS, IfAbsent::Int(30000), Unit::Millis);
-pub const SHARE_ENABLED: Field = other("share.enabled", Rule::Bool, IfAbsent::Bool(true));
-/// Also an absolute path, checked by the walk.
-pub const SHARE_DIR: Field = other("share.dir", Rule::Path, IfAbsent::Str("/dev/shm"));
-pub const SHARE_GROUP: Field = other("share.group", Rule::Custom("string"), Unset);
+    );
+    DUMP_PATH = other("dump.path", Rule::Path, Required);
+    DUMP_LOAD_ON_INIT = other("dump.load_on_init", Rule::Bool, IfAbsent::Bool(true));
+    /// 0 means the dump never expires.
+    DUMP_EXPIRE = int("dump.expire", 0, i64::MAX as i128, IfAbsent::Int(0), Unit::Secs);
+    TLS_CA_FILE = other("tls.ca_file", Rule::Path, Unset);
+    TLS_VERIFY = other("tls.verify", Rule::Bool, IfAbsent::Bool(true));
+    MAX_RESPONSE_BYTES = int(
+        "max_response_bytes",
+        1024,
+        // usize on 64-bit, capped so that the value also fits an i64.
+        if (usize::MAX as i128) < i64::MAX as i128 {
+            usize::MAX as i128
+        } else {
+            i64::MAX as i128
+        },
+        IfAbsent::Int(64 * 1024 * 1024),
+        Unit::Bytes,
+    );
+    ON_EMPTY_PREFIX = other(
+        "on_empty_prefix",
+        Rule::OneOf(&["clear", "keep"]),
+        IfAbsent::Str("clear"),
+    );
+    GZIP = other("gzip", Rule::Bool, IfAbsent::Bool(false));
+    BACKOFF_INITIAL = int("backoff.initial", 1, MAX_MS, IfAbsent::Int(1000), Unit::Millis);
+    /// Also at least `backoff.initial`, checked by the walk.
+    BACKOFF_MAX = int("backoff.max", 1, MAX_MS, IfAbsent::Int(30000), Unit::Millis);
+    SHARE_ENABLED = other("share.enabled", Rule::Bool, IfAbsent::Bool(true));
+    /// Also an absolute path, checked by the walk.
+    SHARE_DIR = other("share.dir", Rule::Path, IfAbsent::Str("/dev/shm"));
+    SHARE_GROUP = other("share.group", Rule::Custom("string"), Unset);
+}
 
-/// Every field, in documentation order.
-pub const ALL: &[Field] = &[
-    SERVERS,
-    TOKEN,
-    PREFIX,
-    WEIGHT,
-    KEEPALIVE,
-    FETCH_INTERVAL,
-    TIMEOUT_CONNECT,
-    TIMEOUT_READ,
-    TIMEOUT_WAIT,
-    SKIP_KEYS,
-    DEFAULT_SERVICE_HOST,
-    DEFAULT_SERVICE_PORT,
-    DEFAULT_SERVICE_METADATA[0],
-    DEFAULT_SERVICE_METADATA[1],
-    DEFAULT_SERVICE_METADATA[2],
-    DUMP_PATH,
-    DUMP_LOAD_ON_INIT,
-    DUMP_EXPIRE,
-    TLS_CA_FILE,
-    TLS_VERIFY,
-    MAX_RESPONSE_BYTES,
-    ON_EMPTY_PREFIX,
-    GZIP,
-    BACKOFF_INITIAL,
-    BACKOFF_MAX,
-    SHARE_ENABLED,
-    SHARE_DIR,
-    SHARE_GROUP,
+/// The three `metadata` integers APISIX fills in.
+pub const DEFAULT_SERVICE_METADATA: [Field; 3] = [
+    DEFAULT_SERVICE_FAIL_TIMEOUT,
+    DEFAULT_SERVICE_WEIGHT,
+    DEFAULT_SERVICE_MAX_FAILS,
 ];
 
 impl Field {
