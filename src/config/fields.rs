@@ -16,6 +16,7 @@ use serde_json::{json, Map, Value};
 
 use super::errors::{show, ConfigError};
 use super::reader::{int_value, Obj};
+use super::EmptyPrefixPolicy;
 
 /// Millisecond values must fit a signed 32-bit count, as nginx and OpenResty
 /// socket timeouts do.
@@ -181,8 +182,11 @@ fields! {
     );
     ON_EMPTY_PREFIX = other(
         "on_empty_prefix",
-        Rule::OneOf(&["clear", "keep"]),
-        IfAbsent::Str("clear"),
+        Rule::OneOf(&[
+            EmptyPrefixPolicy::ALL[0].as_str(),
+            EmptyPrefixPolicy::ALL[1].as_str(),
+        ]),
+        IfAbsent::Str(EmptyPrefixPolicy::Clear.as_str()),
     );
     GZIP = other("gzip", Rule::Bool, IfAbsent::Bool(false));
     BACKOFF_INITIAL = int("backoff.initial", 1, MAX_MS, IfAbsent::Int(1000), Unit::Millis);

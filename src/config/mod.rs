@@ -111,8 +111,10 @@ pub enum EmptyPrefixPolicy {
 }
 
 impl EmptyPrefixPolicy {
+    pub const ALL: [EmptyPrefixPolicy; 2] = [EmptyPrefixPolicy::Clear, EmptyPrefixPolicy::Keep];
+
     /// The configuration spelling: `"clear"` or `"keep"`.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             EmptyPrefixPolicy::Clear => "clear",
             EmptyPrefixPolicy::Keep => "keep",

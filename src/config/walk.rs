@@ -261,16 +261,16 @@ fn parse_tls(o: &mut Obj<'_>, warnings: &mut Vec<String>) -> Result<(Tls, bool),
 
 fn parse_on_empty_prefix(o: &mut Obj<'_>) -> Result<EmptyPrefixPolicy, ConfigError> {
     let field = fields::ON_EMPTY_PREFIX;
-    let spelled = match o.get(field.key()) {
+    let v = o.get(field.key());
+    let spelled = match v {
         None => field.default_str(),
         Some(Value::String(s)) => s.as_str(),
-        Some(v) => return Err(on_empty_prefix_error(v)),
+        Some(_) => "",
     };
-    match spelled {
-        "clear" => Ok(EmptyPrefixPolicy::Clear),
-        "keep" => Ok(EmptyPrefixPolicy::Keep),
-        _ => Err(on_empty_prefix_error(&Value::String(spelled.to_string()))),
-    }
+    EmptyPrefixPolicy::ALL
+        .into_iter()
+        .find(|p| p.as_str() == spelled)
+        .ok_or_else(|| on_empty_prefix_error(v.unwrap_or(&Value::Null)))
 }
 
 fn on_empty_prefix_error(v: &Value) -> ConfigError {
