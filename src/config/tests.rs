@@ -965,3 +965,16 @@ fn empty_lua_tables_from_cjson() {
     ));
     assert_eq!(c.default_service.map(|d| d.metadata.len()), Some(3));
 }
+
+#[test]
+fn metadata_numbers_survive_the_effective_config() {
+    // Found by fuzz/fuzz_targets/config.rs: free-form metadata numbers must
+    // parse back from redacted_json to the same value (serde_json's
+    // float_roundtrip), or the effective config shown in stats lies.
+    let c = ok(&with(
+        r#""default_service":{"host":"h","port":1,"metadata":{"a":1.33333333333333332000,
+            "b":5555555555555555555555555555555555555555555555555555555555555555551}}"#,
+    ));
+    let again = ok(&c.redacted_json().to_string());
+    assert_eq!(again, c);
+}
