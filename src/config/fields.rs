@@ -199,7 +199,7 @@ fields! {
 }
 
 /// The three `metadata` integers APISIX fills in.
-pub const DEFAULT_SERVICE_METADATA: [Field; 3] = [
+pub(crate) const DEFAULT_SERVICE_METADATA: [Field; 3] = [
     DEFAULT_SERVICE_FAIL_TIMEOUT,
     DEFAULT_SERVICE_WEIGHT,
     DEFAULT_SERVICE_MAX_FAILS,
