@@ -111,7 +111,8 @@ pub enum EmptyPrefixPolicy {
 }
 
 impl EmptyPrefixPolicy {
-    pub(crate) const ALL: [EmptyPrefixPolicy; 2] = [EmptyPrefixPolicy::Clear, EmptyPrefixPolicy::Keep];
+    pub(crate) const ALL: [EmptyPrefixPolicy; 2] =
+        [EmptyPrefixPolicy::Clear, EmptyPrefixPolicy::Keep];
 
     /// The configuration spelling: `"clear"` or `"keep"`.
     pub const fn as_str(self) -> &'static str {
