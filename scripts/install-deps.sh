@@ -3,7 +3,8 @@
 # Safe to run again; needs root (or sudo) the first time on a fresh Debian machine.
 set -euo pipefail
 
-pkgs=(nginx libnginx-mod-http-lua lua-resty-core lua-cjson
+# luajit2 (the interpreter of the LuaJIT nginx uses): tests/config_docs.rs runs schema.lua.
+pkgs=(nginx libnginx-mod-http-lua lua-resty-core lua-cjson luajit2
       libtest-base-perl liblist-moreutils-perl libipc-run-perl
       libwww-perl libhttp-message-perl
       make gcc pkg-config curl wrk valgrind procps psmisc openssl iproute2 python3)

@@ -88,16 +88,20 @@ impl Engine {
     pub fn start(config: Config) -> Result<Engine, String> {
         let config = Arc::new(config);
         let group = if config.share.enabled {
-            let name = group::dir_name(
-                &config
-                    .share
-                    .group
-                    .clone()
-                    // SAFETY: getppid never fails.
-                    .unwrap_or_else(|| unsafe { libc::getppid() }.to_string()),
-                // Processes share a watch only when their configuration is the same.
-                config.config_hash(),
-            );
+            let group_name = config
+                .share
+                .group
+                .clone()
+                // SAFETY: getppid never fails.
+                .unwrap_or_else(|| unsafe { libc::getppid() }.to_string());
+            // Processes share a watch only when their configuration is the
+            // same. TODO(share): key this with the instance's secret nonce and
+            // keep the key out of the name; keyed by the visible group it
+            // hides nothing yet (D17).
+            let fingerprint = config.share_fingerprint(group_name.as_bytes());
+            let mut tag = [0u8; 8];
+            tag.copy_from_slice(&fingerprint[..8]);
+            let name = group::dir_name(&group_name, u64::from_le_bytes(tag));
             Group::remove_dead_groups(&config.share.dir, &name);
             Some(Group::join(&config.share.dir, &name).map_err(|e| {
                 format!(
@@ -471,6 +475,7 @@ impl Shared {
             },
             ready: snap.synced || snap.from_dump,
             servers,
+            config: self.config.redacted_json(),
         }
     }
 }

@@ -65,6 +65,9 @@ pub struct Stats {
     /// True once data from Consul (or a fresh dump) is being served.
     pub ready: bool,
     pub servers: Vec<ServerStats>,
+    /// The effective configuration: every field, defaults applied, the
+    /// token shown as `"<redacted>"` (`Config::redacted_json`).
+    pub config: serde_json::Value,
 }
 
 pub fn now_ms() -> u64 {

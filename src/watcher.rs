@@ -326,7 +326,7 @@ pub async fn run(
         };
         sink.update_stats(server, &mut |s| s.requests_total += 1);
         let result = tokio::select! {
-            r = fetch(&client, &url, &config.token, index, wait_arg, timeout, config.max_response_bytes) => r,
+            r = fetch(&client, &url, config.token.expose(), index, wait_arg, timeout, config.max_response_bytes) => r,
             _ = stop.changed() => break,
         };
         let outcome = result.and_then(|f| handle(server, &mut index, f, &*sink, &config));

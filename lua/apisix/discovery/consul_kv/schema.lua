@@ -10,7 +10,7 @@
 --   * the optional ckv fields `tls`, `max_response_bytes`, `on_empty_prefix`, `gzip`,
 --     `backoff` and `share` are described.
 --
--- libckv checks the config again, more strictly (see src/config.rs): server
+-- libckv checks the config again, more strictly (see src/config/): server
 -- URLs in full, `timeout.wait` <= 600, `default_service.host`/`port` present,
 -- and upper limits on the timeouts.
 --

@@ -1,0 +1,198 @@
+//! The ACL token as a type that cannot be shown by accident.
+//!
+//! `Debug` and `Display` print `<redacted>`, there is no `Serialize`, and the
+//! only way to the text is [`Secret::expose`], which a reviewer can grep for.
+//! [`Secret::scrub`] removes the token from text that may echo it (a Consul
+//! error body, an error message, a refused config value).
+
+use std::fmt;
+
+/// What the token is shown as.
+pub const REDACTED: &str = "<redacted>";
+
+/// Tokens shorter than this are never scrubbed: removing every `a` or `ab`
+/// from a message would destroy it and hide nothing worth hiding.
+pub(crate) const SCRUB_MIN_LEN: usize = 4;
+
+/// A cut text that ends with at least this many characters of the token
+/// (or of one of its encodings) has that tail removed.
+pub(crate) const SCRUB_MIN_PREFIX: usize = 8;
+
+/// The Consul ACL token (`token`), empty when none is configured.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(token: impl Into<String>) -> Secret {
+        Secret(token.into())
+    }
+
+    /// The token itself, for the `X-Consul-Token` header and nothing else.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `<redacted>` for a token, `""` when there is none (so an operator can
+    /// see whether a token arrived at all).
+    pub fn shown(&self) -> &'static str {
+        if self.0.is_empty() {
+            ""
+        } else {
+            REDACTED
+        }
+    }
+
+    /// The forms in which the token can appear in text: as-is, escaped inside
+    /// a JSON string, and percent-encoded (upper- and lower-case hex).
+    /// Empty for a token shorter than [`SCRUB_MIN_LEN`].
+    fn forms(&self) -> Vec<String> {
+        if self.0.chars().count() < SCRUB_MIN_LEN {
+            return Vec::new();
+        }
+        let mut forms = vec![self.0.clone()];
+        let json = serde_json::to_string(&self.0).unwrap_or_default();
+        let json = json
+            .strip_prefix('"')
+            .and_then(|s| s.strip_suffix('"'))
+            .unwrap_or_default();
+        let upper = percent_encode(&self.0);
+        let lower = upper.to_ascii_lowercase();
+        for f in [json.to_string(), upper, lower] {
+            if !f.is_empty() && !forms.contains(&f) {
+                forms.push(f);
+            }
+        }
+        forms
+    }
+
+    /// Whether `text` holds the token in one of its whole forms.
+    pub fn appears_in(&self, text: &str) -> bool {
+        self.forms().iter().any(|f| text.contains(f.as_str()))
+    }
+
+    /// `text` with every occurrence of the token (as-is, JSON-escaped or
+    /// percent-encoded) replaced by `<redacted>`, and with a trailing cut
+    /// copy (a prefix of at least [`SCRUB_MIN_PREFIX`] characters at the end
+    /// of the text, optionally followed by `...` or `…`) replaced too.
+    pub fn scrub(&self, text: &str) -> String {
+        let forms = self.forms();
+        let mut out = text.to_string();
+        for f in &forms {
+            if out.contains(f.as_str()) {
+                out = out.replace(f.as_str(), REDACTED);
+            }
+        }
+        for f in &forms {
+            out = scrub_cut_tail(out, f);
+        }
+        out
+    }
+}
+
+/// Removes the longest prefix of `form` (>= [`SCRUB_MIN_PREFIX`] characters,
+/// shorter than the whole) that ends `text`, before an optional ellipsis.
+fn scrub_cut_tail(text: String, form: &str) -> String {
+    let (body, ellipsis) = ["...", "\u{2026}"]
+        .iter()
+        .find_map(|e| text.strip_suffix(e).map(|b| (b, *e)))
+        .unwrap_or((text.as_str(), ""));
+    let cuts = form
+        .char_indices()
+        .map(|(i, _)| i)
+        .skip(SCRUB_MIN_PREFIX)
+        .collect::<Vec<_>>();
+    for &end in cuts.iter().rev() {
+        if body.ends_with(&form[..end]) {
+            let keep = &body[..body.len() - end];
+            return format!("{keep}{REDACTED}{ellipsis}");
+        }
+    }
+    text
+}
+
+/// RFC 3986 percent-encoding of everything but the unreserved characters.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.shown(), f)
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.shown())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOKEN: &str = "b1gS3cret-70ken/0f\"consul";
+
+    #[test]
+    fn debug_and_display_never_show_the_token() {
+        let s = Secret::new(TOKEN);
+        assert_eq!(format!("{s:?}"), "\"<redacted>\"");
+        assert_eq!(s.to_string(), "<redacted>");
+        assert_eq!(format!("{:#?}", Some(&s)), "Some(\n    \"<redacted>\",\n)");
+        assert_eq!(format!("{:?}", Secret::default()), "\"\"");
+        assert_eq!(s.expose(), TOKEN);
+    }
+
+    #[test]
+    fn scrub_removes_every_encoding() {
+        let s = Secret::new(TOKEN);
+        let json = serde_json::to_string(TOKEN).unwrap_or_default();
+        let pct = "b1gS3cret-70ken%2F0f%22consul";
+        for text in [
+            format!("raw {TOKEN} and again {TOKEN}."),
+            format!("body: {{\"t\":{json}}}"),
+            format!("GET /v1/kv/x?token={pct} 403"),
+            format!("lower {}", pct.to_ascii_lowercase()),
+        ] {
+            let out = s.scrub(&text);
+            assert!(!out.contains("b1gS3cret"), "{text} -> {out}");
+            assert!(out.contains(REDACTED), "{out}");
+        }
+        assert_eq!(s.scrub("nothing here"), "nothing here");
+    }
+
+    #[test]
+    fn scrub_removes_a_cut_copy_at_the_end() {
+        let s = Secret::new(TOKEN);
+        assert_eq!(s.scrub("error: b1gS3cret-70k..."), "error: <redacted>...");
+        assert_eq!(s.scrub("error: b1gS3cret-70k"), "error: <redacted>");
+        assert_eq!(
+            s.scrub("error: b1gS3cre\u{2026}"),
+            "error: <redacted>\u{2026}"
+        );
+        // Fewer than 8 characters of the token are left alone.
+        assert_eq!(s.scrub("error: b1gS3cr"), "error: b1gS3cr");
+        // A prefix in the middle of the text is not a cut copy.
+        assert_eq!(s.scrub("b1gS3cret-70k is fine"), "b1gS3cret-70k is fine");
+    }
+
+    #[test]
+    fn short_tokens_are_not_scrubbed() {
+        let s = Secret::new("abc");
+        assert_eq!(s.scrub("abc abc"), "abc abc");
+        assert!(!s.appears_in("abc"));
+        assert!(Secret::new("abcd").appears_in("xabcdx"));
+    }
+}
