@@ -4,7 +4,8 @@
 //!
 //! A response that is not a JSON array is refused whole. A single bad entry is
 //! reported as [`Outcome::Malformed`] with its reason and the rest still
-//! applies.
+//! applies. Reasons quote key and value text through [`escape_untrusted`]:
+//! they end up in the error log.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -16,6 +17,13 @@ use base64::Engine as _;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
+
+use crate::log::escape_untrusted;
+
+/// A value whose JSON nests deeper than this is malformed: its node is
+/// dropped, so that no single key makes its service (nested once more in
+/// `all_nodes()` and the dump) too deep for cjson or the dump loader.
+pub const MAX_VALUE_DEPTH: usize = 32;
 
 /// Consul sends standard padded base64; accept unpadded too, since some
 /// tools that write KV through other paths strip padding.
@@ -377,38 +385,46 @@ fn split_host_port(node: &str) -> Result<(&str, u16), String> {
     let (host, port) = if node.starts_with('[') {
         let end = node
             .find(']')
-            .ok_or_else(|| format!("unterminated IPv6 literal in \"{node}\""))?;
+            .ok_or_else(|| format!("unterminated IPv6 literal in \"{}\"", shown(node)))?;
         let inner = &node[1..end];
         if inner.parse::<Ipv6Addr>().is_err() {
-            return Err(format!("invalid IPv6 address \"{inner}\""));
+            return Err(format!("invalid IPv6 address \"{}\"", shown(inner)));
         }
         let port = node[end + 1..]
             .strip_prefix(':')
-            .ok_or_else(|| format!("missing :port after \"{}\"", &node[..=end]))?;
+            .ok_or_else(|| format!("missing :port after \"{}\"", shown(&node[..=end])))?;
         (&node[..=end], port)
     } else {
         let colon = node
             .rfind(':')
-            .ok_or_else(|| format!("expected host:port, got \"{node}\""))?;
+            .ok_or_else(|| format!("expected host:port, got \"{}\"", shown(node)))?;
         let host = &node[..colon];
         if host.is_empty() {
-            return Err(format!("empty host in \"{node}\""));
+            return Err(format!("empty host in \"{}\"", shown(node)));
         }
         if let Some(c) = host
             .chars()
             .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
         {
-            return Err(format!("invalid character {c:?} in host \"{host}\""));
+            return Err(format!(
+                "invalid character {c:?} in host \"{}\"",
+                shown(host)
+            ));
         }
         (host, &node[colon + 1..])
     };
     if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("invalid port \"{port}\""));
+        return Err(format!("invalid port \"{}\"", shown(port)));
     }
     match port.parse::<u16>() {
         Ok(p) if p > 0 => Ok((host, p)),
         _ => Err(format!("port {port} out of range 1-65535")),
     }
+}
+
+/// Key or value text as it may appear in a reason.
+fn shown(text: &str) -> Cow<'_, str> {
+    escape_untrusted(text)
 }
 
 /// Turns one entry's key and value into an [`Outcome`].
@@ -463,16 +479,27 @@ struct NodeValue<'a> {
 }
 
 fn node_from_value(key: &ParsedKey<'_>, decoded: &[u8], default_weight: u32) -> Outcome {
+    if json_depth_exceeds(decoded, MAX_VALUE_DEPTH) {
+        return Outcome::Malformed(format!("value nests deeper than {MAX_VALUE_DEPTH} levels"));
+    }
     let first = decoded.iter().find(|b| !b.is_ascii_whitespace());
     if first != Some(&b'{') {
         return match serde_json::from_slice::<serde::de::IgnoredAny>(decoded) {
             Ok(_) => Outcome::Malformed("value is not a JSON object".into()),
-            Err(e) => Outcome::Malformed(format!("value is not valid JSON: {e}")),
+            Err(e) => Outcome::Malformed(format!(
+                "value is not valid JSON: {}",
+                shown(&e.to_string())
+            )),
         };
     }
     let v: NodeValue<'_> = match serde_json::from_slice(decoded) {
         Ok(v) => v,
-        Err(e) => return Outcome::Malformed(format!("value is not valid JSON: {e}")),
+        Err(e) => {
+            return Outcome::Malformed(format!(
+                "value is not valid JSON: {}",
+                shown(&e.to_string())
+            ))
+        }
     };
     if let Some(c) = v.check_status {
         if matches!(c.get(), "false" | "\"false\"") {
@@ -509,15 +536,19 @@ fn node_from_value(key: &ParsedKey<'_>, decoded: &[u8], default_weight: u32) -> 
         ("max_fails", v.max_fails, Want::NonNegInt),
         ("fail_timeout", v.fail_timeout, Want::NonNegNumber),
         ("priority", v.priority, Want::Int),
-        ("metadata", v.metadata, Want::Object),
     ] {
         if let Some(raw) = raw.map(RawValue::get) {
             if want.accepts(raw) {
-                out.push_str(",\"");
-                out.push_str(name);
-                out.push_str("\":");
-                out.push_str(raw);
+                push_field(&mut out, name, raw);
             }
+        }
+    }
+    if let Some(raw) = v.metadata.map(RawValue::get) {
+        if Want::Object.accepts(raw) {
+            if let Err(reason) = check_metadata(raw) {
+                return Outcome::Malformed(reason);
+            }
+            push_field(&mut out, "metadata", raw);
         }
     }
     out.push('}');
@@ -525,6 +556,57 @@ fn node_from_value(key: &ParsedKey<'_>, decoded: &[u8], default_weight: u32) -> 
         service_path: key.service_path.into(),
         json: out.into_boxed_str(),
     }
+}
+
+fn push_field(out: &mut String, name: &str, json: &str) {
+    out.push_str(",\"");
+    out.push_str(name);
+    out.push_str("\":");
+    out.push_str(json);
+}
+
+/// Checks `metadata` as the consumers' strict decoders will read it: a raw
+/// value is only checked for JSON syntax, and may hold what they refuse (a
+/// lone UTF-16 surrogate escape such as `"\ud800"`, a number out of range),
+/// which would make the whole service undecodable in Lua and the dump
+/// unloadable. The text is passed on as written. Depth is already bounded
+/// by [`MAX_VALUE_DEPTH`].
+fn check_metadata(raw: &str) -> Result<(), String> {
+    serde_json::from_str::<serde_json::Value>(raw)
+        .map(drop)
+        .map_err(|e| format!("metadata is not valid JSON: {}", shown(&e.to_string())))
+}
+
+/// Whether arrays and objects in `json` nest deeper than `max` (brackets
+/// inside strings do not count). A linear scan, no recursion.
+pub fn json_depth_exceeds(json: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in json {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 /// What an optional field must be to be passed on (otherwise it is left
@@ -554,7 +636,7 @@ impl Want {
 }
 
 fn short(raw: &str) -> String {
-    let mut s = raw.to_string();
+    let mut s = escape_untrusted(raw).into_owned();
     if s.len() > 40 {
         let mut cut = 40;
         while !s.is_char_boundary(cut) {
@@ -721,6 +803,76 @@ mod tests {
                 other => panic!("{value:?} gave {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn key_text_in_reasons_is_escaped() {
+        let cases = [
+            "upstreams/web/x\n2026-12-01 [emerg] forged\u{1b}]0;owned\u{7}",
+            "upstreams/web/nul\0byte:80",
+            "upstreams/web/01 [emerg] x\u{1b}[31mRED:80",
+            "upstreams/web/[::1\n]:80",
+            "upstreams/web/[\u{2028}",
+            "upstreams/web/h:8\r0",
+        ];
+        for key in cases {
+            let Err(reason) = parse_key(key, "upstreams") else {
+                panic!("{key:?} parsed")
+            };
+            assert!(
+                !reason.chars().any(|c| c.is_control() || c == '\u{2028}'),
+                "{key:?}: {reason:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn deep_values_are_malformed_and_shallow_ones_pass() {
+        let deep = |n: usize| format!(r#"{{"metadata":{}1{}}}"#, "[".repeat(n), "]".repeat(n));
+        // The value object is level 1, metadata's arrays the rest.
+        let ok = node("upstreams/web/1.2.3.4:80", &deep(MAX_VALUE_DEPTH - 1));
+        assert!(matches!(ok, Outcome::Node { .. }), "{ok:?}");
+        for n in [MAX_VALUE_DEPTH, 1500, 100_000] {
+            match node("upstreams/web/1.2.3.4:80", &deep(n)) {
+                Outcome::Malformed(r) => assert!(r.contains("deeper than 32"), "{r}"),
+                other => panic!("depth {n}: {other:?}"),
+            }
+        }
+        let unknown = format!(r#"{{"other":{}{}}}"#, "{\"a\":".repeat(40), "}".repeat(40));
+        assert!(matches!(
+            node("upstreams/web/1.2.3.4:80", &unknown),
+            Outcome::Malformed(_)
+        ));
+        // Brackets inside strings do not count.
+        let text = format!(r#"{{"metadata":{{"s":"{}"}}}}"#, "[{".repeat(100));
+        assert!(matches!(
+            node("upstreams/web/1.2.3.4:80", &text),
+            Outcome::Node { .. }
+        ));
+        assert!(!json_depth_exceeds(br#"{"a":"\"[[[[["}"#, 1));
+    }
+
+    #[test]
+    fn metadata_strict_decoders_refuse_is_malformed() {
+        for bad in [
+            r#"{"metadata":{"a":"\ud800"}}"#,
+            r#"{"metadata":{"a":1e400}}"#,
+        ] {
+            match node("upstreams/web/1.2.3.4:80", bad) {
+                Outcome::Malformed(r) => assert!(r.contains("metadata"), "{r}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        let Outcome::Node { json, .. } = node(
+            "upstreams/web/1.2.3.4:80",
+            r#"{"metadata":{"z":"\u003c","a":[1,2]}}"#,
+        ) else {
+            panic!()
+        };
+        assert!(
+            json.ends_with(r#""metadata":{"z":"\u003c","a":[1,2]}}"#),
+            "{json}"
+        );
     }
 
     #[test]
