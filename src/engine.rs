@@ -594,6 +594,10 @@ impl WatchSink for Sink {
     fn log(&self, level: Level, message: String) {
         self.0.log(level, message);
     }
+
+    fn log_limited(&self, class: LogClass, level: Level, message: String) {
+        self.0.logs.push_limited(class, level, message);
+    }
 }
 
 fn run_runtime(shared: Arc<Shared>, stop: watch::Receiver<bool>) {

@@ -18,7 +18,7 @@ use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::log::escape_untrusted;
+use crate::log::excerpt;
 
 /// A value whose JSON nests deeper than this is malformed: its node is
 /// dropped, so that no single key makes its service (nested once more in
@@ -422,9 +422,9 @@ fn split_host_port(node: &str) -> Result<(&str, u16), String> {
     }
 }
 
-/// Key or value text as it may appear in a reason.
+/// Key or value text as it may appear in a reason: escaped, and cut.
 fn shown(text: &str) -> Cow<'_, str> {
-    escape_untrusted(text)
+    excerpt(text, 200)
 }
 
 /// Turns one entry's key and value into an [`Outcome`].
@@ -635,17 +635,8 @@ impl Want {
     }
 }
 
-fn short(raw: &str) -> String {
-    let mut s = escape_untrusted(raw).into_owned();
-    if s.len() > 40 {
-        let mut cut = 40;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-        s.push('…');
-    }
-    s
+fn short(raw: &str) -> Cow<'_, str> {
+    excerpt(raw, 40)
 }
 
 #[cfg(test)]

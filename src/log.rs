@@ -114,6 +114,20 @@ pub fn escape_untrusted(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// [`escape_untrusted`] of at most `max` bytes of `text` (cut on a
+/// character boundary, before escaping, and marked with `…`): a key of
+/// 100 KB must not make a log line of 100 KB.
+pub fn excerpt(text: &str, max: usize) -> Cow<'_, str> {
+    if text.len() <= max {
+        return escape_untrusted(text);
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    Cow::Owned(format!("{}…", escape_untrusted(&text[..cut])))
+}
+
 fn needs_escape(c: char) -> bool {
     c.is_control()
         || matches!(
@@ -333,6 +347,17 @@ mod tests {
             assert_eq!(escape_untrusted(want), want);
         }
         assert!(matches!(escape_untrusted("clean"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn excerpts_are_cut_before_escaping() {
+        assert_eq!(excerpt("short\n", 10), "short\\n");
+        assert_eq!(excerpt("abc\ndef", 4), "abc\\n…");
+        assert_eq!(excerpt("ééé", 3), "é…");
+        assert_eq!(
+            excerpt(&"A".repeat(100_000), 200).len(),
+            200 + '…'.len_utf8()
+        );
     }
 
     #[test]

@@ -60,12 +60,15 @@ pub struct Applied {
 /// server that keeps changing thousands of bad values must not make
 /// thousands of log lines per answer (red-team D11).
 pub const MAX_REPORTED_PER_RESPONSE: usize = 20;
+/// How much of a reported key is kept.
+pub const MAX_REPORTED_KEY_BYTES: usize = 256;
 
 impl Applied {
     fn report(&mut self, key: &str, reason: &str) {
         if self.newly_malformed.len() < MAX_REPORTED_PER_RESPONSE {
-            self.newly_malformed
-                .push((key.to_owned(), reason.to_owned()));
+            // Escaped and cut: a key of 100 KB must not make a log line of 100 KB.
+            let key = crate::log::excerpt(key, MAX_REPORTED_KEY_BYTES).into_owned();
+            self.newly_malformed.push((key, reason.to_owned()));
         } else {
             self.newly_malformed_omitted += 1;
         }

@@ -317,6 +317,10 @@ fn control_characters_from_consul_never_reach_a_record() {
         "p/web/10.0.0.1:80".to_string(),
         "{\"weight\":\n[\u{1b}]}".to_string(),
     )])
+    .chain([(
+        format!("p/web/{}\u{1b}[2J:80", "A".repeat(100_000)),
+        "{}".to_string(),
+    )])
     .chain([("p/web/10.0.0.2:80".to_string(), "{}".to_string())])
     .collect();
     let body = kv_body(&evil);
@@ -340,6 +344,8 @@ fn control_characters_from_consul_never_reach_a_record() {
     }));
     drain(&e, &mut logs);
     assert_printable(&logs);
+    let longest = logs.iter().map(|r| r.message.len()).max().unwrap();
+    assert!(longest < 1024, "a 100 KB key makes a {longest}-byte record");
     let skipped = logs
         .iter()
         .filter(|r| r.level == Level::Warn && r.message.contains("skipped key"))
@@ -409,10 +415,11 @@ fn a_storm_of_changing_malformed_keys_writes_a_bounded_number_of_records() {
 #[test]
 fn one_deep_value_does_not_poison_its_service_all_nodes_or_the_dump() {
     let d = Double::start();
+    // As in the red-team report: `metadata` nested 1,500 objects deep.
     let deep = format!(
         r#"{{"metadata":{}1{}}}"#,
-        "[".repeat(1500),
-        "]".repeat(1500)
+        r#"{"a":"#.repeat(1500),
+        "}".repeat(1500)
     );
     d.put("p/web/10.0.0.1:80", "{}");
     d.put("p/web/10.0.0.2:80", r#"{"metadata":{"lane":"a"}}"#);

@@ -26,7 +26,7 @@ use tokio::sync::watch;
 use crate::backoff::Backoff;
 use crate::config::{Config, Scheme, Server};
 use crate::kv::{self, RawEntry};
-use crate::log::Level;
+use crate::log::{Level, LogClass};
 use crate::stats::{now_ms, ServerState, ServerStats};
 
 pub use client::build_client;
@@ -45,6 +45,12 @@ pub trait WatchSink: Send + Sync {
     fn apply_empty(&self, server: usize) -> bool;
     fn update_stats(&self, server: usize, f: &mut dyn FnMut(&mut ServerStats));
     fn log(&self, level: Level, message: String);
+    /// A message that a server can make repeat without bound: rate-limited
+    /// per class by the engine ([`crate::log::LogQueue::push_limited`]).
+    fn log_limited(&self, class: LogClass, level: Level, message: String) {
+        let _ = class;
+        self.log(level, message);
+    }
 }
 
 /// The URL watched on `server`: the prefix with a trailing slash, so that
@@ -162,7 +168,8 @@ pub async fn run(
                 let delay = backoff.next_delay();
                 let same = streak.as_ref().is_some_and(|(e, _)| e.class == err.class);
                 let level = if same { Level::Debug } else { Level::Err };
-                sink.log(
+                sink.log_limited(
+                    LogClass::Retry,
                     level,
                     format!(
                         "ckv: {url}: {}; keeping the last good nodes, retry {} in {:.1}s",
@@ -246,7 +253,8 @@ impl WatchState {
             s.filtered_by_acls = filtered_by_acls;
         });
         if newly_filtered {
-            sink.log(
+            sink.log_limited(
+                LogClass::HiddenKeys,
                 Level::Warn,
                 format!(
                     "ckv: {}: Consul hid some keys under {}/ from this ACL token (X-Consul-Results-Filtered-By-Acls); their nodes are missing",

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::log::escape_untrusted;
+use crate::log::{escape_untrusted, excerpt};
 use crate::stats::ErrorKinds;
 
 use super::redact::{scrub, token_of};
@@ -158,7 +158,7 @@ fn consul_index(
             Some(Ok(_)) => "X-Consul-Index 0".to_string(),
             _ => {
                 let raw = String::from_utf8_lossy(v.as_bytes());
-                let shown = scrub(config, &escape_untrusted(&short(&raw, 40)));
+                let shown = scrub(config, &excerpt(&raw, 40));
                 format!("X-Consul-Index \"{shown}\" is not an unsigned integer")
             }
         },
@@ -237,7 +237,7 @@ pub(crate) fn status_error(config: &Config, status: u16, body: &[u8]) -> FetchEr
     // The token goes first, from the whole body, so that a cut cannot
     // leave a piece of it behind.
     let text = scrub(config, String::from_utf8_lossy(body).trim());
-    let shown = escape_untrusted(&short(&text, ERROR_BODY_SHOWN)).into_owned();
+    let shown = excerpt(&text, ERROR_BODY_SHOWN);
     let (kind, hint) = match status {
         403 if text.contains("ACL not found") => {
             (ErrorKind::Http4xx, " (the ACL token is unknown to Consul)")
@@ -264,18 +264,6 @@ pub(crate) fn status_error(config: &Config, status: u16, body: &[u8]) -> FetchEr
         format!("HTTP {status}"),
         format!("HTTP {status}{hint}: \"{shown}\""),
     )
-}
-
-/// At most `max` bytes of `s` (on a character boundary), marked when cut.
-fn short(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_owned();
-    }
-    let mut cut = max;
-    while !s.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}…", &s[..cut])
 }
 
 #[cfg(test)]
