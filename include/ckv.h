@@ -20,36 +20,6 @@
 #include <stdint.h>
 
 /*
- A value whose JSON nests deeper than this is malformed: its node is
- dropped, so that no single key makes its service (nested once more in
- `all_nodes()` and the dump) too deep for cjson or the dump loader.
- */
-#define MAX_VALUE_DEPTH 32
-
-/*
- Messages of one class admitted at once before the rate applies.
- */
-#define LIMIT_BURST 20.0
-
-/*
- Messages of one class admitted per second after the burst.
- */
-#define LIMIT_PER_SECOND 1.0
-
-/*
- Newly malformed entries listed per response; the rest are counted. A
- server that keeps changing thousands of bad values must not make
- thousands of log lines per answer (red-team D11).
- */
-#define MAX_REPORTED_PER_RESPONSE 20
-
-/*
- A CA bundle larger than this is refused (Mozilla's whole bundle is about
- 220 KB).
- */
-#define MAX_CA_FILE_BYTES (4 << 20)
-
-/*
  Largest configuration accepted by [`ckv_init`].
  */
 #define CKV_MAX_CONFIG_BYTES (1 << 20)

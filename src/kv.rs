@@ -23,7 +23,7 @@ use crate::log::excerpt;
 /// A value whose JSON nests deeper than this is malformed: its node is
 /// dropped, so that no single key makes its service (nested once more in
 /// `all_nodes()` and the dump) too deep for cjson or the dump loader.
-pub const MAX_VALUE_DEPTH: usize = 32;
+pub(crate) const MAX_VALUE_DEPTH: usize = 32;
 
 /// Consul sends standard padded base64; accept unpadded too, since some
 /// tools that write KV through other paths strip padding.

@@ -81,12 +81,12 @@ impl LogClass {
 }
 
 /// Messages of one class admitted at once before the rate applies.
-pub const LIMIT_BURST: f64 = 20.0;
+pub(crate) const LIMIT_BURST: f64 = 20.0;
 /// Messages of one class admitted per second after the burst.
-pub const LIMIT_PER_SECOND: f64 = 1.0;
+pub(crate) const LIMIT_PER_SECOND: f64 = 1.0;
 /// A class that suppressed messages and then stayed quiet this long reports
 /// its count without waiting for its next message.
-pub const LIMIT_QUIET: Duration = Duration::from_secs(5);
+pub(crate) const LIMIT_QUIET: Duration = Duration::from_secs(5);
 
 /// Makes text from outside (Consul keys, values, bodies, header values) safe
 /// for a log line: every control character (C0 including `\n`, `\r`, `\t`,

@@ -59,9 +59,9 @@ pub struct Applied {
 /// Newly malformed entries listed per response; the rest are counted. A
 /// server that keeps changing thousands of bad values must not make
 /// thousands of log lines per answer (red-team D11).
-pub const MAX_REPORTED_PER_RESPONSE: usize = 20;
+pub(crate) const MAX_REPORTED_PER_RESPONSE: usize = 20;
 /// How much of a reported key is kept.
-pub const MAX_REPORTED_KEY_BYTES: usize = 256;
+pub(crate) const MAX_REPORTED_KEY_BYTES: usize = 256;
 
 impl Applied {
     fn report(&mut self, key: &str, reason: &str) {

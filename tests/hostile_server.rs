@@ -674,3 +674,104 @@ fn a_watch_that_cannot_run_is_marked_failed() {
     rt.block_on(ckv::watcher::run(7, config, client, sink.clone(), stop_rx));
     assert_eq!(sink.0.lock().state, ckv::stats::ServerState::Failed);
 }
+
+fn data(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
+}
+
+/// An https server (certificate for 127.0.0.1 from `tests/data/test-ca.pem`)
+/// answering every request with one node.
+fn tls_server(rt: &tokio::runtime::Runtime) -> SocketAddr {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let certs = CertificateDer::pem_file_iter(data("test-server.pem"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(data("test-server-key.pem")).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let body = kv_body(&[("p/web/10.0.0.1:80".into(), "{}".into())]);
+    let answer = response("200 OK", &[("X-Consul-Index", "5".into())], &body);
+    rt.spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let (acceptor, answer) = (acceptor.clone(), answer.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut pending = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => pending.extend_from_slice(&buf[..n]),
+                    }
+                    while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                        pending.drain(..end + 4);
+                        if tls.write_all(&answer).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn https_trusts_the_ca_file_and_only_it() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let addr = tls_server(&rt);
+    let url = format!("https://{addr}");
+    let with_ca = |name: &str| {
+        let path = serde_json::to_string(&data(name).to_string_lossy()).unwrap();
+        engine(&url, &format!(r#""tls":{{"ca_file":{path}}},"#))
+    };
+    let trusted = with_ca("test-ca.pem");
+    assert!(wait_until(WAIT, || nodes(&trusted, &url, "p/web/")
+        .as_deref()
+        == Some(r#"[{"host":"10.0.0.1","port":80,"weight":1}]"#)));
+    let other = with_ca("other-ca.pem");
+    assert!(wait_until(WAIT, || {
+        stats(&other)["servers"][0]["errors_by_kind"]["transport"]
+            .as_u64()
+            .unwrap()
+            >= 1
+    }));
+    let s = stats(&other);
+    let err = s["servers"][0]["last_error"].as_str().unwrap();
+    assert!(err.contains("UnknownIssuer"), "{err}");
+    assert!(other.snapshot().services.is_empty());
+    // The built-in web PKI roots do not vouch for a private CA either.
+    let web_pki = engine(&url, "");
+    assert!(wait_until(WAIT, || {
+        stats(&web_pki)["servers"][0]["errors_total"]
+            .as_u64()
+            .unwrap()
+            >= 1
+    }));
+    assert!(web_pki.snapshot().services.is_empty());
+}

@@ -16,7 +16,7 @@ use crate::config::Config;
 
 /// A CA bundle larger than this is refused (Mozilla's whole bundle is about
 /// 220 KB).
-pub const MAX_CA_FILE_BYTES: u64 = 4 << 20;
+pub(crate) const MAX_CA_FILE_BYTES: u64 = 4 << 20;
 
 /// Builds the HTTP client: connect timeout, gzip, no proxy from the
 /// environment, no redirects (Consul never redirects a KV read, and a
