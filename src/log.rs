@@ -234,10 +234,10 @@ impl LogQueue {
     }
 
     /// Queues a record unless its class has used up its budget (a burst of
-    /// [`LIMIT_BURST`], then [`LIMIT_PER_SECOND`]). What is held back is
-    /// counted and reported as `ckv: N similar messages suppressed (class)`
-    /// before the next admitted message of the class, or by [`LogQueue::pop`]
-    /// once the class has been quiet for [`LIMIT_QUIET`].
+    /// 20, then 1 a second). What is held back is counted and reported as
+    /// `ckv: N similar messages suppressed (class)` before the next admitted
+    /// message of the class, or by [`LogQueue::pop`] once the class has been
+    /// quiet for 5 s.
     pub fn push_limited(&self, class: LogClass, level: Level, message: String) {
         self.push_limited_at(Instant::now(), class, level, message);
     }

@@ -47,7 +47,7 @@ pub struct Applied {
     /// Services whose nodes changed, were added or removed.
     pub changed_services: usize,
     /// Entries skipped for the first time in this response: `(key, reason)`,
-    /// at most [`MAX_REPORTED_PER_RESPONSE`]. An entry that stays malformed is
+    /// at most `MAX_REPORTED_PER_RESPONSE`. An entry that stays malformed is
     /// reported once, not on every poll.
     pub newly_malformed: Vec<(String, String)>,
     /// Entries skipped for the first time beyond that cap (counted only).
