@@ -221,9 +221,9 @@ fn transport_error(e: reqwest::Error) -> FetchError {
         (ErrorKind::Timeout, "timeout")
     } else if e.is_connect() {
         (ErrorKind::Transport, "connect")
-    } else if e.is_decode() {
-        (ErrorKind::BadBody, "body")
-    } else if e.is_body() {
+    } else if e.is_body() || e.is_decode() {
+        // A body cut short or a broken gzip stream (reqwest reports both as
+        // decoding errors): the bytes did not arrive whole.
         (ErrorKind::Transport, "body")
     } else {
         (ErrorKind::Transport, "transport")
