@@ -22,7 +22,7 @@ use tokio::sync::{watch, Notify};
 use crate::config::{Config, EmptyPrefixPolicy};
 use crate::dump;
 use crate::kv::{RawEntry, Rules};
-use crate::log::{Level, LogQueue};
+use crate::log::{escape_untrusted, Level, LogClass, LogQueue};
 use crate::model::ServerModel;
 use crate::shared::{codec, group, Group};
 use crate::snapshot::Snapshot;
@@ -87,6 +87,8 @@ impl Engine {
     /// or the dump file. Consul is never contacted on this thread.
     pub fn start(config: Config) -> Result<Engine, String> {
         let config = Arc::new(config);
+        // Fails ckv_init on a bad tls.ca_file (the runtime builds its own).
+        watcher::build_client(&config)?;
         let group = if config.share.enabled {
             let group_name = config
                 .share
@@ -515,10 +517,17 @@ impl WatchSink for Sink {
             }
         };
         for (key, reason) in &applied.newly_malformed {
-            shared.log(
-                Level::Warn,
-                format!("ckv: {url}: skipped key {key:?}: {reason}"),
-            );
+            let key = watcher::redact::scrub(&shared.config, &escape_untrusted(key));
+            let line = format!("ckv: {url}: skipped key \"{key}\": {reason}");
+            shared
+                .logs
+                .push_limited(LogClass::MalformedKey, Level::Warn, line);
+        }
+        if applied.newly_malformed_omitted > 0 {
+            let line = format!("ckv: {url}: skipped {} more malformed keys in this response (stats: malformed_entries)", applied.newly_malformed_omitted);
+            shared
+                .logs
+                .push_limited(LogClass::MalformedKey, Level::Warn, line);
         }
         let malformed = applied.malformed_total as u64;
         if let Some(s) = shared.stats.lock().get_mut(server) {
@@ -589,6 +598,10 @@ impl WatchSink for Sink {
 
     fn log(&self, level: Level, message: String) {
         self.0.log(level, message);
+    }
+
+    fn log_limited(&self, class: LogClass, level: Level, message: String) {
+        self.0.logs.push_limited(class, level, message);
     }
 }
 

@@ -46,11 +46,33 @@ pub struct Applied {
     pub changed: bool,
     /// Services whose nodes changed, were added or removed.
     pub changed_services: usize,
-    /// Entries skipped for the first time in this response: `(key, reason)`.
-    /// An entry that stays malformed is reported once, not on every poll.
+    /// Entries skipped for the first time in this response: `(key, reason)`,
+    /// at most `MAX_REPORTED_PER_RESPONSE`. An entry that stays malformed is
+    /// reported once, not on every poll.
     pub newly_malformed: Vec<(String, String)>,
+    /// Entries skipped for the first time beyond that cap (counted only).
+    pub newly_malformed_omitted: usize,
     /// All malformed entries currently in the response.
     pub malformed_total: usize,
+}
+
+/// Newly malformed entries listed per response; the rest are counted. A
+/// server that keeps changing thousands of bad values must not make
+/// thousands of log lines per answer (red-team D11).
+pub(crate) const MAX_REPORTED_PER_RESPONSE: usize = 20;
+/// How much of a reported key is kept.
+pub(crate) const MAX_REPORTED_KEY_BYTES: usize = 256;
+
+impl Applied {
+    fn report(&mut self, key: &str, reason: &str) {
+        if self.newly_malformed.len() < MAX_REPORTED_PER_RESPONSE {
+            // Escaped and cut: a key of 100 KB must not make a log line of 100 KB.
+            let key = crate::log::excerpt(key, MAX_REPORTED_KEY_BYTES).into_owned();
+            self.newly_malformed.push((key, reason.to_owned()));
+        } else {
+            self.newly_malformed_omitted += 1;
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -182,16 +204,12 @@ impl ServerModel {
                 Field::Ok(k) => k,
                 Field::WrongType(t) => {
                     applied.malformed_total += 1;
-                    applied
-                        .newly_malformed
-                        .push(("?".into(), format!("Key is {t}")));
+                    applied.report("?", &format!("Key is {t}"));
                     continue;
                 }
                 Field::Null | Field::Absent => {
                     applied.malformed_total += 1;
-                    applied
-                        .newly_malformed
-                        .push(("?".into(), "entry has no Key".into()));
+                    applied.report("?", "entry has no Key");
                     continue;
                 }
             };
@@ -212,9 +230,7 @@ impl ServerModel {
                     let mut fresh = self.parse(key, &entry.value);
                     fresh.seen = stamp;
                     if let Outcome::Malformed(reason) = &fresh.outcome {
-                        applied
-                            .newly_malformed
-                            .push((key.to_owned(), reason.clone()));
+                        applied.report(key, reason);
                     }
                     if let Some((slot, _)) = fresh.node {
                         Self::mark(&mut self.slots, &mut dirty, slot);
@@ -487,6 +503,52 @@ mod tests {
         assert_eq!(a.malformed_total, 2);
         assert!(a.newly_malformed.is_empty());
         assert!(!a.changed);
+    }
+
+    #[test]
+    fn newly_malformed_entries_are_listed_up_to_the_cap_and_counted_beyond() {
+        let mut m = ServerModel::new(0, URL, rules());
+        let mut body = vec![entry("upstreams/web/10.0.0.1:80", "{}")];
+        for round in 0..3 {
+            body.truncate(1);
+            for i in 0..500 {
+                body.push(entry(
+                    &format!("upstreams/web/10.1.0.{i}:80"),
+                    &format!("bad {round}"),
+                ));
+            }
+            let a = m.apply(&body, round + 1).unwrap();
+            assert_eq!(a.malformed_total, 500);
+            assert_eq!(a.newly_malformed.len(), MAX_REPORTED_PER_RESPONSE);
+            assert_eq!(a.newly_malformed_omitted, 500 - MAX_REPORTED_PER_RESPONSE);
+        }
+        assert_eq!(m.node_count(), 1);
+    }
+
+    #[test]
+    fn a_deep_value_drops_only_its_node() {
+        let mut m = ServerModel::new(0, URL, rules());
+        let deep = format!(
+            r#"{{"metadata":{}0{}}}"#,
+            "[".repeat(1500),
+            "]".repeat(1500)
+        );
+        let a = m
+            .apply(
+                &[
+                    entry("upstreams/web/10.0.0.1:80", "{}"),
+                    entry("upstreams/web/10.0.0.2:80", &deep),
+                    entry("upstreams/web/10.0.0.3:80", r#"{"metadata":{"a":1}}"#),
+                ],
+                1,
+            )
+            .unwrap();
+        assert_eq!(a.malformed_total, 1);
+        assert!(a.newly_malformed[0].1.contains("deeper than"));
+        let web = &m.services()["http://127.0.0.1:8500/v1/kv/upstreams/web/"];
+        assert_eq!(web.node_count, 2);
+        let nodes: serde_json::Value = serde_json::from_str(&web.nodes_json).unwrap();
+        assert_eq!(nodes[1]["metadata"]["a"], 1);
     }
 
     #[test]

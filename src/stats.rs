@@ -18,7 +18,31 @@ pub enum ServerState {
     Backoff,
     /// This process is not the leader: another process watches for it.
     Follower,
+    /// The watch cannot start or run (see `last_error`); it is retried.
+    Failed,
     Stopped,
+}
+
+/// Failed exchanges of one server, by kind (for metrics and `ckv_stats`).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct ErrorKinds {
+    /// Connection refused or reset, DNS, TLS, a body cut short.
+    pub transport: u64,
+    /// Connect or read timeout.
+    pub timeout: u64,
+    /// HTTP 4xx: ACL refusals (403), rate limiting (429), bad requests.
+    pub http_4xx: u64,
+    /// HTTP 5xx other than "No cluster leader".
+    pub http_5xx: u64,
+    /// HTTP 500 "No cluster leader".
+    pub no_leader: u64,
+    /// An answer without a valid `X-Consul-Index`: not a Consul KV endpoint.
+    pub not_consul: u64,
+    /// A body that is not a usable JSON array of entries.
+    pub bad_body: u64,
+    /// A body over `max_response_bytes`.
+    pub too_large: u64,
 }
 
 /// Followers read the leader's copy back from the shared directory.
@@ -46,6 +70,8 @@ pub struct ServerStats {
     pub last_response_bytes: u64,
     /// The last response was filtered by ACLs (some keys hidden).
     pub filtered_by_acls: bool,
+    /// `errors_total`, split by kind.
+    pub errors_by_kind: ErrorKinds,
 }
 
 /// The whole picture for `ckv_stats`.

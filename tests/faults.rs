@@ -15,8 +15,9 @@ const NODE_AB: &str =
     r#"[{"host":"10.0.0.1","port":80,"weight":1},{"host":"10.0.0.2","port":80,"weight":1}]"#;
 
 /// Runs one fault through its whole life. `fault` is the double's fault
-/// spec; `log_needle` a text the error log line must contain.
-fn survives(fault: &str, log_needle: &str, extra: &str) {
+/// spec; `log_needle` a text the error log line must contain; `kind` the
+/// `errors_by_kind` counter it must count under.
+fn survives(fault: &str, log_needle: &str, kind: &str, extra: &str) {
     let d = Double::start();
     d.put("p/web/10.0.0.1:80", "{}");
     let e = engine(&[d.url()], "p", extra);
@@ -53,6 +54,9 @@ fn survives(fault: &str, log_needle: &str, extra: &str) {
         "one error line for {fault}, got {logs:#?}"
     );
     assert_eq!(stats(&e)["servers"][0]["state"], "backoff");
+    let by_kind = &stats(&e)["servers"][0]["errors_by_kind"];
+    // The first error may be the poll cut by close_connections (transport).
+    assert!(by_kind[kind].as_u64().unwrap() >= 2, "{fault}: {by_kind}");
 
     let cleared = Instant::now();
     d.clear_faults();
@@ -89,6 +93,7 @@ fn no_cluster_leader() {
     survives(
         r#"{"kind":"no_leader"}"#,
         "HTTP 500 (Consul has no leader)",
+        "no_leader",
         "",
     );
 }
@@ -98,6 +103,7 @@ fn no_cluster_leader_with_rpc_prefix_after_a_delay() {
     survives(
         r#"{"kind":"no_leader","delay_ms":50,"prefix_rpc":true}"#,
         "rpc error making call: No cluster leader",
+        "no_leader",
         "",
     );
 }
@@ -107,13 +113,14 @@ fn rate_limited_429() {
     survives(
         r#"{"kind":"rate_limit_429"}"#,
         "HTTP 429 (Consul is rate limiting)",
+        "http_4xx",
         "",
     );
 }
 
 #[test]
 fn unavailable_503() {
-    survives(r#"{"kind":"unavailable_503"}"#, "HTTP 503", "");
+    survives(r#"{"kind":"unavailable_503"}"#, "HTTP 503", "http_5xx", "");
 }
 
 #[test]
@@ -121,6 +128,7 @@ fn connection_dropped_without_answer() {
     survives(
         r#"{"kind":"drop_connection"}"#,
         "connection closed before message completed",
+        "transport",
         "",
     );
 }
@@ -130,13 +138,19 @@ fn truncated_body() {
     survives(
         r#"{"kind":"truncate_body"}"#,
         "end of file before message length reached",
+        "transport",
         "",
     );
 }
 
 #[test]
 fn body_not_json() {
-    survives(r#"{"kind":"not_json"}"#, "response is not valid JSON", "");
+    survives(
+        r#"{"kind":"not_json"}"#,
+        "response is not valid JSON",
+        "bad_body",
+        "",
+    );
 }
 
 #[test]
@@ -144,6 +158,7 @@ fn body_json_but_not_an_array() {
     survives(
         r#"{"kind":"not_array"}"#,
         "response is not a JSON array",
+        "bad_body",
         "",
     );
 }
@@ -153,13 +168,14 @@ fn entries_with_wrong_field_types() {
     survives(
         r#"{"kind":"wrong_types"}"#,
         "entries of the response are malformed",
+        "bad_body",
         "",
     );
 }
 
 #[test]
 fn server_accepts_and_never_answers() {
-    survives(r#"{"kind":"hang"}"#, "timed out", "");
+    survives(r#"{"kind":"hang"}"#, "timed out", "timeout", "");
 }
 
 #[test]
@@ -167,6 +183,7 @@ fn headers_then_stall() {
     survives(
         r#"{"kind":"headers_then_stall"}"#,
         "operation timed out",
+        "timeout",
         "",
     );
 }

@@ -53,7 +53,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 pub use errors::ConfigError;
-pub use secret::Secret;
+pub use secret::{Secret, REDACTED};
 
 /// One Consul agent to watch. Each server is an independent data source:
 /// its services are named after its URL, as in APISIX.

@@ -47,8 +47,8 @@ impl Secret {
     }
 
     /// The forms in which the token can appear in text: as-is, escaped inside
-    /// a JSON string, and percent-encoded (upper- and lower-case hex).
-    /// Empty for a token shorter than [`SCRUB_MIN_LEN`].
+    /// a JSON string or by Rust's `{:?}`, and percent-encoded (upper- and
+    /// lower-case hex). Empty for a token shorter than [`SCRUB_MIN_LEN`].
     fn forms(&self) -> Vec<String> {
         if self.0.chars().count() < SCRUB_MIN_LEN {
             return Vec::new();
@@ -59,9 +59,17 @@ impl Secret {
             .strip_prefix('"')
             .and_then(|s| s.strip_suffix('"'))
             .unwrap_or_default();
-        let upper = percent_encode(&self.0);
-        let lower = upper.to_ascii_lowercase();
-        for f in [json.to_string(), upper, lower] {
+        let debug = format!("{:?}", self.0);
+        let debug = debug
+            .strip_prefix('"')
+            .and_then(|s| s.strip_suffix('"'))
+            .unwrap_or_default();
+        for f in [
+            json.to_string(),
+            debug.to_string(),
+            percent_encode(&self.0, false),
+            percent_encode(&self.0, true),
+        ] {
             if !f.is_empty() && !forms.contains(&f) {
                 forms.push(f);
             }
@@ -96,7 +104,7 @@ impl Secret {
 /// Removes the longest prefix of `form` (>= [`SCRUB_MIN_PREFIX`] characters,
 /// shorter than the whole) that ends `text`, before an optional ellipsis.
 fn scrub_cut_tail(text: String, form: &str) -> String {
-    let (body, ellipsis) = ["...", "\u{2026}"]
+    let (body, ellipsis) = ["...", "\u{2026}", "\""]
         .iter()
         .find_map(|e| text.strip_suffix(e).map(|b| (b, *e)))
         .unwrap_or((text.as_str(), ""));
@@ -114,12 +122,15 @@ fn scrub_cut_tail(text: String, form: &str) -> String {
     text
 }
 
-/// RFC 3986 percent-encoding of everything but the unreserved characters.
-fn percent_encode(s: &str) -> String {
+/// RFC 3986 percent-encoding of everything but the unreserved characters,
+/// with upper- or lower-case hex digits.
+fn percent_encode(s: &str, lower: bool) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
             out.push(char::from(b));
+        } else if lower {
+            out.push_str(&format!("%{b:02x}"));
         } else {
             out.push_str(&format!("%{b:02X}"));
         }
@@ -164,7 +175,8 @@ mod tests {
             format!("raw {TOKEN} and again {TOKEN}."),
             format!("body: {{\"t\":{json}}}"),
             format!("GET /v1/kv/x?token={pct} 403"),
-            format!("lower {}", pct.to_ascii_lowercase()),
+            format!("lower b1gS3cret-70ken%2f0f%22consul"),
+            format!("echo: {TOKEN:?}"),
         ] {
             let out = s.scrub(&text);
             assert!(!out.contains("b1gS3cret"), "{text} -> {out}");
@@ -178,6 +190,7 @@ mod tests {
         let s = Secret::new(TOKEN);
         assert_eq!(s.scrub("error: b1gS3cret-70k..."), "error: <redacted>...");
         assert_eq!(s.scrub("error: b1gS3cret-70k"), "error: <redacted>");
+        assert_eq!(s.scrub("{\"e\":\"b1gS3cret-70\""), "{\"e\":\"<redacted>\"");
         assert_eq!(
             s.scrub("error: b1gS3cre\u{2026}"),
             "error: <redacted>\u{2026}"

@@ -4,18 +4,31 @@
 //!
 //! A response that is not a JSON array is refused whole. A single bad entry is
 //! reported as [`Outcome::Malformed`] with its reason and the rest still
-//! applies.
+//! applies. Reasons quote key and value text escaped and cut (they end up
+//! in the error log).
+//!
+//! * this file: the response body and one entry;
+//! * `key.rs`: `{prefix}/{service path}/{host}:{port}`;
+//! * `value.rs`: the JSON value, turned into APISIX's node object.
+
+mod key;
+mod value;
 
 use std::borrow::Cow;
 use std::fmt;
-use std::net::Ipv6Addr;
 
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
-use serde_json::value::RawValue;
+
+use crate::log::excerpt;
+
+pub use key::{parse_key, ParsedKey};
+pub use value::json_depth_exceeds;
+
+use value::node_from_value;
 
 /// Consul sends standard padded base64; accept unpadded too, since some
 /// tools that write KV through other paths strip padding.
@@ -334,81 +347,9 @@ pub struct Rules {
     pub default_weight: u32,
 }
 
-/// Where the node part of a key starts, and the node's host and port.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParsedKey<'k> {
-    pub service_path: &'k str,
-    pub host: &'k str,
-    pub port: u16,
-}
-
-/// Splits `{prefix}/{service path}/{host}:{port}`.
-///
-/// `Ok(None)` is a folder key (ends with `/`). The service path keeps the
-/// prefix and the trailing slash, exactly as APISIX captures it.
-pub fn parse_key<'k>(key: &'k str, prefix: &str) -> Result<Option<ParsedKey<'k>>, String> {
-    let rest = key
-        .strip_prefix(prefix)
-        .and_then(|r| r.strip_prefix('/'))
-        .ok_or_else(|| format!("key is not under prefix \"{prefix}/\""))?;
-    let Some(slash) = rest.rfind('/') else {
-        if rest.is_empty() {
-            return Ok(None);
-        }
-        return Err("key has no service path between the prefix and host:port".into());
-    };
-    let node = &rest[slash + 1..];
-    if node.is_empty() {
-        return Ok(None);
-    }
-    if slash == 0 {
-        return Err("empty service name".into());
-    }
-    let service_path = &key[..prefix.len() + 1 + slash + 1];
-    let (host, port) = split_host_port(node)?;
-    Ok(Some(ParsedKey {
-        service_path,
-        host,
-        port,
-    }))
-}
-
-fn split_host_port(node: &str) -> Result<(&str, u16), String> {
-    let (host, port) = if node.starts_with('[') {
-        let end = node
-            .find(']')
-            .ok_or_else(|| format!("unterminated IPv6 literal in \"{node}\""))?;
-        let inner = &node[1..end];
-        if inner.parse::<Ipv6Addr>().is_err() {
-            return Err(format!("invalid IPv6 address \"{inner}\""));
-        }
-        let port = node[end + 1..]
-            .strip_prefix(':')
-            .ok_or_else(|| format!("missing :port after \"{}\"", &node[..=end]))?;
-        (&node[..=end], port)
-    } else {
-        let colon = node
-            .rfind(':')
-            .ok_or_else(|| format!("expected host:port, got \"{node}\""))?;
-        let host = &node[..colon];
-        if host.is_empty() {
-            return Err(format!("empty host in \"{node}\""));
-        }
-        if let Some(c) = host
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
-        {
-            return Err(format!("invalid character {c:?} in host \"{host}\""));
-        }
-        (host, &node[colon + 1..])
-    };
-    if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("invalid port \"{port}\""));
-    }
-    match port.parse::<u16>() {
-        Ok(p) if p > 0 => Ok((host, p)),
-        _ => Err(format!("port {port} out of range 1-65535")),
-    }
+/// Key or value text as it may appear in a reason: escaped, and cut.
+fn shown(text: &str) -> Cow<'_, str> {
+    excerpt(text, 200)
 }
 
 /// Turns one entry's key and value into an [`Outcome`].
@@ -443,131 +384,9 @@ thread_local! {
     static DECODED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// The fields of a value that matter, borrowed as raw JSON text: checked
-/// and copied into the node without building a JSON tree. Other fields are
-/// ignored.
-#[derive(Deserialize)]
-struct NodeValue<'a> {
-    #[serde(borrow, default)]
-    weight: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    max_fails: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    fail_timeout: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    priority: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    metadata: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    check_status: Option<&'a RawValue>,
-}
-
-fn node_from_value(key: &ParsedKey<'_>, decoded: &[u8], default_weight: u32) -> Outcome {
-    let first = decoded.iter().find(|b| !b.is_ascii_whitespace());
-    if first != Some(&b'{') {
-        return match serde_json::from_slice::<serde::de::IgnoredAny>(decoded) {
-            Ok(_) => Outcome::Malformed("value is not a JSON object".into()),
-            Err(e) => Outcome::Malformed(format!("value is not valid JSON: {e}")),
-        };
-    }
-    let v: NodeValue<'_> = match serde_json::from_slice(decoded) {
-        Ok(v) => v,
-        Err(e) => return Outcome::Malformed(format!("value is not valid JSON: {e}")),
-    };
-    if let Some(c) = v.check_status {
-        if matches!(c.get(), "false" | "\"false\"") {
-            return Outcome::Dropped("check_status is false");
-        }
-    }
-    let weight = match v.weight.map(RawValue::get) {
-        None | Some("null") => u64::from(default_weight),
-        Some(w) if w.starts_with(|c: char| c == '-' || c.is_ascii_digit()) => {
-            match w.parse::<u64>() {
-                Ok(n) if n <= i32::MAX as u64 => n,
-                _ => {
-                    return Outcome::Malformed(format!(
-                        "weight must be an integer from 0 to 2147483647, got {}",
-                        short(w)
-                    ))
-                }
-            }
-        }
-        Some(w) => {
-            return Outcome::Malformed(format!("weight must be an integer, got {}", short(w)))
-        }
-    };
-    // Hosts are ASCII letters, digits, '.', '-', '_', or a bracketed IPv6
-    // literal, so they need no JSON escaping.
-    let mut out = String::with_capacity(64);
-    out.push_str("{\"host\":\"");
-    out.push_str(key.host);
-    out.push_str("\",\"port\":");
-    out.push_str(&key.port.to_string());
-    out.push_str(",\"weight\":");
-    out.push_str(&weight.to_string());
-    for (name, raw, want) in [
-        ("max_fails", v.max_fails, Want::NonNegInt),
-        ("fail_timeout", v.fail_timeout, Want::NonNegNumber),
-        ("priority", v.priority, Want::Int),
-        ("metadata", v.metadata, Want::Object),
-    ] {
-        if let Some(raw) = raw.map(RawValue::get) {
-            if want.accepts(raw) {
-                out.push_str(",\"");
-                out.push_str(name);
-                out.push_str("\":");
-                out.push_str(raw);
-            }
-        }
-    }
-    out.push('}');
-    Outcome::Node {
-        service_path: key.service_path.into(),
-        json: out.into_boxed_str(),
-    }
-}
-
-/// What an optional field must be to be passed on (otherwise it is left
-/// out, as APISIX's module ignored these fields entirely).
-#[derive(Clone, Copy)]
-enum Want {
-    NonNegInt,
-    NonNegNumber,
-    Int,
-    Object,
-}
-
-impl Want {
-    /// `raw` is valid JSON text (checked by serde_json).
-    fn accepts(self, raw: &str) -> bool {
-        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-        match self {
-            Want::NonNegInt => digits(raw) && raw.parse::<u64>().is_ok(),
-            Want::Int => digits(raw.strip_prefix('-').unwrap_or(raw)) && raw.parse::<i64>().is_ok(),
-            Want::NonNegNumber => {
-                raw.starts_with(|c: char| c.is_ascii_digit())
-                    && raw.parse::<f64>().is_ok_and(|f| f.is_finite() && f >= 0.0)
-            }
-            Want::Object => raw.starts_with('{'),
-        }
-    }
-}
-
-fn short(raw: &str) -> String {
-    let mut s = raw.to_string();
-    if s.len() > 40 {
-        let mut cut = 40;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-        s.push('…');
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
+    use super::value::MAX_VALUE_DEPTH;
     use super::*;
 
     fn rules() -> Rules {
@@ -721,6 +540,76 @@ mod tests {
                 other => panic!("{value:?} gave {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn key_text_in_reasons_is_escaped() {
+        let cases = [
+            "upstreams/web/x\n2026-12-01 [emerg] forged\u{1b}]0;owned\u{7}",
+            "upstreams/web/nul\0byte:80",
+            "upstreams/web/01 [emerg] x\u{1b}[31mRED:80",
+            "upstreams/web/[::1\n]:80",
+            "upstreams/web/[\u{2028}",
+            "upstreams/web/h:8\r0",
+        ];
+        for key in cases {
+            let Err(reason) = parse_key(key, "upstreams") else {
+                panic!("{key:?} parsed")
+            };
+            assert!(
+                !reason.chars().any(|c| c.is_control() || c == '\u{2028}'),
+                "{key:?}: {reason:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn deep_values_are_malformed_and_shallow_ones_pass() {
+        let deep = |n: usize| format!(r#"{{"metadata":{}1{}}}"#, "[".repeat(n), "]".repeat(n));
+        // The value object is level 1, metadata's arrays the rest.
+        let ok = node("upstreams/web/1.2.3.4:80", &deep(MAX_VALUE_DEPTH - 1));
+        assert!(matches!(ok, Outcome::Node { .. }), "{ok:?}");
+        for n in [MAX_VALUE_DEPTH, 1500, 100_000] {
+            match node("upstreams/web/1.2.3.4:80", &deep(n)) {
+                Outcome::Malformed(r) => assert!(r.contains("deeper than 32"), "{r}"),
+                other => panic!("depth {n}: {other:?}"),
+            }
+        }
+        let unknown = format!(r#"{{"other":{}{}}}"#, "{\"a\":".repeat(40), "}".repeat(40));
+        assert!(matches!(
+            node("upstreams/web/1.2.3.4:80", &unknown),
+            Outcome::Malformed(_)
+        ));
+        // Brackets inside strings do not count.
+        let text = format!(r#"{{"metadata":{{"s":"{}"}}}}"#, "[{".repeat(100));
+        assert!(matches!(
+            node("upstreams/web/1.2.3.4:80", &text),
+            Outcome::Node { .. }
+        ));
+        assert!(!json_depth_exceeds(br#"{"a":"\"[[[[["}"#, 1));
+    }
+
+    #[test]
+    fn metadata_strict_decoders_refuse_is_malformed() {
+        for bad in [
+            r#"{"metadata":{"a":"\ud800"}}"#,
+            r#"{"metadata":{"a":1e400}}"#,
+        ] {
+            match node("upstreams/web/1.2.3.4:80", bad) {
+                Outcome::Malformed(r) => assert!(r.contains("metadata"), "{r}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        let Outcome::Node { json, .. } = node(
+            "upstreams/web/1.2.3.4:80",
+            r#"{"metadata":{"z":"\u003c","a":[1,2]}}"#,
+        ) else {
+            panic!()
+        };
+        assert!(
+            json.ends_with(r#""metadata":{"z":"\u003c","a":[1,2]}}"#),
+            "{json}"
+        );
     }
 
     #[test]

@@ -1,0 +1,328 @@
+//! One watch per configured server: blocking queries on
+//! `GET /v1/kv/{prefix}/?recurse&index=I&wait=Ws`, following the rules of
+//! `consul-kv-api.md` §14 (404 is an empty prefix; an index that goes
+//! backwards resets to 0; an equal index is no change; an answer without a
+//! valid index is not from Consul and is an error). Errors back off
+//! exponentially with jitter, capped, and reset after a success; answers
+//! that do not advance the index are rate-limited. Each server has its own
+//! index: nothing is shared between them.
+//!
+//! * [`client`]: the HTTP client and TLS configuration, built at start;
+//! * [`request`]: one exchange and its errors;
+//! * [`index`]: the index rules; `limit`: the busy-loop guard;
+//! * [`redact`]: the token, and its removal from what servers echo.
+
+pub mod client;
+pub mod index;
+mod limit;
+pub mod redact;
+pub mod request;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::backoff::Backoff;
+use crate::config::{Config, Scheme, Server};
+use crate::kv::{self, RawEntry};
+use crate::log::{Level, LogClass};
+use crate::stats::{now_ms, ServerState, ServerStats};
+
+pub use client::build_client;
+pub use index::{blocking_timeout, next_index, IndexStep};
+pub use request::{fetch, ErrorKind, FetchError, Fetched, Request};
+
+use limit::RateLimit;
+
+/// Where a watch delivers what it learns. Implemented by the engine; tests
+/// implement it to observe a watch alone.
+pub trait WatchSink: Send + Sync {
+    /// A full, parsed response for `server`. Returns whether anything
+    /// changed, or why the response was refused (nothing applied).
+    fn apply(&self, server: usize, entries: &[RawEntry<'_>]) -> Result<bool, String>;
+    /// The prefix is empty on `server` (Consul answered 404).
+    fn apply_empty(&self, server: usize) -> bool;
+    fn update_stats(&self, server: usize, f: &mut dyn FnMut(&mut ServerStats));
+    fn log(&self, level: Level, message: String);
+    /// A message that a server can make repeat without bound: rate-limited
+    /// per class by the engine ([`crate::log::LogQueue::push_limited`]).
+    fn log_limited(&self, class: LogClass, level: Level, message: String) {
+        let _ = class;
+        self.log(level, message);
+    }
+}
+
+/// The URL watched on `server`: the prefix with a trailing slash, so that
+/// `upstreams` does not also match `upstreams-old/...`.
+pub fn watch_url(server: &Server, prefix: &str) -> String {
+    format!("{}/v1/kv/{}/", server.url, prefix)
+}
+
+/// Records that the watch of `server` cannot start or run: `state =
+/// "failed"` with `last_error` (the caller retries, with backoff).
+pub fn mark_failed(sink: &dyn WatchSink, server: usize, error: &str) {
+    sink.update_stats(server, &mut |s| {
+        s.state = ServerState::Failed;
+        s.last_error = Some(error.to_owned());
+        s.last_error_ms = now_ms();
+    });
+}
+
+/// What an answer did to the watch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Progress {
+    /// The index moved forward: ask again at once.
+    Advanced,
+    /// Same index, or one that went back: the next request is rate-limited.
+    Stalled,
+}
+
+/// Runs the watch of `config.servers[server]` until `stop` turns true.
+pub async fn run(
+    server: usize,
+    config: Arc<Config>,
+    client: reqwest::Client,
+    sink: Arc<dyn WatchSink>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let Some(target) = config.servers.get(server).cloned() else {
+        mark_failed(&*sink, server, "no such server in the configuration");
+        return;
+    };
+    let url = watch_url(&target, &config.prefix);
+    let mut backoff = Backoff::new(config.backoff.initial, config.backoff.max);
+    let mut limiter = RateLimit::new();
+    let mut stalled = false;
+    let mut watch = WatchState::default();
+    let mut streak: Option<(FetchError, Instant)> = None;
+    let blocking = config.keepalive;
+    let wait = config.timeout.wait;
+    announce(&*sink, &config, &target, &url);
+
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let pause = if stalled {
+            limiter.take()
+        } else {
+            Duration::ZERO
+        };
+        if !pause.is_zero() && sleep_or_stop(pause, &mut stop).await {
+            break;
+        }
+        let index = watch.index;
+        let (timeout, wait_arg) = if blocking && index > 0 {
+            (blocking_timeout(wait, config.timeout.read), Some(wait))
+        } else {
+            (config.timeout.connect + config.timeout.read, None)
+        };
+        let req = Request {
+            config: &config,
+            url: &url,
+            index,
+            wait: wait_arg,
+            timeout,
+        };
+        sink.update_stats(server, &mut |s| s.requests_total += 1);
+        let result = tokio::select! {
+            r = fetch(&client, &req) => r,
+            _ = stop.changed() => break,
+        };
+        let outcome = result.and_then(|f| watch.handle(server, f, &*sink, &config));
+        let next_pause = match outcome {
+            Ok(progress) => {
+                stalled = progress == Progress::Stalled;
+                let failures = backoff.failures();
+                backoff.reset();
+                let state = if blocking {
+                    ServerState::Watching
+                } else {
+                    ServerState::Polling
+                };
+                sink.update_stats(server, &mut |s| {
+                    s.state = state;
+                    s.consecutive_errors = 0;
+                    s.last_success_ms = now_ms();
+                });
+                if let Some((err, since)) = streak.take() {
+                    sink.log(
+                        Level::Notice,
+                        format!(
+                            "ckv: {url} recovered after {} failed attempts over {:.1}s (last: {})",
+                            failures,
+                            since.elapsed().as_secs_f64(),
+                            err.detail
+                        ),
+                    );
+                }
+                if blocking {
+                    Duration::ZERO
+                } else {
+                    config.fetch_interval
+                }
+            }
+            Err(err) => {
+                stalled = false;
+                let delay = backoff.next_delay();
+                let same = streak.as_ref().is_some_and(|(e, _)| e.class == err.class);
+                let level = if same { Level::Debug } else { Level::Err };
+                sink.log_limited(
+                    LogClass::Retry,
+                    level,
+                    format!(
+                        "ckv: {url}: {}; keeping the last good nodes, retry {} in {:.1}s",
+                        err.detail,
+                        backoff.failures(),
+                        delay.as_secs_f64()
+                    ),
+                );
+                let detail = err.detail.clone();
+                let kind = err.kind;
+                sink.update_stats(server, &mut |s| {
+                    s.state = ServerState::Backoff;
+                    s.errors_total += 1;
+                    kind.count(&mut s.errors_by_kind);
+                    s.consecutive_errors = s.consecutive_errors.saturating_add(1);
+                    s.last_error_ms = now_ms();
+                    s.last_error = Some(detail.clone());
+                });
+                if !same {
+                    streak = Some((err, Instant::now()));
+                }
+                // A failed request may have missed changes: read afresh.
+                watch.index = 0;
+                delay
+            }
+        };
+        if !next_pause.is_zero() && sleep_or_stop(next_pause, &mut stop).await {
+            break;
+        }
+    }
+    sink.update_stats(server, &mut |s| s.state = ServerState::Stopped);
+}
+
+/// The first lines of a watch: what is watched, and how.
+fn announce(sink: &dyn WatchSink, config: &Config, target: &Server, url: &str) {
+    if target.scheme == Scheme::Https && config.tls_ca_file.is_none() && config.tls_verify {
+        sink.log(
+            Level::Info,
+            format!(
+                "ckv: {} uses https with the built-in web PKI roots",
+                target.url
+            ),
+        );
+    }
+    let how = if config.keepalive {
+        format!("blocking queries, wait {}s", config.timeout.wait.as_secs())
+    } else {
+        format!("polling every {}s", config.fetch_interval.as_secs())
+    };
+    sink.log(Level::Info, format!("ckv: watching {url} ({how})"));
+}
+
+/// The index of one watch and whether it is in a streak of resets.
+#[derive(Debug, Default)]
+struct WatchState {
+    index: u64,
+    /// Index resets since the last answer that advanced: logged once.
+    resetting: bool,
+}
+
+impl WatchState {
+    /// Applies one answer. Errors leave the served data untouched.
+    fn handle(
+        &mut self,
+        server: usize,
+        fetched: Fetched,
+        sink: &dyn WatchSink,
+        config: &Config,
+    ) -> Result<Progress, FetchError> {
+        let Fetched {
+            status,
+            index: received,
+            body,
+            filtered_by_acls,
+        } = fetched;
+        let bytes = body.len() as u64;
+        let mut newly_filtered = false;
+        sink.update_stats(server, &mut |s| {
+            s.last_response_bytes = bytes;
+            newly_filtered = filtered_by_acls && !s.filtered_by_acls;
+            s.filtered_by_acls = filtered_by_acls;
+        });
+        if newly_filtered {
+            sink.log_limited(
+                LogClass::HiddenKeys,
+                Level::Warn,
+                format!(
+                    "ckv: {}: Consul hid some keys under {}/ from this ACL token (X-Consul-Results-Filtered-By-Acls); their nodes are missing",
+                    config.servers[server].url, config.prefix
+                ),
+            );
+        }
+        let from_zero = self.index == 0;
+        let step = if from_zero {
+            // First read, or after a reset: whatever came is the state.
+            IndexStep::Advance(received)
+        } else {
+            next_index(self.index, received)
+        };
+        if step == IndexStep::Unchanged {
+            self.resetting = false;
+            return Ok(Progress::Stalled);
+        }
+        let changed = if status == 404 {
+            sink.apply_empty(server)
+        } else {
+            let bad_body = |e: String| {
+                let detail = redact::scrub(config, &crate::log::escape_untrusted(&e));
+                FetchError::new(ErrorKind::BadBody, "bad response body", detail)
+            };
+            let entries = kv::parse_response(&body).map_err(|e| bad_body(e.0))?;
+            sink.apply(server, &entries).map_err(bad_body)?
+        };
+        let progress = match step {
+            IndexStep::Advance(i) => {
+                self.index = i;
+                // The re-read after a reset does not end the streak; a
+                // blocking answer that moves forward does.
+                if !from_zero {
+                    self.resetting = false;
+                }
+                Progress::Advanced
+            }
+            IndexStep::Reset | IndexStep::Unchanged => {
+                if !std::mem::replace(&mut self.resetting, true) {
+                    sink.log(
+                        Level::Info,
+                        format!(
+                            "ckv: {}: X-Consul-Index went back from {} to {received}; reading the prefix again",
+                            config.servers[server].url, self.index
+                        ),
+                    );
+                }
+                sink.update_stats(server, &mut |s| s.index_resets += 1);
+                self.index = 0;
+                Progress::Stalled
+            }
+        };
+        let adopted = self.index;
+        sink.update_stats(server, &mut |s| {
+            s.last_index = adopted;
+            if changed {
+                s.last_change_ms = now_ms();
+            }
+        });
+        Ok(progress)
+    }
+}
+
+/// Sleeps; returns true when asked to stop meanwhile.
+async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => *stop.borrow(),
+        _ = stop.changed() => true,
+    }
+}
