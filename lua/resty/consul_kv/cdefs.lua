@@ -12,6 +12,19 @@ local _M = {
     NODE_HAS_FAIL_TIMEOUT = 2,
     NODE_HAS_PRIORITY = 4,
     ABI_VERSION = 1,
+    -- ckv_status
+    OK = 0,
+    ERR_NULL_ARGUMENT = 1,
+    ERR_INVALID_UTF8 = 2,
+    ERR_INVALID_CONFIG = 3,
+    ERR_NOT_FOUND = 4,
+    ERR_BUFFER_TOO_SMALL = 5,
+    ERR_FORKED = 6,
+    ERR_EMPTY = 7,
+    ERR_START = 8,
+    ERR_TOO_LARGE = 9,
+    ERR_TIMEOUT = 10,
+    ERR_PANIC = 99,
 }
 
 -- Declared once per LuaJIT VM: the C namespace is shared by all modules.
