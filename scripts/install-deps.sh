@@ -6,7 +6,7 @@ set -euo pipefail
 pkgs=(nginx libnginx-mod-http-lua lua-resty-core lua-cjson
       libtest-base-perl liblist-moreutils-perl libipc-run-perl
       libwww-perl libhttp-message-perl
-      make gcc clang pkg-config curl wrk valgrind procps psmisc openssl iproute2 python3)
+      make gcc clang libclang-rt-dev pkg-config curl wrk valgrind procps psmisc openssl iproute2 python3)
 
 missing=()
 for p in "${pkgs[@]}"; do

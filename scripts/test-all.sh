@@ -2,7 +2,8 @@
 # Runs every check and test, then prints one summary line:
 #   total: N passed, M failed
 # Steps: rustfmt, clippy, build, header/cdefs freshness, cargo test (all
-# crates), the C example, the Test::Nginx suites, the runner's self-tests.
+# crates), the C examples (plain, ASan/UBSan, valgrind) and the C thread
+# test (TSan), the Test::Nginx suites, the runner's self-tests.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -70,6 +71,9 @@ check build cargo build --workspace
 check header bash scripts/check-header.sh
 cargo_tests
 check c-example bash examples/test.sh
+check c-example-asan env SAN=asan bash examples/test.sh
+check c-example-valgrind bash scripts/valgrind.sh --examples
+check c-threads-tsan bash tests/c/threads.sh
 prove_tests test-nginx
 check reload-stress env RELOADS="${RELOADS:-100}" bash scripts/reload-stress.sh
 prove_tests runner-selftest --selftest
