@@ -106,7 +106,7 @@ static int command(const char *line, struct balancer *b)
         return 0;
     }
     if (sscanf(line, "pick %ld", &count) != 1) {
-        printf("unknown command: %s", line);
+        printf("unknown command: %s\n", line);
         return 1;
     }
     for (long i = 0; i < count; i++) {
@@ -118,6 +118,38 @@ static int command(const char *line, struct balancer *b)
         }
         /* host is NUL-terminated, so it can be printed with %s. */
         printf("pick %s:%u\n", (const char *)n.host, (unsigned)n.port);
+    }
+    return 1;
+}
+
+/* Command input, read with read(2): stdio would buffer lines that epoll
+ * then never reports again. */
+struct input {
+    char buf[256];
+    size_t len;
+};
+
+/* Reads what stdin has and runs every complete line; returns 0 to stop. */
+static int read_commands(struct input *in, struct balancer *b)
+{
+    ssize_t n = read(STDIN_FILENO, in->buf + in->len, sizeof in->buf - 1 - in->len);
+    if (n <= 0) {
+        return n < 0 && errno == EAGAIN; /* EOF or error: stop */
+    }
+    in->len += (size_t)n;
+    in->buf[in->len] = '\0';
+    char *line = in->buf, *nl;
+    while ((nl = strchr(line, '\n')) != NULL) {
+        *nl = '\0';
+        if (!command(line, b)) {
+            return 0;
+        }
+        line = nl + 1;
+    }
+    in->len = strlen(line);
+    memmove(in->buf, line, in->len);
+    if (in->len == sizeof in->buf - 1) {
+        in->len = 0; /* a line too long: drop it */
     }
     return 1;
 }
@@ -168,7 +200,7 @@ int main(int argc, char **argv)
     struct balancer b = {0};
     refresh(h, name, &b); /* what the snapshot holds already, if anything */
     int status = 0, running = 1;
-    char line[256];
+    struct input in = {0};
     while (running) {
         struct epoll_event events[4];
         int ready = epoll_wait(ep, events, 4, 1000);
@@ -187,9 +219,7 @@ int main(int argc, char **argv)
                 }
                 refresh(h, name, &b);
             } else if (fd == STDIN_FILENO) {
-                if (fgets(line, sizeof line, stdin) == NULL || !command(line, &b)) {
-                    running = 0;
-                }
+                running = read_commands(&in, &b);
             } else if (fd == sfd) {
                 running = 0;
             }

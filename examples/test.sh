@@ -77,8 +77,7 @@ got=$(grep '^pick ' "$work/pick.out" | sed 's/^pick 10.0.0.//; s/:80$//' | tr '\
 [ "$got" = "1 1 2 1 3 1 1 " ] || { echo "pick order: $got"; cat "$work/pick.out"; exit 1; }
 bulk '{"upstreams/web/10.0.0.2:80":"{\"weight\":0}","upstreams/web/10.0.0.3:80":null}'
 wait_for "$work/pick.out" '^nodes seq=[0-9]*: 10.0.0.1:80\*5 10.0.0.2:80\*0$'
-echo 'pick 2' >&3
-echo 'quit' >&3
+printf 'pick 2\nquit\n' >&3  # two commands in one read
 rc=0; wait "$pick_pid" || rc=$?
 pick_pid=
 [ $rc -eq 0 ] || { echo "pick exited with $rc"; cat "$work/pick.out" "$work/pick.err"; exit 1; }
