@@ -147,6 +147,7 @@ mod tests {
         let fd = s.fd().unwrap();
         assert_eq!(s.fd().unwrap(), fd, "one descriptor per signal");
         let mut n = 0u64;
+        // SAFETY: reads at most 8 bytes into a live u64.
         let read = |n: &mut u64| unsafe { libc::read(fd, (n as *mut u64).cast(), 8) };
         assert_eq!(read(&mut n), -1, "not readable before a publish");
         s.publish(1);

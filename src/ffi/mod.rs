@@ -32,6 +32,7 @@
 
 #[macro_use]
 mod args;
+// In the order the header presents them.
 mod change;
 mod handle;
 mod log;
