@@ -32,7 +32,6 @@
 
 #[macro_use]
 mod args;
-// In the order the header presents them.
 mod change;
 mod handle;
 mod log;
