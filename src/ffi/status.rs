@@ -67,7 +67,7 @@ status_texts! {
     CKV_ERR_NULL_ARGUMENT => c"a required pointer argument was NULL",
     CKV_ERR_INVALID_UTF8 => c"input is not valid UTF-8",
     CKV_ERR_INVALID_CONFIG => c"invalid configuration",
-    CKV_ERR_NOT_FOUND => c"no such service",
+    CKV_ERR_NOT_FOUND => c"not found (no such service, or an index past the end of a list)",
     CKV_ERR_BUFFER_TOO_SMALL => c"output buffer too small",
     CKV_ERR_FORKED => c"handle used in a process other than the one that created it",
     CKV_ERR_EMPTY => c"nothing to return",
