@@ -1,6 +1,7 @@
 /*
  * watch: prints the services and nodes that ckv sees in Consul KV, once at
- * start and again whenever they change.
+ * start and again whenever they change. Uses the typed API only: a service
+ * list pins one snapshot, and node lists are read from it field by field.
  *
  *   watch http://127.0.0.1:8500 [prefix] [--changes N] [--seconds S]
  *
@@ -15,7 +16,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "ckv.h"
+#include "example.h"
 
 static volatile sig_atomic_t stop;
 
@@ -25,44 +26,60 @@ static void on_signal(int sig)
     stop = 1;
 }
 
-static void drain_logs(const ckv_handle *h)
+static void print_node(const ckv_node *n)
 {
-    uint8_t buf[2048];
-    size_t len;
-    int32_t level;
-    while (ckv_log_next(h, buf, sizeof buf, &len, &level) == CKV_OK) {
-        fprintf(stderr, "[log %d] %.*s\n", (int)level, (int)len, (const char *)buf);
+    printf("    %.*s:%u weight=%u", (int)n->host_len, (const char *)n->host,
+           (unsigned)n->port, (unsigned)n->weight);
+    if (n->present & CKV_NODE_HAS_MAX_FAILS) {
+        printf(" max_fails=%llu", (unsigned long long)n->max_fails);
     }
+    if (n->present & CKV_NODE_HAS_FAIL_TIMEOUT) {
+        printf(" fail_timeout=%g", n->fail_timeout);
+    }
+    if (n->present & CKV_NODE_HAS_PRIORITY) {
+        printf(" priority=%lld", (long long)n->priority);
+    }
+    if (n->metadata != NULL) {
+        printf(" metadata=%.*s", (int)n->metadata_len, (const char *)n->metadata);
+    }
+    printf("\n");
 }
 
-/* Prints all services; grows the buffer as the library asks. */
+/* Prints every service of one snapshot. */
 static int print_services(const ckv_handle *h, unsigned change)
 {
-    size_t cap = 4096, len = 0;
-    uint64_t seq = 0;
-    uint8_t *buf = malloc(cap);
-    if (buf == NULL) {
+    const ckv_service_list *services = NULL;
+    enum ckv_status rc = ckv_services_get(h, &services);
+    if (rc != CKV_OK) {
+        fprintf(stderr, "ckv_services_get: %s\n", ckv_status_str(rc));
         return -1;
     }
-    enum ckv_status rc;
-    while ((rc = ckv_all_nodes(h, buf, cap, &len, &seq)) == CKV_ERR_BUFFER_TOO_SMALL) {
-        uint8_t *bigger = realloc(buf, len);
-        if (bigger == NULL) {
-            free(buf);
+    size_t count = ckv_service_list_len(services);
+    printf("change %u (snapshot %llu): %zu services\n", change,
+           (unsigned long long)ckv_service_list_seq(services), count);
+    for (size_t i = 0; i < count; i++) {
+        const uint8_t *name;
+        size_t name_len;
+        const ckv_node_list *nodes = NULL;
+        if (ckv_service_list_name(services, i, &name, &name_len) != CKV_OK ||
+            ckv_service_list_nodes(services, i, &nodes) != CKV_OK) {
+            fprintf(stderr, "service %zu vanished from a pinned list\n", i);
+            ckv_service_list_free(services);
             return -1;
         }
-        buf = bigger;
-        cap = len;
+        size_t len = ckv_node_list_len(nodes);
+        printf("  %.*s (generation %llu): %zu nodes\n", (int)name_len, (const char *)name,
+               (unsigned long long)ckv_node_list_generation(nodes), len);
+        for (size_t j = 0; j < len; j++) {
+            ckv_node node;
+            if (ckv_node_list_get(nodes, j, &node) == CKV_OK) {
+                print_node(&node);
+            }
+        }
+        ckv_node_list_free(nodes);
     }
-    if (rc != CKV_OK) {
-        fprintf(stderr, "ckv_all_nodes: %s\n", ckv_status_str(rc));
-        free(buf);
-        return -1;
-    }
-    printf("change %u (snapshot %llu): %.*s\n", change, (unsigned long long)seq,
-           (int)len, (const char *)buf);
     fflush(stdout);
-    free(buf);
+    ckv_service_list_free(services);
     return 0;
 }
 
@@ -73,7 +90,6 @@ int main(int argc, char **argv)
                 argv[0]);
         return 2;
     }
-    const char *server = argv[1];
     const char *prefix = "upstreams";
     long max_changes = -1, max_seconds = -1;
     for (int i = 2; i < argc; i++) {
@@ -86,24 +102,9 @@ int main(int argc, char **argv)
         }
     }
 
-    char config[1024];
-    int n = snprintf(config, sizeof config,
-                     "{\"servers\":[\"%s\"],\"prefix\":\"%s\",\"timeout\":{\"wait\":5},"
-                     "\"share\":{\"enabled\":false}}",
-                     server, prefix);
-    if (n < 0 || (size_t)n >= sizeof config) {
-        fprintf(stderr, "arguments too long\n");
-        return 2;
-    }
-
     printf("%s, ABI %u\n", ckv_version(), (unsigned)ckv_abi_version());
-    ckv_handle *h = NULL;
-    uint8_t err[512];
-    size_t err_len = sizeof err;
-    enum ckv_status rc = ckv_init((const uint8_t *)config, (size_t)n, &h, err, &err_len);
-    if (rc != CKV_OK) {
-        fprintf(stderr, "ckv_init: %s: %.*s\n", ckv_status_str(rc), (int)err_len,
-                (const char *)err);
+    ckv_handle *h = example_start(argv[1], prefix);
+    if (h == NULL) {
         return 1;
     }
 
@@ -113,36 +114,36 @@ int main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
 
-    /* Pull-style: read the generation counter; fetch only when it moved. */
-    const uint32_t *generation = ckv_generation_ptr(h);
-    uint32_t seen = *generation;
+    /* Block in ckv_wait_change; wake every 200 ms to drain logs and check
+     * the stop flag (a signal does not interrupt the wait). */
+    uint64_t seen = ckv_change_seq(h);
     unsigned changes = 0;
-    int status = 0;
-    print_services(h, changes);
-    struct timespec tick = {0, 5 * 1000 * 1000};
+    int status = print_services(h, changes) == 0 ? 0 : 1;
     time_t start = time(NULL);
-    while (!stop) {
-        drain_logs(h);
-        uint32_t now = __atomic_load_n(generation, __ATOMIC_ACQUIRE);
-        if (now != seen) {
+    while (!stop && status == 0) {
+        example_drain_logs(h);
+        uint64_t now;
+        enum ckv_status rc = ckv_wait_change(h, seen, 200, &now);
+        if (rc == CKV_OK) {
             seen = now;
             changes++;
             if (print_services(h, changes) != 0) {
                 status = 1;
-                break;
             }
             if (max_changes >= 0 && (long)changes >= max_changes) {
                 break;
             }
+        } else if (rc != CKV_ERR_TIMEOUT) {
+            fprintf(stderr, "ckv_wait_change: %s\n", ckv_status_str(rc));
+            status = 1;
         }
         if (max_seconds >= 0 && time(NULL) - start >= max_seconds) {
             break;
         }
-        nanosleep(&tick, NULL);
     }
 
-    rc = ckv_shutdown(h, 2000);
-    drain_logs(h);
+    enum ckv_status rc = ckv_shutdown(h, 2000);
+    example_drain_logs(h);
     if (rc != CKV_OK) {
         fprintf(stderr, "ckv_shutdown: %s\n", ckv_status_str(rc));
         status = 1;

@@ -3,7 +3,9 @@
 
 The header is the single source of the C declarations: this script strips
 comments and preprocessor lines, keeps the declarations for ffi.cdef, and turns
-the numeric CKV_* #defines into Lua constants. `--check` exits 1 when the
+the numeric CKV_* #defines and the ckv_status enumerators into Lua constants
+(`cdefs.MAX_NAME_BYTES`, `cdefs.OK`, `cdefs.ERR_NOT_FOUND`, ...): plain
+numbers, which the JIT folds, and no second copy of the status table. `--check` exits 1 when the
 committed file differs from what would be generated (CI runs it).
 """
 import re
@@ -34,6 +36,12 @@ def generate() -> str:
             continue
         decls.append(line.rstrip())
     body = re.sub(r"\n{2,}", "\n", "\n".join(decls)).strip("\n")
+    enum = re.search(r"typedef enum ckv_status \{(.*?)\} ckv_status;", body, flags=re.S)
+    if not enum:
+        raise SystemExit("gen-cdefs: no ckv_status enum in the header")
+    statuses = re.findall(r"\b(CKV_\w+)\s*=\s*(\d+)", enum.group(1))
+    if not statuses:
+        raise SystemExit("gen-cdefs: the ckv_status enum has no values")
     for name, value in consts:
         if not re.fullmatch(r"[0-9()<>\s*+-]+", value):
             raise SystemExit(f"gen-cdefs: #define CKV_{name} {value} is not numeric")
@@ -51,6 +59,9 @@ def generate() -> str:
         lua_value = re.sub(r"\((\d+)\s*<<\s*(\d+)\)", r"lshift(\1, \2)", value)
         lua_value = re.sub(r"^(\d+)\s*<<\s*(\d+)$", r"lshift(\1, \2)", lua_value)
         lines.append(f"    {name} = {lua_value},")
+    lines.append("    -- ckv_status")
+    for name, value in statuses:
+        lines.append(f"    {name[4:]} = {value},")
     lines += [
         "}",
         "",

@@ -7,7 +7,7 @@ set -euo pipefail
 pkgs=(nginx libnginx-mod-http-lua lua-resty-core lua-cjson luajit2
       libtest-base-perl liblist-moreutils-perl libipc-run-perl
       libwww-perl libhttp-message-perl
-      make gcc pkg-config curl wrk valgrind procps psmisc openssl iproute2 python3)
+      make gcc clang libclang-rt-dev pkg-config curl wrk valgrind procps psmisc openssl iproute2 python3)
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -2,8 +2,9 @@
 # Runs every check and test, then prints one summary line:
 #   total: N passed, M failed
 # Steps: rustfmt, clippy, build, header/cdefs freshness, cargo test (all
-# crates), the C example, the Test::Nginx suites, the real-Consul stage,
-# the runner's self-tests.
+# crates), the C examples (plain, ASan/UBSan, valgrind) and the C thread
+# test (TSan), the Test::Nginx suites, the real-Consul stage, the runner's
+# self-tests.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -87,6 +88,9 @@ check build cargo build --workspace
 check header bash scripts/check-header.sh
 cargo_tests
 check c-example bash examples/test.sh
+check c-example-asan env SAN=asan bash examples/test.sh
+check c-example-valgrind bash scripts/valgrind.sh --examples
+check c-threads-tsan bash tests/c/threads.sh
 prove_tests test-nginx
 real_consul_stage
 check reload-stress env RELOADS="${RELOADS:-100}" bash scripts/reload-stress.sh

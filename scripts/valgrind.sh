@@ -7,6 +7,9 @@
 # --errors-for-leak-kinds=definite). Indirect and possibly-lost bytes are
 # reported in the summary but do not fail the run.
 #
+# `scripts/valgrind.sh --examples` runs only the C examples (what make test
+# does); without it, the FFI test binary too.
+#
 # Environment:
 #   VG_TIMEOUT   seconds allowed per run (default 1800; valgrind is slow)
 #   VG_KEEP=1    keep the valgrind logs (printed path) instead of deleting them
@@ -66,18 +69,21 @@ summarize() {
     fi
 }
 
-# 1. The C example against the Consul double.
-echo "valgrind: C example (examples/test.sh)"
+# 1. The C examples (watch, pick) against the Consul double.
+echo "valgrind: C examples (examples/test.sh)"
 mkdir -p "$work/example"
 VALGRIND="${vg[*]} --log-file=$work/example/vg.%p.log" \
-    timeout "$timeout_s" bash examples/test.sh >"$work/example/out" 2>&1
+    WAIT_S=${WAIT_S:-60} timeout "$timeout_s" bash examples/test.sh >"$work/example/out" 2>&1
 rc=$?
 [ $rc -ne 0 ] && { echo "examples/test.sh exited $rc:"; tail -30 "$work/example/out"; }
 summarize "c-example" "$rc" "$work"/example/vg.*.log
 
 # 2. The FFI test binary.
-echo "valgrind: FFI tests (tests/ffi.rs)"
-bin=$(cargo test --test ffi --no-run --message-format=json 2>/dev/null |
+if [ "${1:-}" = --examples ]; then
+    bin=skip
+else
+    echo "valgrind: FFI tests (tests/ffi.rs)"
+    bin=$(cargo test --test ffi --no-run --message-format=json 2>/dev/null |
     python3 -c 'import sys, json
 for line in sys.stdin:
     try: m = json.loads(line)
@@ -85,7 +91,10 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("target", {}).get("name") == "ffi" \
        and m.get("profile", {}).get("test") and m.get("executable"):
         print(m["executable"])')
-if [ -z "$bin" ] || [ ! -x "$bin" ]; then
+fi
+if [ "$bin" = skip ]; then
+    :
+elif [ -z "$bin" ] || [ ! -x "$bin" ]; then
     echo "could not find the tests/ffi.rs test binary"; fail=1
     names+=("ffi-tests"); results+=("FAIL     test binary not built")
 else

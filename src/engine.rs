@@ -57,6 +57,7 @@ struct Shared {
     current: ArcSwap<Snapshot>,
     /// Bumped on every local publish. Lua reads it through a pointer.
     generation: AtomicU32,
+    change: crate::notify::ChangeSignal,
     role: AtomicU8,
     stats: Mutex<Vec<ServerStats>>,
     stats_dirty: AtomicBool,
@@ -127,6 +128,7 @@ impl Engine {
             logs: LogQueue::default(),
             current: ArcSwap::from_pointee(Snapshot::default()),
             generation: AtomicU32::new(1),
+            change: Default::default(),
             role: AtomicU8::new(if group.is_some() {
                 ROLE_FOLLOWER
             } else {
@@ -183,6 +185,11 @@ impl Engine {
     /// A counter that moves whenever the snapshot is replaced.
     pub fn generation(&self) -> &AtomicU32 {
         &self.shared.generation
+    }
+
+    /// Wakes C readers after every publish (`ckv_wait_change`, `ckv_notify_fd`).
+    pub fn change_signal(&self) -> &crate::notify::ChangeSignal {
+        &self.shared.change
     }
 
     pub fn logs(&self) -> &LogQueue {
@@ -340,8 +347,10 @@ impl Shared {
     }
 
     fn publish_local(&self, snapshot: Snapshot) {
+        let seq = snapshot.seq;
         self.current.store(Arc::new(snapshot));
         self.generation.fetch_add(1, Ordering::AcqRel);
+        self.change.publish(seq);
     }
 
     /// This process now watches Consul: build the models from what is being

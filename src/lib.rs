@@ -14,6 +14,7 @@ pub mod engine;
 pub mod kv;
 pub mod log;
 pub mod model;
+pub mod notify;
 pub mod shared;
 pub mod snapshot;
 pub mod stats;

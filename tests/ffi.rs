@@ -239,18 +239,19 @@ fn reads_check_every_argument() {
         ckv_log_next(h, buf.as_mut_ptr(), 64, ptr::null_mut(), &mut level),
         ckv_status::CKV_ERR_NULL_ARGUMENT
     );
-    // Log records drain until EMPTY, truncated to the buffer. The watcher
-    // logs its start (and its connection failures: port 1 refuses).
+    // Log records drain until EMPTY. The watcher logs its start (and its
+    // connection failures: port 1 refuses).
     let mut got = 0;
+    let mut big = vec![0u8; 4096];
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while got < 2 && std::time::Instant::now() < deadline {
-        let rc = ckv_log_next(h, buf.as_mut_ptr(), 10, &mut len, &mut level);
+        let rc = ckv_log_next(h, big.as_mut_ptr(), big.len(), &mut len, &mut level);
         if rc == ckv_status::CKV_ERR_EMPTY {
             std::thread::sleep(std::time::Duration::from_millis(5));
             continue;
         }
         assert_eq!(rc, ckv_status::CKV_OK);
-        assert!(len <= 10);
+        assert!(len <= big.len());
         assert!((4..=8).contains(&level));
         got += 1;
     }
@@ -285,5 +286,345 @@ fn a_handle_used_after_fork_refuses_to_work() {
     let mut status = 0;
     unsafe { libc::waitpid(pid, &mut status, 0) };
     assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+    ckv_free(h);
+}
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+fn status_text(code: ckv_status) -> String {
+    unsafe { CStr::from_ptr(ckv_status_str(code as i32)) }
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn every_status_has_its_own_text() {
+    for s in ckv_status::ALL {
+        assert_ne!(status_text(*s), "unknown status", "{s:?}");
+    }
+    assert_eq!(status_text(ckv_status::CKV_ERR_TIMEOUT), "timed out");
+}
+
+/// D19: a record that does not fit is kept, with its size, not lost.
+#[test]
+fn a_log_record_too_big_for_the_buffer_is_kept_and_sized() {
+    let h = init(CONFIG).unwrap();
+    let mut len = usize::MAX;
+    let mut level = 0i32;
+    // Wait for the first record (the watcher logs its start).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let rc = loop {
+        let rc = ckv_log_next(h, ptr::null_mut(), 0, &mut len, &mut level);
+        if rc != ckv_status::CKV_ERR_EMPTY || Instant::now() > deadline {
+            break rc;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert_eq!(rc, ckv_status::CKV_ERR_BUFFER_TOO_SMALL);
+    let size = len;
+    assert!(size > 4, "the size of the record: {size}");
+    // Too small again: the same record, the same size.
+    let mut small = [0u8; 4];
+    assert_eq!(
+        ckv_log_next(h, small.as_mut_ptr(), small.len(), &mut len, &mut level),
+        ckv_status::CKV_ERR_BUFFER_TOO_SMALL
+    );
+    assert_eq!(len, size);
+    // Big enough: the whole record, then the queue goes on.
+    let mut buf = vec![0u8; size];
+    assert_eq!(
+        ckv_log_next(h, buf.as_mut_ptr(), buf.len(), &mut len, &mut level),
+        ckv_status::CKV_OK
+    );
+    assert_eq!(len, size);
+    let text = std::str::from_utf8(&buf[..len]).unwrap();
+    assert!(text.starts_with("ckv"), "{text}");
+    assert!((4..=8).contains(&level));
+    ckv_free(h);
+}
+
+#[test]
+fn a_config_that_is_not_utf8_names_the_byte_offset() {
+    let bad = b"{\"servers\":[\"http://a\xff\"]}";
+    let mut h = ptr::null_mut();
+    let mut err = [0u8; 256];
+    let mut err_len = err.len();
+    let rc = ckv_init(
+        bad.as_ptr(),
+        bad.len(),
+        &mut h,
+        err.as_mut_ptr(),
+        &mut err_len,
+    );
+    assert_eq!(rc, ckv_status::CKV_ERR_INVALID_UTF8);
+    let msg = std::str::from_utf8(&err[..err_len]).unwrap();
+    assert_eq!(msg, "config: not valid UTF-8 at byte offset 21");
+    assert!(h.is_null());
+}
+
+/// A handle on the double with `prefix`, fast timeouts.
+fn init_on(double: &common::Double, extra: &str) -> *mut ckv_handle {
+    let config = format!(
+        r#"{{"servers":["{}"],"prefix":"upstreams",{extra}
+            "timeout":{{"connect":200,"read":300,"wait":1}},
+            "backoff":{{"initial":20,"max":200}},"share":{{"enabled":false}}}}"#,
+        double.url()
+    );
+    init(&config).unwrap()
+}
+
+fn name_of(double: &common::Double, service: &str) -> String {
+    format!("{}/v1/kv/upstreams/{service}/", double.url())
+}
+
+fn get_list(h: *const ckv_handle, name: &str) -> Result<*const ckv_node_list, ckv_status> {
+    let mut list = ptr::null();
+    match ckv_nodes_get(h, name.as_ptr(), name.len(), &mut list) {
+        ckv_status::CKV_OK => Ok(list),
+        rc => Err(rc),
+    }
+}
+
+fn node(list: *const ckv_node_list, i: usize) -> ckv_node {
+    let mut n = std::mem::MaybeUninit::<ckv_node>::uninit();
+    assert_eq!(
+        ckv_node_list_get(list, i, n.as_mut_ptr()),
+        ckv_status::CKV_OK
+    );
+    unsafe { n.assume_init() }
+}
+
+fn host(n: &ckv_node) -> &str {
+    let b = unsafe { std::slice::from_raw_parts(n.host, n.host_len + 1) };
+    assert_eq!(b[n.host_len], 0, "host is NUL-terminated");
+    std::str::from_utf8(&b[..n.host_len]).unwrap()
+}
+
+fn metadata(n: &ckv_node) -> Option<&str> {
+    if n.metadata.is_null() {
+        return None;
+    }
+    let b = unsafe { std::slice::from_raw_parts(n.metadata, n.metadata_len) };
+    Some(std::str::from_utf8(b).unwrap())
+}
+
+fn wait_seq(h: *const ckv_handle, seen: u64) -> u64 {
+    let mut seq = 0;
+    assert_eq!(
+        ckv_wait_change(h, seen, 5000, &mut seq),
+        ckv_status::CKV_OK,
+        "no change after {seen}"
+    );
+    assert_ne!(seq, seen);
+    seq
+}
+
+#[test]
+fn typed_nodes_views_and_readiness() {
+    let double = common::Double::start();
+    double.put(
+        "upstreams/web/10.0.0.1:8080",
+        r#"{"weight":3,"max_fails":2,"fail_timeout":1.5,"priority":-1,"metadata":{"v":"1"}}"#,
+    );
+    double.put("upstreams/web/[2001:db8::1]:9000", r#"{"weight":0}"#);
+    let h = init_on(&double, "");
+    let web = name_of(&double, "web");
+    assert!(common::wait_until(common::WAIT, || ckv_ready(h) != 0));
+    let mut seen = ckv_change_seq(h);
+    assert_ne!(seen, 0);
+
+    let list = get_list(h, &web).unwrap();
+    assert_eq!(ckv_node_list_len(list), 2);
+    assert_eq!(ckv_node_list_seq(list), seen);
+    let generation = ckv_node_list_generation(list);
+    assert_ne!(generation, 0);
+    let a = node(list, 0);
+    assert_eq!((host(&a), a.port, a.weight), ("10.0.0.1", 8080, 3));
+    assert_eq!(
+        a.present,
+        CKV_NODE_HAS_MAX_FAILS | CKV_NODE_HAS_FAIL_TIMEOUT | CKV_NODE_HAS_PRIORITY
+    );
+    assert_eq!((a.max_fails, a.fail_timeout, a.priority), (2, 1.5, -1));
+    assert_eq!(metadata(&a), Some(r#"{"v":"1"}"#));
+    let b = node(list, 1);
+    assert_eq!((host(&b), b.port, b.weight), ("[2001:db8::1]", 9000, 0));
+    assert_eq!(
+        (b.present, b.max_fails, b.priority),
+        (0, 0, 0),
+        "absent, not zero"
+    );
+    assert_eq!(metadata(&b), None);
+    assert_eq!(b.metadata_len, 0);
+    // Past the end, NULLs.
+    let mut out = std::mem::MaybeUninit::<ckv_node>::uninit();
+    assert_eq!(
+        ckv_node_list_get(list, 2, out.as_mut_ptr()),
+        ckv_status::CKV_ERR_NOT_FOUND
+    );
+    assert_eq!(
+        ckv_node_list_get(list, 0, ptr::null_mut()),
+        ckv_status::CKV_ERR_NULL_ARGUMENT
+    );
+    assert_eq!(
+        ckv_node_list_get(ptr::null(), 0, out.as_mut_ptr()),
+        ckv_status::CKV_ERR_NULL_ARGUMENT
+    );
+    assert_eq!(ckv_node_list_len(ptr::null()), 0);
+    assert_eq!(
+        get_list(h, &name_of(&double, "none")).unwrap_err(),
+        ckv_status::CKV_ERR_NOT_FOUND
+    );
+
+    // The view is pinned: a change publishes a new snapshot, the old view
+    // still reads the old nodes (with valid pointers).
+    let host_ptr = a.host;
+    double.put("upstreams/web/10.0.0.1:8080", r#"{"weight":9}"#);
+    seen = wait_seq(h, seen);
+    let again = node(list, 0);
+    assert_eq!(again.host, host_ptr);
+    assert_eq!((host(&again), again.weight), ("10.0.0.1", 3));
+    let fresh = get_list(h, &web).unwrap();
+    assert_eq!(node(fresh, 0).weight, 9);
+    assert_eq!(ckv_node_list_seq(fresh), seen);
+    assert!(ckv_node_list_generation(fresh) > generation);
+    // A list outlives its handle.
+    ckv_free(h);
+    assert_eq!(host(&node(list, 0)), "10.0.0.1");
+    ckv_node_list_free(list);
+    ckv_node_list_free(fresh);
+    ckv_node_list_free(ptr::null());
+}
+
+#[test]
+fn a_service_list_reads_one_snapshot() {
+    let double = common::Double::start();
+    double.put("upstreams/b/10.0.0.2:80", "{}");
+    double.put("upstreams/a/10.0.0.1:80", "{}");
+    let h = init_on(&double, "");
+    assert!(common::wait_until(common::WAIT, || ckv_ready(h) != 0));
+    let mut list = ptr::null();
+    assert_eq!(ckv_services_get(h, &mut list), ckv_status::CKV_OK);
+    let seq = ckv_service_list_seq(list);
+    assert_eq!(ckv_service_list_len(list), 2);
+    let name = |i| {
+        let (mut p, mut n) = (ptr::null(), 0usize);
+        assert_eq!(
+            ckv_service_list_name(list, i, &mut p, &mut n),
+            ckv_status::CKV_OK
+        );
+        String::from_utf8(unsafe { std::slice::from_raw_parts(p, n) }.to_vec()).unwrap()
+    };
+    assert_eq!(name(0), name_of(&double, "a"));
+    assert_eq!(name(1), name_of(&double, "b"));
+    // Deleting a service does not remove it from the pinned list.
+    double.delete("upstreams/a/", true);
+    wait_seq(h, seq);
+    assert!(get_list(h, &name_of(&double, "a")).is_err());
+    let mut nodes = ptr::null();
+    assert_eq!(
+        ckv_service_list_nodes(list, 0, &mut nodes),
+        ckv_status::CKV_OK
+    );
+    assert_eq!(ckv_node_list_seq(nodes), seq);
+    assert_eq!(host(&node(nodes, 0)), "10.0.0.1");
+    assert_eq!(
+        ckv_service_list_nodes(list, 2, &mut nodes),
+        ckv_status::CKV_ERR_NOT_FOUND
+    );
+    let (mut p, mut n) = (ptr::null(), 0usize);
+    assert_eq!(
+        ckv_service_list_name(list, 2, &mut p, &mut n),
+        ckv_status::CKV_ERR_NOT_FOUND
+    );
+    assert_eq!(
+        ckv_services_get(h, ptr::null_mut()),
+        ckv_status::CKV_ERR_NULL_ARGUMENT
+    );
+    ckv_service_list_free(list);
+    ckv_node_list_free(nodes);
+    ckv_free(h);
+}
+
+#[test]
+fn wait_change_and_the_notify_fd_see_every_publish() {
+    let double = common::Double::start();
+    let h = init_on(&double, "");
+    assert!(common::wait_until(common::WAIT, || ckv_ready(h) != 0));
+    let seen = ckv_change_seq(h);
+    let mut out = 0u64;
+    // Nothing changes: a poll and a short wait time out, nothing written.
+    assert_eq!(
+        ckv_wait_change(h, seen, 0, &mut out),
+        ckv_status::CKV_ERR_TIMEOUT
+    );
+    let t0 = Instant::now();
+    assert_eq!(
+        ckv_wait_change(h, seen, 50, &mut out),
+        ckv_status::CKV_ERR_TIMEOUT
+    );
+    assert!(t0.elapsed() >= Duration::from_millis(50));
+    assert_eq!(out, 0);
+    assert_eq!(
+        ckv_wait_change(h, seen, 0, ptr::null_mut()),
+        ckv_status::CKV_ERR_NULL_ARGUMENT
+    );
+    // A seen value that is not current returns at once.
+    assert_eq!(
+        ckv_wait_change(h, seen + 1000, 0, &mut out),
+        ckv_status::CKV_OK
+    );
+    assert_eq!(out, seen);
+
+    let fd = ckv_notify_fd(h);
+    assert!(fd >= 0);
+    assert_eq!(ckv_notify_fd(h), fd, "the same descriptor every time");
+    let drain = || {
+        let mut total = 0u64;
+        loop {
+            let mut n = 0u64;
+            let r = unsafe { libc::read(fd, (&mut n as *mut u64).cast(), 8) };
+            if r != 8 {
+                return total;
+            }
+            total += n;
+        }
+    };
+    assert_eq!(drain(), 0, "not readable before a change");
+    // A thread blocked in ckv_wait_change is woken by the change.
+    let hp = h as usize;
+    let waiter = std::thread::spawn(move || {
+        let mut out = 0u64;
+        let rc = ckv_wait_change(hp as *const ckv_handle, seen, 10_000, &mut out);
+        (rc, out)
+    });
+    double.put("upstreams/web/10.0.0.1:80", "{}");
+    let (rc, new_seq) = waiter.join().unwrap();
+    assert_eq!(rc, ckv_status::CKV_OK);
+    assert_ne!(new_seq, seen);
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    assert_eq!(unsafe { libc::poll(&mut pfd, 1, 5000) }, 1, "fd readable");
+    assert!(drain() >= 1);
+    assert_eq!(ckv_change_seq(h), new_seq);
+    // NULL and freed handles.
+    assert_eq!(ckv_notify_fd(ptr::null()), -1);
+    assert_eq!(ckv_change_seq(ptr::null()), 0);
+    assert_eq!(ckv_ready(ptr::null()), 0);
+    // (That ckv_free closes the fd is checked by examples/pick.c, a
+    // single-threaded process where the number cannot be reused meanwhile.)
+    ckv_free(h);
+}
+
+#[test]
+fn not_ready_until_a_server_answered() {
+    let h = init(CONFIG).unwrap();
+    assert_eq!(ckv_ready(h), 0, "port 1 never answers");
+    assert_eq!(ckv_change_seq(h), 0);
     ckv_free(h);
 }

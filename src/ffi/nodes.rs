@@ -1,21 +1,10 @@
-//! Reading the snapshot: one service, its generation, or everything.
+//! The JSON reads the Lua binding uses: one service, its generation, or
+//! everything. C programs have the typed views in `node_list` and
+//! `service_list` instead.
 
-use super::{boundary, bytes, ckv_handle, ckv_status, copy_out, handle::handle};
-
-/// Largest service name accepted.
-pub const CKV_MAX_NAME_BYTES: usize = 4096;
-
-fn name_arg<'a>(name: *const u8, name_len: usize) -> Result<&'a str, ckv_status> {
-    if name_len > CKV_MAX_NAME_BYTES {
-        return Err(ckv_status::CKV_ERR_TOO_LARGE);
-    }
-    if name.is_null() {
-        return Err(ckv_status::CKV_ERR_NULL_ARGUMENT);
-    }
-    // SAFETY: the caller gives `name_len` readable bytes at `name`.
-    let b = unsafe { bytes(name, name_len) }?;
-    std::str::from_utf8(b).map_err(|_| ckv_status::CKV_ERR_INVALID_UTF8)
-}
+use super::args::{boundary, copy_out, name_arg, out_arg, put, put_opt};
+use super::ckv_status;
+use super::handle::{ckv_handle, handle};
 
 /// Copies the nodes of service `name` into `buf` as a JSON array of objects
 /// `{"host":..,"port":..,"weight":..}` plus `max_fails`, `fail_timeout`,
@@ -42,24 +31,19 @@ pub extern "C" fn ckv_nodes(
     out_generation: *mut u64,
 ) -> ckv_status {
     boundary(ckv_status::CKV_ERR_PANIC, || {
-        // SAFETY: per the function contract.
-        let h = match unsafe { handle(h) } {
-            Ok(h) => h,
-            Err(s) => return s,
-        };
-        let name = match name_arg(name, name_len) {
-            Ok(n) => n,
-            Err(s) => return s,
-        };
+        // SAFETY: `h` is NULL or live, per the contract.
+        let h = try_arg!(unsafe { handle(h) });
+        // SAFETY: the caller gives `name_len` readable bytes at `name`.
+        let name = try_arg!(unsafe { name_arg(name, name_len) });
         let snap = h.engine().snapshot();
         let Some(service) = snap.get(name) else {
             return ckv_status::CKV_ERR_NOT_FOUND;
         };
-        // SAFETY: per the function contract.
+        // SAFETY: the caller gives `buf_cap` writable bytes and `out_len`.
         let status = unsafe { copy_out(service.nodes_json.as_bytes(), buf, buf_cap, out_len) };
-        if status == ckv_status::CKV_OK && !out_generation.is_null() {
-            // SAFETY: checked non-NULL.
-            unsafe { *out_generation = service.generation };
+        if status == ckv_status::CKV_OK {
+            // SAFETY: NULL or writable, per the contract.
+            unsafe { put_opt(out_generation, service.generation) };
         }
         status
     })
@@ -79,22 +63,15 @@ pub extern "C" fn ckv_service_generation(
     out_generation: *mut u64,
 ) -> ckv_status {
     boundary(ckv_status::CKV_ERR_PANIC, || {
-        // SAFETY: per the function contract.
-        let h = match unsafe { handle(h) } {
-            Ok(h) => h,
-            Err(s) => return s,
-        };
-        if out_generation.is_null() {
-            return ckv_status::CKV_ERR_NULL_ARGUMENT;
-        }
-        let name = match name_arg(name, name_len) {
-            Ok(n) => n,
-            Err(s) => return s,
-        };
+        // SAFETY: `h` is NULL or live, per the contract.
+        let h = try_arg!(unsafe { handle(h) });
+        let out_generation = try_arg!(out_arg(out_generation));
+        // SAFETY: the caller gives `name_len` readable bytes at `name`.
+        let name = try_arg!(unsafe { name_arg(name, name_len) });
         match h.engine().snapshot().get(name) {
             Some(s) => {
-                // SAFETY: checked non-NULL.
-                unsafe { *out_generation = s.generation };
+                // SAFETY: checked non-NULL; writable per the contract.
+                unsafe { put(out_generation, s.generation) };
                 ckv_status::CKV_OK
             }
             None => ckv_status::CKV_ERR_NOT_FOUND,
@@ -118,18 +95,15 @@ pub extern "C" fn ckv_all_nodes(
     out_seq: *mut u64,
 ) -> ckv_status {
     boundary(ckv_status::CKV_ERR_PANIC, || {
-        // SAFETY: per the function contract.
-        let h = match unsafe { handle(h) } {
-            Ok(h) => h,
-            Err(s) => return s,
-        };
+        // SAFETY: `h` is NULL or live, per the contract.
+        let h = try_arg!(unsafe { handle(h) });
         let snap = h.engine().snapshot();
         let json = snap.all_nodes_json();
-        // SAFETY: per the function contract.
+        // SAFETY: the caller gives `buf_cap` writable bytes and `out_len`.
         let status = unsafe { copy_out(json.as_bytes(), buf, buf_cap, out_len) };
-        if status == ckv_status::CKV_OK && !out_seq.is_null() {
-            // SAFETY: checked non-NULL.
-            unsafe { *out_seq = snap.seq };
+        if status == ckv_status::CKV_OK {
+            // SAFETY: NULL or writable, per the contract.
+            unsafe { put_opt(out_seq, snap.seq) };
         }
         status
     })

@@ -1,0 +1,148 @@
+//! A pinned view of every service in one snapshot.
+
+use std::sync::Arc;
+
+use super::args::{boundary, out_arg, put};
+use super::ckv_status;
+use super::handle::{ckv_handle, handle};
+use super::node_list::{ckv_node_list, NodeCache};
+use crate::snapshot::Snapshot;
+
+/// The services of one snapshot, names in byte order. Opaque to C.
+///
+/// Ownership: from `ckv_services_get`; free with `ckv_service_list_free`,
+/// exactly once. It pins its snapshot: names and the node lists taken with
+/// `ckv_service_list_nodes` all come from that one snapshot, whatever the
+/// watcher publishes meanwhile, and stay valid after `ckv_free`.
+/// Thread safety: immutable; any thread may read it concurrently.
+#[derive(Debug)]
+pub struct ckv_service_list {
+    snapshot: Arc<Snapshot>,
+    names: Vec<Arc<str>>,
+    cache: Arc<NodeCache>,
+}
+
+/// # Safety
+/// `list` must be NULL or a live pointer from `ckv_services_get`.
+unsafe fn list_ref<'a>(list: *const ckv_service_list) -> Option<&'a ckv_service_list> {
+    // SAFETY: NULL or live, per the contract above.
+    unsafe { list.as_ref() }
+}
+
+/// Takes a pinned view of every service in the current snapshot into
+/// `*out`. Returns `CKV_OK`, `CKV_ERR_NULL_ARGUMENT` or `CKV_ERR_FORKED`.
+///
+/// Ownership: free `*out` with `ckv_service_list_free`. Costs one sort of
+/// the names. Thread safety: any thread of the creating process.
+#[no_mangle]
+pub extern "C" fn ckv_services_get(
+    h: *const ckv_handle,
+    out: *mut *const ckv_service_list,
+) -> ckv_status {
+    boundary(ckv_status::CKV_ERR_PANIC, || {
+        // SAFETY: `h` is NULL or live, per the contract.
+        let h = try_arg!(unsafe { handle(h) });
+        let out = try_arg!(out_arg(out));
+        let snapshot = h.engine().snapshot();
+        let names = snapshot.sorted_names().into_iter().cloned().collect();
+        let list = Box::new(ckv_service_list {
+            snapshot,
+            names,
+            cache: h.node_cache().clone(),
+        });
+        // SAFETY: checked non-NULL; the caller gives a writable slot.
+        unsafe { put(out, Box::into_raw(list).cast_const()) };
+        ckv_status::CKV_OK
+    })
+}
+
+/// The number of services in the list (0 for NULL).
+#[no_mangle]
+pub extern "C" fn ckv_service_list_len(list: *const ckv_service_list) -> usize {
+    boundary(0, || {
+        // SAFETY: NULL or live, per the contract.
+        unsafe { list_ref(list) }.map_or(0, |l| l.names.len())
+    })
+}
+
+/// Points `*out_name` at the full name of service `index` (from 0, byte
+/// order), `*out_len` bytes, not NUL-terminated; valid until
+/// `ckv_service_list_free(list)`. The name is what `ckv_nodes_get` takes.
+///
+/// Returns `CKV_OK`, `CKV_ERR_NOT_FOUND` (index past the end) or
+/// `CKV_ERR_NULL_ARGUMENT`.
+#[no_mangle]
+pub extern "C" fn ckv_service_list_name(
+    list: *const ckv_service_list,
+    index: usize,
+    out_name: *mut *const u8,
+    out_len: *mut usize,
+) -> ckv_status {
+    boundary(ckv_status::CKV_ERR_PANIC, || {
+        // SAFETY: NULL or live, per the contract.
+        let Some(list) = (unsafe { list_ref(list) }) else {
+            return ckv_status::CKV_ERR_NULL_ARGUMENT;
+        };
+        let out_name = try_arg!(out_arg(out_name));
+        let out_len = try_arg!(out_arg(out_len));
+        let Some(name) = list.names.get(index) else {
+            return ckv_status::CKV_ERR_NOT_FOUND;
+        };
+        // SAFETY: both checked non-NULL; the caller gives writable slots.
+        unsafe {
+            put(out_name, name.as_ptr());
+            put(out_len, name.len());
+        }
+        ckv_status::CKV_OK
+    })
+}
+
+/// Takes a node list of service `index` from the list's own snapshot
+/// (so that every service read through one service list is consistent).
+/// Free `*out` with `ckv_node_list_free`; it outlives the service list.
+///
+/// Returns `CKV_OK`, `CKV_ERR_NOT_FOUND` or `CKV_ERR_NULL_ARGUMENT`.
+#[no_mangle]
+pub extern "C" fn ckv_service_list_nodes(
+    list: *const ckv_service_list,
+    index: usize,
+    out: *mut *const ckv_node_list,
+) -> ckv_status {
+    boundary(ckv_status::CKV_ERR_PANIC, || {
+        // SAFETY: NULL or live, per the contract.
+        let Some(list) = (unsafe { list_ref(list) }) else {
+            return ckv_status::CKV_ERR_NULL_ARGUMENT;
+        };
+        let out = try_arg!(out_arg(out));
+        let Some(name) = list.names.get(index) else {
+            return ckv_status::CKV_ERR_NOT_FOUND;
+        };
+        let view = try_arg!(list.cache.view(&list.snapshot, name, None));
+        // SAFETY: checked non-NULL; the caller gives a writable slot.
+        unsafe { put(out, Box::into_raw(view).cast_const()) };
+        ckv_status::CKV_OK
+    })
+}
+
+/// The sequence number of the list's snapshot (as `ckv_change_seq`); 0 for
+/// NULL.
+#[no_mangle]
+pub extern "C" fn ckv_service_list_seq(list: *const ckv_service_list) -> u64 {
+    boundary(0, || {
+        // SAFETY: NULL or live, per the contract.
+        unsafe { list_ref(list) }.map_or(0, |l| l.snapshot.seq)
+    })
+}
+
+/// Frees a service list; names taken from it become invalid (node lists
+/// taken from it do not). NULL is ignored. Any thread; exactly once.
+#[no_mangle]
+pub extern "C" fn ckv_service_list_free(list: *const ckv_service_list) {
+    boundary((), || {
+        if !list.is_null() {
+            // SAFETY: `list` came from Box::into_raw in ckv_services_get and
+            // is freed once, per the contract.
+            drop(unsafe { Box::from_raw(list.cast_mut()) });
+        }
+    })
+}
