@@ -111,9 +111,12 @@ end
 -- ---- helpers for the drop-in and multi-worker suites (t/010..t/049) ----
 
 -- Configures apisix.core.config_local (the stub) with discovery.consul_kv =
--- conf; call from init_by_lua before the drop-in's init_worker().
+-- conf, then loads the drop-in, as APISIX's init_by_lua does (apisix ->
+-- apisix.upstream -> apisix.discovery.init): the master then makes the
+-- instance's share group. Call from init_by_lua.
 function _M.dropin_conf(conf)
     require("apisix.core.config_local").set({ discovery = { consul_kv = conf } })
+    require("apisix.discovery.consul_kv")
 end
 
 -- Every `interval` seconds (default 0.01) stores tostring(fn()) in the

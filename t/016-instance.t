@@ -1,0 +1,310 @@
+# The identity of an nginx instance (its share group): a random group made
+# by the master when resty.consul_kv is loaded in init_by_lua, the same in
+# every worker, different in another instance with the same config (even
+# when both masters are pid 1 of their own container), new after a HUP
+# reload; a group named in the config wins.
+use lib 't/lib';
+use Test::Nginx::Socket::Lua;
+use TestCKV;
+
+consul_double(8500);
+
+workers(2);
+master_on();
+repeat_each(1);
+no_shuffle();
+
+# 3 per block (status, body, one error_log or no_error_log pattern), plus
+# TEST 3's second pattern.
+plan tests => repeat_each() * (blocks() * 3 + 1);
+run_tests();
+
+__DATA__
+
+=== TEST 1: loaded in init_by_lua: one group for every worker, passed to the library
+--- http_config
+    lua_shared_dict ckv_t 1m;
+    init_by_lua_block {
+        require("resty.consul_kv")
+    }
+    init_worker_by_lua_block {
+        local t = require("ckvtest")
+        local consul_kv = require("resty.consul_kv")
+        local conf = {
+            servers = { "http://127.0.0.1:8500" },
+            prefix = "t016a",
+            timeout = { wait = 2 },
+        }
+        local kv = assert(consul_kv.new(conf))
+        t.conf_untouched = conf.share == nil
+        t.record_per_worker("ckv_t", "id", function()
+            return tostring(consul_kv.instance_group()) .. " " .. kv:stats().role
+        end)
+    }
+--- config
+    location /t {
+        content_by_lua_block {
+            local t = require("ckvtest")
+            local shm = ngx.shared.ckv_t
+            local roles
+            local ok = t.wait_for(function()
+                local a, b = shm:get("id:0"), shm:get("id:1")
+                if not (a and b) then
+                    return false
+                end
+                roles = { a:match(" (%S+)$"), b:match(" (%S+)$") }
+                table.sort(roles)
+                return roles[1] == "follower" and roles[2] == "leader"
+            end)
+            local ga = shm:get("id:0"):match("^%S+")
+            local gb = shm:get("id:1"):match("^%S+")
+            ngx.say("one leader, one follower: ", ok)
+            ngx.say("group: 32 hex digits: ", ga:match("^%x+$") ~= nil and #ga == 32)
+            ngx.say("same in both workers: ", ga == gb)
+            ngx.say("caller's conf untouched: ", t.conf_untouched)
+        }
+    }
+--- response_body
+one leader, one follower: true
+group: 32 hex digits: true
+same in both workers: true
+caller's conf untouched: true
+
+
+
+=== TEST 2: the APISIX drop-in, loaded in init_by_lua as APISIX does: one watch for both workers
+--- http_config
+    lua_shared_dict ckv_t 1m;
+    init_by_lua_block {
+        require("ckvtest").dropin_conf({
+            servers = { "http://127.0.0.1:8500" },
+            prefix = "t016b",
+            timeout = { wait = 2 },
+        })
+    }
+    init_worker_by_lua_block {
+        local t = require("ckvtest")
+        local d = require("apisix.discovery.consul_kv")
+        d.init_worker()
+        t.record_per_worker("ckv_t", "id", function()
+            return tostring(require("resty.consul_kv").instance_group())
+                   .. " " .. d.stats().role
+        end)
+    }
+--- config
+    location /t {
+        content_by_lua_block {
+            local t = require("ckvtest")
+            local shm = ngx.shared.ckv_t
+            local roles
+            local ok = t.wait_for(function()
+                local a, b = shm:get("id:0"), shm:get("id:1")
+                if not (a and b) then
+                    return false
+                end
+                roles = { a:match(" (%S+)$"), b:match(" (%S+)$") }
+                table.sort(roles)
+                return roles[1] == "follower" and roles[2] == "leader"
+            end)
+            ngx.say("one leader, one follower: ", ok)
+            local ga = shm:get("id:0"):match("^%S+")
+            ngx.say("same group: ", ga == shm:get("id:1"):match("^%S+") and #ga == 32)
+        }
+    }
+--- response_body
+one leader, one follower: true
+same group: true
+
+
+
+=== TEST 3: first loaded in a worker: no group, one info line on how to share
+--- http_config
+    init_worker_by_lua_block {
+        local consul_kv = require("resty.consul_kv")
+        local t = require("ckvtest")
+        t.client = assert(consul_kv.new({
+            servers = { "http://127.0.0.1:8500" },
+            prefix = "t016c",
+            timeout = { wait = 2 },
+        }))
+        -- a second handle in the same worker logs nothing more
+        t.other = assert(consul_kv.new({
+            servers = { "http://127.0.0.1:8500" },
+            prefix = "t016c2",
+            timeout = { wait = 2 },
+        }))
+    }
+--- config
+    location /t {
+        content_by_lua_block {
+            local t = require("ckvtest")
+            ngx.say("group: ", tostring(require("resty.consul_kv").instance_group()))
+            t.put(8500, "t016c/web/10.0.0.1:80", "{}")
+            local served = t.wait_for(function()
+                return t.client:nodes("http://127.0.0.1:8500/v1/kv/t016c/web/") ~= nil
+            end)
+            ngx.say("nodes served: ", served)
+            local log = t.read_file(t.error_log_path())
+            local _, n = log:gsub("first loaded in a worker", "")
+            ngx.say("info lines (one per worker): ", n)
+        }
+    }
+--- response_body
+group: nil
+nodes served: true
+info lines (one per worker): 2
+--- error_log
+first loaded in a worker, not in init_by_lua, so this worker watches Consul on its own
+--- no_error_log
+[error]
+
+
+
+=== TEST 4: two instances with the same config, each nginx as pid 1 of its own container (pid namespace, shared /dev/shm): two groups, two watches
+--- config
+    location /t {
+        content_by_lua_block {
+            local t = require("ckvtest")
+            local instance = require("ckvinstance")
+            -- the config as a JSON string: the group is added to it too
+            local http = [=[
+    init_by_lua_block { require("resty.consul_kv") }
+    init_worker_by_lua_block {
+        local consul_kv = require("resty.consul_kv")
+        local kv = assert(consul_kv.new('{"servers":["http://127.0.0.1:8500"],'
+                                        .. '"prefix":"t016d","timeout":{"wait":2}}'))
+        require("ckvinstance").report(function()
+            return tostring(consul_kv.instance_group()) .. " " .. kv:stats().role
+        end)
+    }
+]=]
+            local a, b
+            local ok, err = pcall(function()
+                a = instance.start("a", { http = http, pid_namespace = true })
+                b = instance.start("b", { http = http, pid_namespace = true })
+                local function leader(states)
+                    return states[0] ~= nil and states[0].state:find(" leader$") ~= nil
+                end
+                local sa, sb
+                local both = t.wait_for(function()
+                    local oka, okb
+                    oka, sa = a:wait_states(leader, 0)
+                    okb, sb = b:wait_states(leader, 0)
+                    return oka and okb
+                end)
+                ngx.say("each instance has its own leader: ", both,
+                        both and "" or (" (" .. tostring(sa[0] and sa[0].state) .. " / "
+                                        .. tostring(sb[0] and sb[0].state) .. ")"))
+                local ga = sa[0] and sa[0].state:match("^%S+")
+                local gb = sb[0] and sb[0].state:match("^%S+")
+                ngx.say("workers of both are pid 2: ", sa[0].pid == 2 and sb[0].pid == 2)
+                ngx.say("groups differ: ", ga ~= gb and #ga == 32 and #gb == 32)
+            end)
+            if a then a:stop() end
+            if b then b:stop() end
+            if not ok then
+                ngx.say("failed: ", err)
+            end
+        }
+    }
+--- response_body
+each instance has its own leader: true
+workers of both are pid 2: true
+groups differ: true
+--- timeout: 30
+
+
+
+
+=== TEST 5: a HUP reload makes a new group, the same in every new worker
+--- config
+    location /t {
+        content_by_lua_block {
+            local t = require("ckvtest")
+            local instance = require("ckvinstance")
+            local http = [=[
+    init_by_lua_block { require("resty.consul_kv") }
+    init_worker_by_lua_block {
+        local consul_kv = require("resty.consul_kv")
+        assert(consul_kv.new({ servers = { "http://127.0.0.1:8500" },
+                               prefix = "t016e", timeout = { wait = 2 } }))
+        require("ckvinstance").report(consul_kv.instance_group)
+    }
+]=]
+            local a
+            local ok, err = pcall(function()
+                a = instance.start("hup", { http = http, workers = 2 })
+                local function same_group(states, except)
+                    return states[0] and states[1] and states[0].state == states[1].state
+                           and #states[0].state == 32
+                           and (except == nil or states[0].state ~= except)
+                end
+                local ok1, before = a:wait_states(same_group)
+                ngx.say("before: same group in both workers: ", ok1)
+                a:reload()
+                local old = before[0].state
+                local ok2, after = a:wait_states(function(states)
+                    return same_group(states, old)
+                           and states[0].pid ~= before[0].pid
+                           and states[1].pid ~= before[1].pid
+                end)
+                ngx.say("after: a new group, the same in both new workers: ", ok2)
+            end)
+            if a then a:stop() end
+            if not ok then
+                ngx.say("failed: ", err)
+            end
+        }
+    }
+--- response_body
+before: same group in both workers: true
+after: a new group, the same in both new workers: true
+--- timeout: 30
+
+
+
+
+=== TEST 6: a group named in the config wins: two instances naming one group share one watch
+--- config
+    location /t {
+        content_by_lua_block {
+            local t = require("ckvtest")
+            local instance = require("ckvinstance")
+            local http = [=[
+    init_by_lua_block { require("resty.consul_kv") }
+    init_worker_by_lua_block {
+        local consul_kv = require("resty.consul_kv")
+        local kv = assert(consul_kv.new({ servers = { "http://127.0.0.1:8500" },
+                                          prefix = "t016f", timeout = { wait = 2 },
+                                          share = { group = "t016-named" } }))
+        require("ckvinstance").report(function()
+            return kv:stats().role
+        end)
+    }
+]=]
+            local a, b
+            local ok, err = pcall(function()
+                a = instance.start("named-a", { http = http })
+                b = instance.start("named-b", { http = http })
+                local roles
+                local shared = t.wait_for(function()
+                    local sa, sb = a:states()[0], b:states()[0]
+                    if not (sa and sb) then
+                        return false
+                    end
+                    roles = { sa.state, sb.state }
+                    table.sort(roles)
+                    return roles[1] == "follower" and roles[2] == "leader"
+                end)
+                ngx.say("one leader, one follower across the instances: ", shared)
+            end)
+            if a then a:stop() end
+            if b then b:stop() end
+            if not ok then
+                ngx.say("failed: ", err)
+            end
+        }
+    }
+--- response_body
+one leader, one follower across the instances: true
+--- timeout: 30
