@@ -3,7 +3,7 @@
 # Safe to run again; needs root (or sudo) the first time on a fresh Debian machine.
 set -euo pipefail
 
-pkgs=(nginx libnginx-mod-http-lua lua-resty-core lua-cjson
+pkgs=(nginx libnginx-mod-http-lua lua-resty-core lua-cjson lua-check
       libtest-base-perl liblist-moreutils-perl libipc-run-perl
       libwww-perl libhttp-message-perl
       make gcc pkg-config curl wrk valgrind procps psmisc openssl iproute2 python3)

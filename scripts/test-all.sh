@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test, then prints one summary line:
 #   total: N passed, M failed
-# Steps: rustfmt, clippy, build, header/cdefs freshness, cargo test (all
+# Steps: rustfmt, clippy, luacheck, build, header/cdefs freshness, cargo test (all
 # crates), the C example, the Test::Nginx suites, the runner's self-tests.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -66,6 +66,7 @@ prove_tests() {
 
 check fmt cargo fmt --all -- --check
 check clippy cargo clippy --workspace --all-targets -- -D warnings
+check luacheck luacheck --no-color lua t/lib
 check build cargo build --workspace
 check header bash scripts/check-header.sh
 cargo_tests
