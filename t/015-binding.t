@@ -20,6 +20,7 @@ __DATA__
 === TEST 1: one long poll per nginx instance: one leader, one follower
 --- http_config
     lua_shared_dict ckv_t 1m;
+    init_by_lua_block { require("resty.consul_kv") }  # the instance's share group
     init_worker_by_lua_block {
         local t = require("ckvtest")
         local consul_kv = require("resty.consul_kv")
@@ -126,6 +127,7 @@ tok-t015-secret
 
 === TEST 3: close(): idempotent; tables already returned stay valid, the last snapshot is served
 --- http_config
+    init_by_lua_block { require("resty.consul_kv") }  # the instance's share group
     init_worker_by_lua_block {
         local consul_kv = require("resty.consul_kv")
         require("ckvtest").client = assert(consul_kv.new({

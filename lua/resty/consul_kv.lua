@@ -43,10 +43,15 @@ local ERR_EMPTY        = libckv.CKV_ERR_EMPTY
 -- same share group. The group must be unique to this instance and
 -- unguessable (a pid is neither: two containers both run nginx as pid 1), so
 -- it is 128 random bits, made when this module is loaded in the nginx master
--- (init_by_lua). Workers inherit it through fork; a HUP reload runs
--- init_by_lua again in a fresh Lua VM and so makes a new group, which keeps
--- the new generation of workers apart from the old one. Loaded first in a
--- worker, the module has no group: each worker then watches on its own.
+-- (init_by_lua). Workers inherit it through fork. Loaded first in a worker,
+-- the module has no group: each worker then watches on its own.
+--
+-- A HUP reload replaces the master's Lua VM and runs init_by_lua again. The
+-- group is kept across it, in the master's own environment (which outlives
+-- the VM and which nginx does not pass to workers or to a new binary), so
+-- that the new workers join the old ones' watch and serve its snapshot from
+-- their first request, even while Consul is down. Processes with another
+-- configuration still do not share: libckv compares configurations too.
 local function random_hex(bytes)
     local f, err = io_open("/dev/urandom", "rb")
     if not f then
@@ -64,15 +69,46 @@ local function random_hex(bytes)
     return table.concat(hex)
 end
 
+local GROUP_ENV = "CKV_INSTANCE_GROUP"
+
+-- The group this nginx made before a reload. A value that was already in
+-- the environment nginx was started with (see /proc/self/environ, which
+-- setenv() does not change) came from outside and does not count.
+local function kept_group()
+    local group = os.getenv(GROUP_ENV)
+    if group == nil or #group ~= 32 or not group:find("^%x+$") then
+        return nil
+    end
+    local f = io_open("/proc/self/environ", "rb")
+    if not f then
+        return nil
+    end
+    local start_env = f:read("*a")
+    f:close()
+    if start_env == nil
+       or ("\0" .. start_env):find("\0" .. GROUP_ENV .. "=", 1, true) then
+        return nil
+    end
+    return group
+end
+
 local instance_group
 local loaded_in_master = ngx ~= nil and ngx.get_phase ~= nil
                          and ngx.get_phase() == "init"
 if loaded_in_master then
-    local err
-    instance_group, err = random_hex(16)
+    instance_group = kept_group()
     if not instance_group then
-        ngx_log(ngx.WARN, "ckv: cannot make this instance's share group (",
-                err, "): every worker will watch Consul on its own")
+        local err
+        instance_group, err = random_hex(16)
+        if instance_group then
+            if not pcall(function() return ffi.C.setenv end) then
+                ffi.cdef("int setenv(const char *name, const char *value, int overwrite);")
+            end
+            ffi.C.setenv(GROUP_ENV, instance_group, 1)
+        else
+            ngx_log(ngx.WARN, "ckv: cannot make this instance's share group (",
+                    err, "): every worker will watch Consul on its own")
+        end
     end
 end
 

@@ -79,7 +79,8 @@ end
 
 --- Starts instance `name`. opts: http (text inside http{}), workers
 --- (default 1), pid_namespace (true: the master runs as pid 1 of a new pid
---- namespace, as in a container; /dev/shm stays shared). Waits until the
+--- namespace, as in a container; /dev/shm stays shared), env ("NAME=value"
+--- for nginx's environment). Waits until the
 --- master runs; returns the instance or raises an error with nginx's output.
 function _M.start(name, opts)
     local prefix = ngx.config.prefix() .. "instances/" .. name .. "/"
@@ -95,6 +96,9 @@ function _M.start(name, opts)
     local close_fds = [[for fd in $(ls /proc/$$/fd); do ]]
         .. [[[ "$fd" -gt 2 ] && eval "exec $fd>&-"; done; ]]
     local run = bin .. " -p " .. prefix .. " -c conf/nginx.conf -e logs/error.log"
+    if opts.env then
+        run = "env " .. opts.env .. " " .. run
+    end
     if opts.pid_namespace then
         -- unshare stays as the parent; if it dies, nginx gets QUIT.
         local cmd = close_fds .. "exec unshare --pid --fork --kill-child=SIGQUIT " .. run
