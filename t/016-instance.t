@@ -38,37 +38,25 @@ __DATA__
         }
         local kv = assert(consul_kv.new(conf))
         t.conf_untouched = conf.share == nil
-        t.record_per_worker("ckv_t", "id", function()
-            return tostring(consul_kv.instance_group()) .. " " .. kv:stats().role
-        end)
+        t.record_per_worker("ckv_t", "group", consul_kv.instance_group)
+        t.record_per_worker("ckv_t", "role", function() return kv:stats().role end)
     }
 --- config
     location /t {
         content_by_lua_block {
             local t = require("ckvtest")
-            local shm = ngx.shared.ckv_t
-            local roles
-            local ok = t.wait_for(function()
-                local a, b = shm:get("id:0"), shm:get("id:1")
-                if not (a and b) then
-                    return false
-                end
-                roles = { a:match(" (%S+)$"), b:match(" (%S+)$") }
-                table.sort(roles)
-                return roles[1] == "follower" and roles[2] == "leader"
-            end)
-            local ga = shm:get("id:0"):match("^%S+")
-            local gb = shm:get("id:1"):match("^%S+")
-            ngx.say("one leader, one follower: ", ok)
-            ngx.say("group: 32 hex digits: ", ga:match("^%x+$") ~= nil and #ga == 32)
-            ngx.say("same in both workers: ", ga == gb)
+            local _, roles = t.wait_worker_values("ckv_t", "role", 2, "follower leader")
+            ngx.say("roles: ", roles)
+            local a, b = t.worker_values("ckv_t", "group", 2):match("^(%S+) (%S+)$")
+            ngx.say("same group in both workers: ", a == b)
+            ngx.say("32 hex digits: ", #a == 32 and a:find("^%x+$") ~= nil)
             ngx.say("caller's conf untouched: ", t.conf_untouched)
         }
     }
 --- response_body
-one leader, one follower: true
-group: 32 hex digits: true
-same in both workers: true
+roles: follower leader
+same group in both workers: true
+32 hex digits: true
 caller's conf untouched: true
 
 
@@ -87,34 +75,18 @@ caller's conf untouched: true
         local t = require("ckvtest")
         local d = require("apisix.discovery.consul_kv")
         d.init_worker()
-        t.record_per_worker("ckv_t", "id", function()
-            return tostring(require("resty.consul_kv").instance_group())
-                   .. " " .. d.stats().role
-        end)
+        t.record_per_worker("ckv_t", "role", function() return d.stats().role end)
     }
 --- config
     location /t {
         content_by_lua_block {
             local t = require("ckvtest")
-            local shm = ngx.shared.ckv_t
-            local roles
-            local ok = t.wait_for(function()
-                local a, b = shm:get("id:0"), shm:get("id:1")
-                if not (a and b) then
-                    return false
-                end
-                roles = { a:match(" (%S+)$"), b:match(" (%S+)$") }
-                table.sort(roles)
-                return roles[1] == "follower" and roles[2] == "leader"
-            end)
-            ngx.say("one leader, one follower: ", ok)
-            local ga = shm:get("id:0"):match("^%S+")
-            ngx.say("same group: ", ga == shm:get("id:1"):match("^%S+") and #ga == 32)
+            local _, roles = t.wait_worker_values("ckv_t", "role", 2, "follower leader")
+            ngx.say("roles: ", roles)
         }
     }
 --- response_body
-one leader, one follower: true
-same group: true
+roles: follower leader
 
 
 
@@ -179,19 +151,18 @@ first loaded in a worker, not in init_by_lua, so this worker watches Consul on i
         end)
     }
 ]=]
-            local a, b
-            local ok, err = pcall(function()
+            instance.run(function(start)
                 local function leader(states)
                     return states[0] ~= nil and states[0].state:find(" leader$") ~= nil
                 end
-                a = instance.start("a", { http = http, pid_namespace = true })
+                local a = start("a", { http = http, pid_namespace = true })
                 local _, sa = a:wait_states(leader)
                 -- b is started with a's group in its environment, where the
                 -- module keeps it across reloads: a value nginx was started
                 -- with is not taken
                 local ga = sa[0] and sa[0].state:match("^%S+")
-                b = instance.start("b", { http = http, pid_namespace = true,
-                                          env = "CKV_INSTANCE_GROUP=" .. tostring(ga) })
+                local b = start("b", { http = http, pid_namespace = true,
+                                   env = "CKV_INSTANCE_GROUP=" .. tostring(ga) })
                 local sb
                 local both = t.wait_for(function()
                     local oka, okb
@@ -206,11 +177,6 @@ first loaded in a worker, not in init_by_lua, so this worker watches Consul on i
                 ngx.say("workers of both are pid 2: ", sa[0].pid == 2 and sb[0].pid == 2)
                 ngx.say("groups differ: ", ga ~= gb and #ga == 32 and #gb == 32)
             end)
-            if a then a:stop() end
-            if b then b:stop() end
-            if not ok then
-                ngx.say("failed: ", err)
-            end
         }
     }
 --- response_body
@@ -218,7 +184,6 @@ each instance has its own leader: true
 workers of both are pid 2: true
 groups differ: true
 --- timeout: 30
-
 
 
 
@@ -236,9 +201,8 @@ groups differ: true
         require("ckvinstance").report(consul_kv.instance_group)
     }
 ]=]
-            local a
-            local ok, err = pcall(function()
-                a = instance.start("hup", { http = http, workers = 2 })
+            instance.run(function(start)
+                local a = start("hup", { http = http, workers = 2 })
                 local function same_group(states)
                     return states[0] and states[1] and states[0].state == states[1].state
                            and #states[0].state == 32
@@ -255,10 +219,6 @@ groups differ: true
                 ngx.say("the group is the one from before: ",
                         ok2 and after[0].state == before[0].state)
             end)
-            if a then a:stop() end
-            if not ok then
-                ngx.say("failed: ", err)
-            end
         }
     }
 --- response_body
@@ -287,10 +247,9 @@ the group is the one from before: true
         end)
     }
 ]=]
-            local a, b
-            local ok, err = pcall(function()
-                a = instance.start("named-a", { http = http })
-                b = instance.start("named-b", { http = http })
+            instance.run(function(start)
+                local a = start("named-a", { http = http })
+                local b = start("named-b", { http = http })
                 local roles
                 local shared = t.wait_for(function()
                     local sa, sb = a:states()[0], b:states()[0]
@@ -303,11 +262,6 @@ the group is the one from before: true
                 end)
                 ngx.say("one leader, one follower across the instances: ", shared)
             end)
-            if a then a:stop() end
-            if b then b:stop() end
-            if not ok then
-                ngx.say("failed: ", err)
-            end
         }
     }
 --- response_body

@@ -3,10 +3,10 @@
 -- binary of the test, with its own prefix under the test's servroot, the
 -- same Lua paths and modules, and no server{} (it listens on nothing).
 --
---   local inst = require("ckvinstance")
---   local a = inst.start("a", { http = "...", workers = 2 })
---   local ok, states = a:wait_states(function(s) ... end)
---   a:stop()
+--   require("ckvinstance").run(function(start)
+--       local a = start("a", { http = "...", workers = 2 })
+--       local ok, states = a:wait_states(function(s) ... end)
+--   end)  -- stops them
 --
 -- Inside the instance, call require("ckvinstance").report(fn) from
 -- init_worker_by_lua: every 10 ms each worker writes "<pid> <fn()>" to
@@ -124,6 +124,24 @@ function _M.start(name, opts)
         self.master = pid
     end
     return self
+end
+
+--- Runs fn(start), where start(name, opts) starts an instance as
+--- _M.start does; stops every instance started so when fn returns or
+--- raises, and then says "failed: <error>" in the response if it raised.
+function _M.run(fn)
+    local started = {}
+    local ok, err = pcall(fn, function(name, opts)
+        local inst = _M.start(name, opts)
+        started[#started + 1] = inst
+        return inst
+    end)
+    for _, inst in ipairs(started) do
+        inst:stop()
+    end
+    if not ok then
+        ngx.say("failed: ", err)
+    end
 end
 
 --- Reloads the configuration (HUP); new workers get a new Lua VM.

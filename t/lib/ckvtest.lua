@@ -161,6 +161,27 @@ function _M.wait_workers(dict, label, expected, n, timeout)
     end, timeout)
 end
 
+-- The values workers 0..n-1 recorded under `label`, sorted and joined by
+-- " " ("nil" for a worker that recorded nothing yet).
+function _M.worker_values(dict, label, n)
+    local shm = ngx.shared[dict]
+    local values = {}
+    for i = 0, n - 1 do
+        values[#values + 1] = tostring(shm:get(label .. ":" .. i))
+    end
+    table.sort(values)
+    return table.concat(values, " ")
+end
+
+-- Waits until worker_values(dict, label, n) is `expected` (e.g. "follower
+-- leader"); returns ok and the values last seen.
+function _M.wait_worker_values(dict, label, n, expected, timeout)
+    return _M.wait_for(function()
+        local values = _M.worker_values(dict, label, n)
+        return values == expected, values
+    end, timeout)
+end
+
 function _M.read_file(path)
     local f, err = io.open(path, "rb")
     if not f then
