@@ -10,11 +10,12 @@
 -- changes, so callers can compare by identity. Treat it as read-only.
 --
 -- Require this module in init_by_lua: the nginx master then makes the
--- instance's share group (see instance_group below), and all its workers
+-- instance's share group (resty.consul_kv.instance), and all its workers
 -- share one watch.
-local ffi    = require("ffi")
-local cjson  = require("cjson.safe")
-local clib   = require("resty.consul_kv.clib")
+local ffi      = require("ffi")
+local cjson    = require("cjson.safe")
+local clib     = require("resty.consul_kv.clib")
+local instance = require("resty.consul_kv.instance")
 
 local libckv       = clib.libckv
 local ffi_new      = ffi.new
@@ -28,9 +29,6 @@ local next         = next
 local tonumber     = tonumber
 local type         = type
 local error        = error
-local io_open      = io.open
-local str_format   = string.format
-local str_byte     = string.byte
 local ngx          = ngx
 local ngx_log      = ngx and ngx.log
 
@@ -38,79 +36,6 @@ local OK               = libckv.CKV_OK
 local ERR_NOT_FOUND    = libckv.CKV_ERR_NOT_FOUND
 local ERR_TOO_SMALL    = libckv.CKV_ERR_BUFFER_TOO_SMALL
 local ERR_EMPTY        = libckv.CKV_ERR_EMPTY
-
--- The processes of one nginx instance share one watch when they name the
--- same share group. The group must be unique to this instance and
--- unguessable (a pid is neither: two containers both run nginx as pid 1), so
--- it is 128 random bits, made when this module is loaded in the nginx master
--- (init_by_lua). Workers inherit it through fork. Loaded first in a worker,
--- the module has no group: each worker then watches on its own.
---
--- A HUP reload replaces the master's Lua VM and runs init_by_lua again. The
--- group is kept across it, in the master's own environment (which outlives
--- the VM and which nginx does not pass to workers or to a new binary), so
--- that the new workers join the old ones' watch and serve its snapshot from
--- their first request, even while Consul is down. Processes with another
--- configuration still do not share: libckv compares configurations too.
-local function random_hex(bytes)
-    local f, err = io_open("/dev/urandom", "rb")
-    if not f then
-        return nil, err
-    end
-    local raw = f:read(bytes)
-    f:close()
-    if raw == nil or #raw ~= bytes then
-        return nil, "/dev/urandom: short read"
-    end
-    local hex = {}
-    for i = 1, bytes do
-        hex[i] = str_format("%02x", str_byte(raw, i))
-    end
-    return table.concat(hex)
-end
-
-local GROUP_ENV = "CKV_INSTANCE_GROUP"
-
--- The group this nginx made before a reload. A value that was already in
--- the environment nginx was started with (see /proc/self/environ, which
--- setenv() does not change) came from outside and does not count.
-local function kept_group()
-    local group = os.getenv(GROUP_ENV)
-    if group == nil or #group ~= 32 or not group:find("^%x+$") then
-        return nil
-    end
-    local f = io_open("/proc/self/environ", "rb")
-    if not f then
-        return nil
-    end
-    local start_env = f:read("*a")
-    f:close()
-    if start_env == nil
-       or ("\0" .. start_env):find("\0" .. GROUP_ENV .. "=", 1, true) then
-        return nil
-    end
-    return group
-end
-
-local instance_group
-local loaded_in_master = ngx ~= nil and ngx.get_phase ~= nil
-                         and ngx.get_phase() == "init"
-if loaded_in_master then
-    instance_group = kept_group()
-    if not instance_group then
-        local err
-        instance_group, err = random_hex(16)
-        if instance_group then
-            if not pcall(function() return ffi.C.setenv end) then
-                ffi.cdef("int setenv(const char *name, const char *value, int overwrite);")
-            end
-            ffi.C.setenv(GROUP_ENV, instance_group, 1)
-        else
-            ngx_log(ngx.WARN, "ckv: cannot make this instance's share group (",
-                    err, "): every worker will watch Consul on its own")
-        end
-    end
-end
 
 -- Scratch out-parameters, shared by every handle in this VM: calls never
 -- yield, so no two calls use them at once.
@@ -192,7 +117,7 @@ local MAX_NEGATIVE = 10000
 --- when this module was loaded in init_by_lua, nil when it was first loaded
 --- in a worker.
 function _M.instance_group()
-    return instance_group
+    return instance.group
 end
 
 local standalone_logged = false
@@ -209,8 +134,8 @@ local function with_instance_group(conf)
            or share.enabled == false then
         return conf
     end
-    if instance_group == nil then
-        if not loaded_in_master and not standalone_logged and ngx_log then
+    if instance.group == nil then
+        if not instance.loaded_in_master and not standalone_logged and ngx_log then
             standalone_logged = true
             ngx_log(ngx.INFO, "ckv: resty.consul_kv was first loaded in a ",
                     "worker, not in init_by_lua, so this worker watches ",
@@ -227,31 +152,35 @@ local function with_instance_group(conf)
     for k, v in pairs(share) do
         share_copy[k] = v
     end
-    share_copy.group = instance_group
+    share_copy.group = instance.group
     copy.share = share_copy
     return copy
 end
 
--- The config as JSON for ckv_init, with the instance's group added.
-local function config_json(conf)
-    if type(conf) == "string" then
-        local decoded = json_decode(conf)
-        -- Anything but a JSON object goes to libckv as it is, which says
-        -- what is wrong with it.
-        if type(decoded) ~= "table" or decoded[1] ~= nil then
-            return conf
-        end
-        local with_group = with_instance_group(decoded)
-        if with_group == decoded then
-            return conf
-        end
-        conf = with_group
-    end
-    local json, err = json_encode(with_instance_group(conf))
+local function encode_config(conf)
+    local json, err = json_encode(conf)
     if not json then
         return nil, "cannot encode config: " .. err
     end
     return json
+end
+
+-- The config as JSON for ckv_init, with the instance's group added.
+local function config_json(conf)
+    if type(conf) ~= "string" then
+        return encode_config(with_instance_group(conf))
+    end
+    -- JSON text is passed as it is unless the group must be added; anything
+    -- but a JSON object goes to libckv, which says what is wrong with it.
+    local decoded = json_decode(conf)
+    if type(decoded) ~= "table" or decoded[1] ~= nil then
+        return conf
+    end
+    local with_group = with_instance_group(decoded)
+    if with_group == decoded then
+        return conf
+    end
+    return encode_config(with_group)
 end
 
 local KNOWN_OPTS = { log_interval = true }
