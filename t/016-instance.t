@@ -51,6 +51,8 @@ __DATA__
             ngx.say("same group in both workers: ", a == b)
             ngx.say("32 hex digits: ", #a == 32 and a:find("^%x+$") ~= nil)
             ngx.say("caller's conf untouched: ", t.conf_untouched)
+            -- kept in the master's environment, which workers do not get
+            ngx.say("not in a worker's environment: ", os.getenv("CKV_INSTANCE_GROUP") == nil)
         }
     }
 --- response_body
@@ -58,6 +60,7 @@ roles: follower leader
 same group in both workers: true
 32 hex digits: true
 caller's conf untouched: true
+not in a worker's environment: true
 
 
 
@@ -241,12 +244,14 @@ the group is the one from before: true
         local consul_kv = require("resty.consul_kv")
         local kv = assert(consul_kv.new({ servers = { "http://127.0.0.1:8500" },
                                           prefix = "t016f", timeout = { wait = 2 },
-                                          share = { group = "t016-named" } }))
+                                          share = { group = "GROUP" } }))
         require("ckvinstance").report(function()
             return kv:stats().role
         end)
     }
 ]=]
+            -- unique to this run: another test run may share /dev/shm
+            http = http:gsub("GROUP", "t016-" .. ngx.worker.pid())
             instance.run(function(start)
                 local a = start("named-a", { http = http })
                 local b = start("named-b", { http = http })
