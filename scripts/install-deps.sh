@@ -4,7 +4,7 @@
 set -euo pipefail
 
 # luajit2 (the interpreter of the LuaJIT nginx uses): tests/config_docs.rs runs schema.lua.
-pkgs=(nginx libnginx-mod-http-lua lua-resty-core lua-cjson luajit2
+pkgs=(nginx libnginx-mod-http-lua lua-resty-core lua-cjson luajit2 lua-check
       libtest-base-perl liblist-moreutils-perl libipc-run-perl
       libwww-perl libhttp-message-perl
       make gcc clang libclang-rt-dev pkg-config curl wrk valgrind procps psmisc openssl iproute2 python3)

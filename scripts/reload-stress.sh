@@ -58,6 +58,9 @@ http {
                 ngx.say(n and #n or 0)
             }
         }
+        location /group {
+            content_by_lua_block { ngx.print(require("resty.consul_kv").instance_group()) }
+        }
     }
 }
 CONF
@@ -136,7 +139,9 @@ threads=0
 for p in $(workers); do
     threads=$((threads + $( (grep -l "^ckv-" /proc/"$p"/task/*/comm 2>/dev/null || true) | wc -l)))
 done
-dirs=$( (ls -d /dev/shm/ckv.*."$master".* 2>/dev/null || true) | wc -l)
+# The shared directory is named after the instance's group (kept across reloads).
+group=$(curl -s "http://127.0.0.1:$NPORT/group")
+dirs=$( (ls -d /dev/shm/ckv.*."$group".* 2>/dev/null || true) | wc -l)
 polls=$(curl -s "http://127.0.0.1:$DPORT/_double/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["blocking_per_path"].get("/v1/kv/reload/", 0))')
 
 status=0
@@ -148,13 +153,14 @@ printf 'after: ckv threads %s (want 3), shared dirs %s (want 1), long polls %s (
 # After the warm-up, more than 5% growth is a leak.
 [ "$rss1" -le $((rss0 + rss0 / 20)) ] || { echo "FAIL: master RSS grew more than 5%"; status=1; }
 [ "$threads" -eq 3 ] || { echo "FAIL: thread count"; status=1; }
+[ ${#group} -eq 32 ] || { echo "FAIL: instance group '$group'"; status=1; }
 [ "$dirs" -eq 1 ] || { echo "FAIL: shared directories"; status=1; }
 [ "$polls" -eq 1 ] || { echo "FAIL: long polls"; status=1; }
 if grep -E "\[(alert|crit|emerg)\]" "$work/logs/error.log" | head -5 | grep -q .; then echo "FAIL: alerts in error.log"; status=1; fi
 
 kill -QUIT "$master"
 for _ in $(seq 300); do kill -0 "$master" 2>/dev/null || break; sleep 0.02; done
-left=$( (ls -d /dev/shm/ckv.*."$master".* 2>/dev/null || true) | wc -l)
+left=$( (ls -d /dev/shm/ckv.*."$group".* 2>/dev/null || true) | wc -l)
 printf 'after quit: shared dirs %s (want 0)\n' "$left"
 [ "$left" -eq 0 ] || { echo "FAIL: shared directory left after quit"; status=1; }
 [ $status -eq 0 ] && echo "reload-stress: ok"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test, then prints one summary line:
 #   total: N passed, M failed
-# Steps: rustfmt, clippy, build, header/cdefs freshness, cargo test (all
-# crates), the C examples (plain, ASan/UBSan, valgrind) and the C thread
+# Steps: rustfmt, clippy, luacheck, build, header/cdefs freshness, cargo test
+# (all crates), the C examples (plain, ASan/UBSan, valgrind) and the C thread
 # test (TSan), the Test::Nginx suites, the real-Consul stage, the runner's
 # self-tests.
 set -uo pipefail
@@ -84,6 +84,7 @@ real_consul_stage() {
 
 check fmt cargo fmt --all -- --check
 check clippy cargo clippy --workspace --all-targets -- -D warnings
+check luacheck luacheck --no-color lua t/lib
 check build cargo build --workspace
 check header bash scripts/check-header.sh
 cargo_tests

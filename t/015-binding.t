@@ -21,6 +21,7 @@ __DATA__
 --- skip_eval: 3: $TestCKV::real_consul
 --- http_config
     lua_shared_dict ckv_t 1m;
+    init_by_lua_block { require("resty.consul_kv") }  # the instance's share group
     init_worker_by_lua_block {
         local t = require("ckvtest")
         local consul_kv = require("resty.consul_kv")
@@ -127,6 +128,7 @@ tok-t015-secret
 
 === TEST 3: close(): idempotent; tables already returned stay valid, the last snapshot is served
 --- http_config
+    init_by_lua_block { require("resty.consul_kv") }  # the instance's share group
     init_worker_by_lua_block {
         local consul_kv = require("resty.consul_kv")
         require("ckvtest").client = assert(consul_kv.new({

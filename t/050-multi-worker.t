@@ -18,6 +18,7 @@ __DATA__
 === TEST 1: 4 workers, 2 servers: exactly one long poll per server, one watcher thread set
 --- skip_eval: 3: $TestCKV::real_consul
 --- http_config
+    init_by_lua_block { require("resty.consul_kv") }  # the instance's share group
     init_worker_by_lua_block {
         require("ckvtest").client = assert(require("resty.consul_kv").new({
             servers = { "http://127.0.0.1:8500", "http://127.0.0.1:8600" },
@@ -73,6 +74,7 @@ leader is a worker: true
 === TEST 2: kill -9 of the watching worker: another takes over within 1 s, nothing lost
 --- skip_eval: 4: $TestCKV::real_consul
 --- http_config
+    init_by_lua_block { require("resty.consul_kv") }  # the instance's share group
     init_worker_by_lua_block {
         require("ckvtest").client = assert(require("resty.consul_kv").new({
             servers = { "http://127.0.0.1:8500" },
@@ -163,6 +165,7 @@ exited on signal 9
 --- skip_eval: 6: $TestCKV::real_consul
 --- http_config
     lua_shared_dict ckv_t 1m;
+    init_by_lua_block { require("resty.consul_kv") }  # the instance's share group
     init_worker_by_lua_block {
         require("ckvtest").client = assert(require("resty.consul_kv").new({
             servers = { "http://127.0.0.1:8500" },
@@ -275,6 +278,7 @@ nodes served by a new worker: true
 === TEST 4: kill -9 of a follower: it is respawned and rejoins; the watcher is undisturbed
 --- skip_eval: 4: $TestCKV::real_consul
 --- http_config
+    init_by_lua_block { require("resty.consul_kv") }  # the instance's share group
     init_worker_by_lua_block {
         require("ckvtest").client = assert(require("resty.consul_kv").new({
             servers = { "http://127.0.0.1:8500" },

@@ -8,11 +8,16 @@
 --
 -- nodes(name) returns the same Lua table for a service until that service
 -- changes, so callers can compare by identity. Treat it as read-only.
-local ffi    = require("ffi")
-local cjson  = require("cjson.safe")
-local clib   = require("resty.consul_kv.clib")
+--
+-- Require this module in init_by_lua: the nginx master then makes the
+-- instance's share group (resty.consul_kv.instance), and all its workers
+-- share one watch.
+local ffi      = require("ffi")
+local cjson    = require("cjson.safe")
+local clib     = require("resty.consul_kv.clib")
+local instance = require("resty.consul_kv.instance")
 
-local C            = clib.C
+local libckv       = clib.libckv
 local ffi_new      = ffi.new
 local ffi_gc       = ffi.gc
 local ffi_string   = ffi.string
@@ -27,10 +32,10 @@ local error        = error
 local ngx          = ngx
 local ngx_log      = ngx and ngx.log
 
-local OK               = C.CKV_OK
-local ERR_NOT_FOUND    = C.CKV_ERR_NOT_FOUND
-local ERR_TOO_SMALL    = C.CKV_ERR_BUFFER_TOO_SMALL
-local ERR_EMPTY        = C.CKV_ERR_EMPTY
+local OK               = libckv.CKV_OK
+local ERR_NOT_FOUND    = libckv.CKV_ERR_NOT_FOUND
+local ERR_TOO_SMALL    = libckv.CKV_ERR_BUFFER_TOO_SMALL
+local ERR_EMPTY        = libckv.CKV_ERR_EMPTY
 
 -- Scratch out-parameters, shared by every handle in this VM: calls never
 -- yield, so no two calls use them at once.
@@ -39,51 +44,47 @@ local out_len    = ffi_new("size_t[1]")
 local out_gen    = ffi_new("uint64_t[1]")
 local out_level  = ffi_new("int32_t[1]")
 
-local buf_size = 16384
-local buf      = ffi_new("uint8_t[?]", buf_size)
+-- Output lands in this scratch buffer. A larger output (the library says
+-- how large) goes into a buffer made for that one call, so a big read does
+-- not keep its memory once its result is copied out.
+local SCRATCH_SIZE = 16384
+local scratch      = ffi_new("uint8_t[?]", SCRATCH_SIZE)
 
-local function grow(need)
-    if need > buf_size then
-        buf_size = need
-        buf = ffi_new("uint8_t[?]", buf_size)
-    end
-end
-
--- Each reader below retries with a bigger scratch buffer until the output
--- fits (the library reports the size it needs).
-local function read_nodes(h, name)
+-- Calls read(h, buf, cap, arg) until the output fits; returns the status
+-- and, on success, the output as a Lua string.
+local function read_string(read, h, arg)
+    local buf, cap = scratch, SCRATCH_SIZE
     while true do
-        local rc = C.ckv_nodes(h, name, #name, buf, buf_size, out_len, out_gen)
+        local rc = read(h, buf, cap, arg)
+        if rc == OK then
+            return OK, ffi_string(buf, out_len[0])
+        end
         if rc ~= ERR_TOO_SMALL then
             return rc
         end
-        grow(tonumber(out_len[0]))
+        cap = tonumber(out_len[0])
+        buf = ffi_new("uint8_t[?]", cap)
     end
 end
 
-local function read_all_nodes(h)
-    while true do
-        local rc = C.ckv_all_nodes(h, buf, buf_size, out_len, out_gen)
-        if rc ~= ERR_TOO_SMALL then
-            return rc
-        end
-        grow(tonumber(out_len[0]))
-    end
+local function nodes_into(h, buf, cap, name)
+    return libckv.ckv_nodes(h, name, #name, buf, cap, out_len, out_gen)
 end
 
-local function read_stats(h)
-    while true do
-        local rc = C.ckv_stats(h, buf, buf_size, out_len)
-        if rc ~= ERR_TOO_SMALL then
-            return rc
-        end
-        grow(tonumber(out_len[0]))
-    end
+local function all_nodes_into(h, buf, cap)
+    return libckv.ckv_all_nodes(h, buf, cap, out_len, out_gen)
 end
 
--- Decodes the JSON the last call left in the scratch buffer.
-local function decode_out(what)
-    local v, err = json_decode(ffi_string(buf, out_len[0]))
+local function stats_into(h, buf, cap)
+    return libckv.ckv_stats(h, buf, cap, out_len)
+end
+
+local function log_record_into(h, buf, cap)
+    return libckv.ckv_log_next(h, buf, cap, out_len, out_level)
+end
+
+local function decode(what, json)
+    local v, err = json_decode(json)
     if v == nil then
         return nil, "cannot decode " .. what .. ": " .. err
     end
@@ -91,13 +92,13 @@ local function decode_out(what)
 end
 
 local function status_message(rc)
-    return ffi_string(C.ckv_status_str(rc))
+    return ffi_string(libckv.ckv_status_str(rc))
 end
 
--- Finalizer as a closure over C, so that the library namespace stays alive
--- as long as any handle does.
+-- Finalizer as a closure over libckv, so that the library namespace stays
+-- alive as long as any handle does.
 local function free_handle(h)
-    C.ckv_free(h)
+    libckv.ckv_free(h)
 end
 
 local _M = {
@@ -112,29 +113,119 @@ local mt = { __index = _M }
 -- without bound.
 local MAX_NEGATIVE = 10000
 
+--- The share group new() gives a config that names none: 32 hex characters
+--- when this module was loaded in init_by_lua, nil when it was first loaded
+--- in a worker.
+function _M.instance_group()
+    return instance.group
+end
+
+local standalone_logged = false
+
+-- `conf` with share.group set to the instance's group, unless the caller
+-- named a group, turned sharing off, or gave a `share` that libckv refuses
+-- anyway. The caller's table is left as it is (APISIX shows it in its
+-- control API).
+local function with_instance_group(conf)
+    local share = conf.share
+    if share == nil then
+        share = {}
+    elseif type(share) ~= "table" or share.group ~= nil
+           or share.enabled == false then
+        return conf
+    end
+    if instance.group == nil then
+        if not instance.loaded_in_master and not standalone_logged and ngx_log then
+            standalone_logged = true
+            ngx_log(ngx.INFO, "ckv: resty.consul_kv was first loaded in a ",
+                    "worker, not in init_by_lua, so this worker watches ",
+                    "Consul on its own; require(\"resty.consul_kv\") in ",
+                    "init_by_lua (or set share.group) to share one watch ",
+                    "among the workers of this nginx instance")
+        end
+        return conf
+    end
+    local copy, share_copy = {}, {}
+    for k, v in pairs(conf) do
+        copy[k] = v
+    end
+    for k, v in pairs(share) do
+        share_copy[k] = v
+    end
+    share_copy.group = instance.group
+    copy.share = share_copy
+    return copy
+end
+
+local function encode_config(conf)
+    local json, err = json_encode(conf)
+    if not json then
+        return nil, "cannot encode config: " .. err
+    end
+    return json
+end
+
+-- The config as JSON for ckv_init, with the instance's group added.
+local function config_json(conf)
+    if type(conf) ~= "string" then
+        return encode_config(with_instance_group(conf))
+    end
+    -- JSON text is passed as it is unless the group must be added; anything
+    -- but a JSON object goes to libckv, which says what is wrong with it.
+    local decoded = json_decode(conf)
+    if type(decoded) ~= "table" or decoded[1] ~= nil then
+        return conf
+    end
+    local with_group = with_instance_group(decoded)
+    if with_group == decoded then
+        return conf
+    end
+    return encode_config(with_group)
+end
+
+local KNOWN_OPTS = { log_interval = true }
+
+local function check_opts(opts)
+    if opts == nil then
+        return
+    end
+    if type(opts) ~= "table" then
+        error("opts must be a table", 3)
+    end
+    for k in pairs(opts) do
+        if not KNOWN_OPTS[k] then
+            error("unknown option opts." .. tostring(k), 3)
+        end
+    end
+    local interval = opts.log_interval
+    if interval ~= nil then
+        if type(interval) ~= "number" then
+            error("opts.log_interval must be a number", 3)
+        end
+        -- (NaN fails both comparisons)
+        if not (interval == 0 or (interval >= 0.001 and interval <= 3600)) then
+            error("opts.log_interval must be 0 (no log timer) or from "
+                  .. "0.001 to 3600 seconds", 3)
+        end
+    end
+end
+
 --- Starts watching. `conf` is APISIX's consul_kv table (or a JSON string);
 --- opts.log_interval (seconds, default 0.1; 0 disables) drains the library's
 --- log records into the nginx error log from a timer.
 function _M.new(conf, opts)
-    local json
-    if type(conf) == "string" then
-        json = conf
-    elseif type(conf) == "table" then
-        local err
-        json, err = json_encode(conf)
-        if not json then
-            return nil, "cannot encode config: " .. err
-        end
-    else
+    if type(conf) ~= "string" and type(conf) ~= "table" then
         error("conf must be a table or a JSON string", 2)
     end
-    if opts ~= nil and type(opts) ~= "table" then
-        error("opts must be a table", 2)
+    check_opts(opts)
+    local json, err = config_json(conf)
+    if not json then
+        return nil, err
     end
 
     local errbuf = ffi_new("uint8_t[1024]")
     out_len[0] = 1024
-    local rc = C.ckv_init(json, #json, out_handle, errbuf, out_len)
+    local rc = libckv.ckv_init(json, #json, out_handle, errbuf, out_len)
     if rc ~= OK then
         return nil, ffi_string(errbuf, out_len[0])
     end
@@ -142,7 +233,7 @@ function _M.new(conf, opts)
 
     local self = setmetatable({
         h = h,
-        gen_ptr = C.ckv_generation_ptr(h),
+        gen_ptr = libckv.ckv_generation_ptr(h),
         -- name -> node table (or false: unknown), valid for generation `seen`
         cache = {},
         seen = -1,
@@ -162,7 +253,7 @@ function _M.new(conf, opts)
     end
     if interval > 0 and ngx and ngx.timer then
         self:drain_logs()
-        local ok, err = ngx.timer.every(interval, function(premature)
+        local ok, terr = ngx.timer.every(interval, function(premature)
             self:drain_logs()
             if premature then
                 -- The worker is exiting: stop threads, release the watch.
@@ -170,7 +261,7 @@ function _M.new(conf, opts)
             end
         end)
         if not ok then
-            ngx_log(ngx.WARN, "ckv: cannot start log timer: ", err)
+            ngx_log(ngx.WARN, "ckv: cannot start log timer: ", terr)
         end
     end
     return self
@@ -207,7 +298,7 @@ end
 local function miss(self, name)
     local h = self.h
     local cache = self.cache
-    local rc = C.ckv_service_generation(h, name, #name, out_gen)
+    local rc = libckv.ckv_service_generation(h, name, #name, out_gen)
     if rc == ERR_NOT_FOUND then
         self.previous[name] = nil
         if self.negative >= MAX_NEGATIVE then
@@ -229,7 +320,8 @@ local function miss(self, name)
             return old
         end
     end
-    rc = read_nodes(h, name)
+    local json
+    rc, json = read_string(nodes_into, h, name)
     if rc == ERR_NOT_FOUND then
         cache[name] = false
         return nil
@@ -237,7 +329,7 @@ local function miss(self, name)
     if rc ~= OK then
         return nil, status_message(rc)
     end
-    local nodes, err = decode_out("nodes")
+    local nodes, err = decode("nodes", json)
     if not nodes then
         return nil, err
     end
@@ -272,11 +364,11 @@ function _M.all_nodes(self)
     if self.all_gen == gen then
         return self.all
     end
-    local rc = read_all_nodes(self.h)
+    local rc, json = read_string(all_nodes_into, self.h)
     if rc ~= OK then
         return nil, status_message(rc)
     end
-    local all, err = decode_out("services")
+    local all, err = decode("services", json)
     if not all then
         return nil, err
     end
@@ -286,11 +378,11 @@ end
 
 --- Watch statistics (a table; see README "stats").
 function _M.stats(self)
-    local rc = read_stats(self.h)
+    local rc, json = read_string(stats_into, self.h)
     if rc ~= OK then
         return nil, status_message(rc)
     end
-    return decode_out("stats")
+    return decode("stats", json)
 end
 
 --- The snapshot generation counter (changes on every published change).
@@ -305,14 +397,15 @@ function _M.drain_logs(self)
     end
     local h = self.h
     while true do
-        local rc = C.ckv_log_next(h, buf, buf_size, out_len, out_level)
+        local rc, record = read_string(log_record_into, h)
         if rc ~= OK then
             if rc ~= ERR_EMPTY then
-                ngx_log(ngx.ERR, "ckv: cannot read log records: ", status_message(rc))
+                ngx_log(ngx.ERR, "ckv: cannot read log records: ",
+                        status_message(rc))
             end
             return
         end
-        ngx_log(out_level[0], ffi_string(buf, out_len[0]))
+        ngx_log(out_level[0], record)
     end
 end
 
@@ -323,7 +416,7 @@ function _M.close(self)
     if self.closed then
         return true
     end
-    local rc = C.ckv_shutdown(self.h, 2000)
+    local rc = libckv.ckv_shutdown(self.h, 2000)
     self:drain_logs()
     self.closed = true
     if rc ~= OK then

@@ -81,10 +81,16 @@ function _M.ckv_threads(pids)
     return n
 end
 
--- Shared directories of ckv that belong to this nginx instance (their
--- group defaults to the master's pid).
-function _M.shm_dirs()
-    return list("ls -d /dev/shm/ckv.*." .. _M.master_pid() .. ".* 2>/dev/null")
+-- Shared directories of ckv named after `group` (default: this instance's,
+-- made by resty.consul_kv in the master).
+function _M.shm_dirs(group)
+    group = group or require("resty.consul_kv").instance_group()
+    return list("ls -d /dev/shm/ckv.*." .. group .. ".* 2>/dev/null")
+end
+
+-- Every shared directory of ckv.
+function _M.all_shm_dirs()
+    return list("ls -d /dev/shm/ckv.* 2>/dev/null")
 end
 
 return _M

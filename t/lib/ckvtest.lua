@@ -111,9 +111,12 @@ end
 -- ---- helpers for the drop-in and multi-worker suites (t/010..t/049) ----
 
 -- Configures apisix.core.config_local (the stub) with discovery.consul_kv =
--- conf; call from init_by_lua before the drop-in's init_worker().
+-- conf, then loads the drop-in, as APISIX's init_by_lua does (apisix ->
+-- apisix.upstream -> apisix.discovery.init): the master then makes the
+-- instance's share group. Call from init_by_lua.
 function _M.dropin_conf(conf)
     require("apisix.core.config_local").set({ discovery = { consul_kv = conf } })
+    require("apisix.discovery.consul_kv")
 end
 
 -- Every `interval` seconds (default 0.01) stores tostring(fn()) in the
@@ -155,6 +158,27 @@ function _M.wait_workers(dict, label, expected, n, timeout)
             end
         end
         return all, table.concat(seen, " ")
+    end, timeout)
+end
+
+-- The values workers 0..n-1 recorded under `label`, sorted and joined by
+-- " " ("nil" for a worker that recorded nothing yet).
+function _M.worker_values(dict, label, n)
+    local shm = ngx.shared[dict]
+    local values = {}
+    for i = 0, n - 1 do
+        values[#values + 1] = tostring(shm:get(label .. ":" .. i))
+    end
+    table.sort(values)
+    return table.concat(values, " ")
+end
+
+-- Waits until worker_values(dict, label, n) is `expected` (e.g. "follower
+-- leader"); returns ok and the values last seen.
+function _M.wait_worker_values(dict, label, n, expected, timeout)
+    return _M.wait_for(function()
+        local values = _M.worker_values(dict, label, n)
+        return values == expected, values
     end, timeout)
 end
 

@@ -1,5 +1,7 @@
 -- Finds and loads libckv.so on package.cpath, once per LuaJIT VM, and checks
--- that its ABI is the one cdefs.lua was generated for.
+-- that its ABI is the one cdefs.lua was generated for. `libckv` is the
+-- library's FFI namespace (call its functions as libckv.ckv_nodes(...)); it
+-- is not ffi.C, which holds the symbols of the process itself.
 local ffi    = require("ffi")
 local cdefs  = require("resty.consul_kv.cdefs")
 
@@ -30,9 +32,9 @@ if not path then
           .. concat(tried, "\n    "), 2)
 end
 
-local clib = ffi_load(path)
+local libckv = ffi_load(path)
 
-local abi = clib.ckv_abi_version()
+local abi = libckv.ckv_abi_version()
 if abi ~= cdefs.ABI_VERSION then
     error("libckv at " .. path .. " has ABI version " .. tostring(abi)
           .. " but this Lua binding was written for "
@@ -40,8 +42,8 @@ if abi ~= cdefs.ABI_VERSION then
 end
 
 return {
-    C       = clib,
+    libckv  = libckv,
     path    = path,
-    version = ffi_string(clib.ckv_version()),
+    version = ffi_string(libckv.ckv_version()),
     cdefs   = cdefs,
 }

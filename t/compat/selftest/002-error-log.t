@@ -1,14 +1,14 @@
 # error_log / no_error_log / grep_error_log semantics: patterns as lines,
 # qr// and arrays; checks only see what was logged during the block's own
-# request (per repeat); wait; log_level.
+# request (per repeat); wait.
 use lib 't/compat/selftest/lib';
 use CompatSelfTest;
 
 repeat_each(2);
 
 # per repeat: status + body for every block, plus the log assertions:
-# T1 1, T2 3, T3 1, T4 2, T5 2, T6 1, T7 1, T8 1, T9 1, T10 1, T11 1, T12 1
-plan tests => repeat_each() * (2 * blocks() + 16);
+# T1 1, T2 3, T3 1, T4 2, T5 2, T6 1, T7 1, T8 1, T9 1, T10 1, T11 1
+plan tests => repeat_each() * (2 * blocks() + 15);
 
 no_shuffle();
 run_tests();
@@ -195,25 +195,7 @@ ckv timer fired
 
 
 
-=== TEST 11: log_level section
---- log_level: warn
---- config
-    location = /t {
-        content_by_lua_block {
-            ngx.log(ngx.INFO, "ckv info message")
-            ngx.say("ok")
-        }
-    }
---- request
-GET /t
---- response_body
-ok
---- no_error_log
-ckv info message
-
-
-
-=== TEST 12: each repeat only sees its own lines
+=== TEST 11: each repeat only sees its own lines
 --- config
     location = /t {
         content_by_lua_block {

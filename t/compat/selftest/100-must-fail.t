@@ -44,6 +44,9 @@ my @cases = (
     ['bad-config',       0, qr/Cannot start nginx/],
     ['dies',             0, qr/fixture dies here/],
 );
+# Only the compat runner refuses sections it does not implement.
+push @cases, ['unsupported', 0, qr/the --- more_headers section is not supported/]
+    unless $real;
 
 plan tests => 3 * @cases + 2;
 

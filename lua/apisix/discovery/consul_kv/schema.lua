@@ -133,7 +133,8 @@ return {
                 enabled = {type = "boolean", default = true},
                 -- absolute path
                 dir = {type = "string", minLength = 1, default = "/dev/shm"},
-                -- default: the parent process id (the nginx master)
+                -- default: the nginx instance's random group, made by
+                -- resty.consul_kv in the master (README "Lua API")
                 group = {
                     anyOf = {
                         {type = "string", pattern = [[^[A-Za-z0-9._-]{1,64}$]]},
