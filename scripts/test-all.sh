@@ -2,7 +2,8 @@
 # Runs every check and test, then prints one summary line:
 #   total: N passed, M failed
 # Steps: rustfmt, clippy, build, header/cdefs freshness, cargo test (all
-# crates), the C example, the Test::Nginx suites, the runner's self-tests.
+# crates), the C example, the Test::Nginx suites, the runner's self-tests,
+# the packaging checks.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -73,6 +74,13 @@ check c-example bash examples/test.sh
 prove_tests test-nginx
 check reload-stress env RELOADS="${RELOADS:-100}" bash scripts/reload-stress.sh
 prove_tests runner-selftest --selftest
+# Packaging (README "Installation"): links stay inside the repo; make install
+# + pkg-config + SONAME; the glibc-2.28 build in a Debian bullseye chroot; the
+# .deb installed there with dpkg -i.
+check doc-links python3 scripts/check-links.py
+check install bash packaging/tests/install.sh
+check glibc-floor bash packaging/tests/bullseye.sh
+check deb bash packaging/tests/bullseye.sh deb
 
 if [ ${#failed_steps[@]} -gt 0 ]; then
     echo "failed steps: ${failed_steps[*]}"
