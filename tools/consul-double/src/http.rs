@@ -113,6 +113,12 @@ async fn route(shared: &Arc<Shared>, conn: &ConnCtx, req: Request<Incoming>) -> 
         )
         .await;
     }
+    if path == b"/v1/acl/bootstrap" {
+        return Action::Reply(kv::wrap(
+            shared,
+            crate::bootstrap::handle(shared, req.method()),
+        ));
+    }
     if path == b"/v1/status/leader" {
         return Action::Reply(kv::wrap(shared, leader(shared, req.method())));
     }

@@ -18,6 +18,7 @@
 pub mod acl;
 pub mod blocking;
 pub mod body;
+pub mod bootstrap;
 pub mod config;
 pub mod control;
 pub mod faults;

@@ -46,6 +46,8 @@ pub struct Shared {
     pub max_conns_per_client: AtomicUsize,
     pub per_client: Mutex<HashMap<IpAddr, usize>>,
     pub next_conn_id: AtomicU64,
+    /// The Raft index of the ACL bootstrap, once it happened (its "reset index").
+    pub acl_bootstrap_index: Mutex<Option<u64>>,
 }
 
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -77,6 +79,7 @@ impl Shared {
             stats: Arc::new(Stats::default()),
             per_client: Mutex::new(HashMap::new()),
             next_conn_id: AtomicU64::new(1),
+            acl_bootstrap_index: Mutex::new(None),
         }
     }
 

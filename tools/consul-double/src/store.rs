@@ -106,6 +106,11 @@ impl Store {
         self.state.raft_index
     }
 
+    /// A write to another table (ACLs): consumes Raft indexes, leaves KV alone.
+    pub fn consume_index(&mut self) -> u64 {
+        self.next_index()
+    }
+
     /// `kvsMaxIndex`: max(table index of kvs, table index of tombstones).
     pub fn table_index(&self) -> u64 {
         self.state.kvs_index.max(self.state.tomb_index)

@@ -234,3 +234,96 @@ async fn key_list_policy_denies_lists() {
     assert_eq!(r.status, 200);
     d.shutdown().await;
 }
+
+/// `PUT /v1/acl/bootstrap`: once 200 with the management token (Consul 1.14's
+/// `aclBootstrapResponse` shape), then 403; the secret it returns works.
+#[tokio::test]
+async fn acl_bootstrap_once() {
+    let d = acl_double(false).await;
+    let a = d.addr();
+    let before = get(a, "/v1/kv/?recurse").await.index();
+    let r = req(a, "PUT", "/v1/acl/bootstrap").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("Content-Type"), Some("application/json"));
+    assert_eq!(r.header("X-Consul-Default-Acl-Policy"), Some("deny"));
+    assert!(r.header("X-Consul-Index").is_none());
+    let text = r.text();
+    let keys: Vec<&str> = [
+        "ID",
+        "AccessorID",
+        "SecretID",
+        "Description",
+        "Policies",
+        "Local",
+        "CreateTime",
+        "Hash",
+        "CreateIndex",
+        "ModifyIndex",
+    ]
+    .to_vec();
+    let mut at = 0;
+    for k in &keys {
+        let pos = text
+            .find(&format!("\"{k}\":"))
+            .unwrap_or_else(|| panic!("{k} in {text}"));
+        assert!(pos >= at, "{k} out of Go's field order in {text}");
+        at = pos;
+    }
+    let j = r.json();
+    assert_eq!(j.as_object().unwrap().len(), keys.len(), "{text}");
+    assert_eq!(j["SecretID"], MGMT);
+    assert_eq!(j["ID"], MGMT);
+    assert_eq!(j["Policies"][0]["Name"], "global-management");
+    assert_eq!(
+        j["Policies"][0]["ID"],
+        "00000000-0000-0000-0000-000000000001"
+    );
+    assert_eq!(j["Local"], false);
+    assert_eq!(j["AccessorID"].as_str().unwrap().len(), 36);
+    assert!(j["CreateTime"].as_str().unwrap().ends_with('Z'));
+    let idx = j["CreateIndex"].as_u64().unwrap();
+    assert!(idx > before, "bootstrap consumes a Raft index");
+    assert_eq!(j["ModifyIndex"].as_u64(), Some(idx));
+    // An ACL write does not move the KV view index.
+    assert_eq!(get(a, "/v1/kv/?recurse").await.index(), before);
+
+    // The returned secret is a management token.
+    let secret = j["SecretID"].as_str().unwrap().to_string();
+    let w = req_h(
+        a,
+        "PUT",
+        "/v1/kv/x",
+        &[("X-Consul-Token", &secret)],
+        Some(b"1"),
+    )
+    .await;
+    assert_eq!(w.text(), "true");
+
+    for _ in 0..2 {
+        let again = req(a, "PUT", "/v1/acl/bootstrap").await;
+        assert_eq!(again.status, 403);
+        assert_eq!(
+            again.text(),
+            format!("Permission denied: ACL bootstrap no longer allowed (reset index: {idx})")
+        );
+        assert_eq!(
+            again.header("Content-Type"),
+            Some("text/plain; charset=utf-8")
+        );
+    }
+    let g = req(a, "GET", "/v1/acl/bootstrap").await;
+    assert_eq!(g.status, 405);
+    assert_eq!(g.text(), "method GET not allowed");
+    assert_eq!(g.header("Allow"), Some("OPTIONS,PUT"));
+    d.shutdown().await;
+}
+
+#[tokio::test]
+async fn acl_bootstrap_without_acls_is_401() {
+    let d = start(|_| {}).await;
+    let r = req(d.addr(), "PUT", "/v1/acl/bootstrap").await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.text(), "ACL support disabled");
+    assert_eq!(r.header("X-Consul-Default-Acl-Policy"), Some("allow"));
+    d.shutdown().await;
+}
