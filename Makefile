@@ -4,7 +4,8 @@
 #   make GLIBC_FLOOR=2.28      the same library, loadable on glibc >= 2.28 (cargo zigbuild)
 #   sudo make install          installs what `make` built; never runs cargo
 #   sudo make uninstall        removes exactly what install put there
-#   make deb                   target/dist/ckv_<version>_amd64.deb (glibc >= 2.28)
+#   make deb                   target/dist/ckv_<version>-1_amd64.deb (glibc >= 2.28)
+#   sudo make install-apisix   replaces APISIX's consul_kv in place (APISIX_HOME=/usr/local/apisix)
 PREFIX       ?= /usr/local
 DESTDIR      ?=
 LIBDIR       ?= $(PREFIX)/lib
@@ -43,7 +44,7 @@ CARGO_LIB_OUT   := target/x86_64-unknown-linux-gnu/release/libckv.so
 endif
 
 .PHONY: all build lib double build-debug deps test check-header demo bench valgrind soak \
-        example install uninstall deb packaging-deps clean
+        example install uninstall install-apisix uninstall-apisix deb packaging-deps clean
 
 all: build
 
@@ -139,6 +140,33 @@ uninstall:
 	for f in $(LUA_FILES); do rm -f $(DESTDIR)$(LUA_LIB_DIR)/$$f; done
 	-rmdir $(DESTDIR)$(LUA_LIB_DIR)/resty/consul_kv $(DESTDIR)$(LUA_LIB_DIR)/apisix/discovery/consul_kv \
 	       $(DESTDIR)$(LUA_LIB_DIR)/apisix/discovery $(DESTDIR)$(LUA_LIB_DIR)/apisix 2>/dev/null
+
+# The replace-in-place route for an APISIX installation (README "APISIX"):
+# APISIX's two consul_kv files are kept as *.apisix next to ours, the binding
+# and the library go into APISIX's own deps tree (on its Lua paths already).
+APISIX_HOME ?= /usr/local/apisix
+APISIX_MOD  := $(DESTDIR)$(APISIX_HOME)/apisix/discovery/consul_kv
+APISIX_DEPS := $(DESTDIR)$(APISIX_HOME)/deps
+install-apisix:
+	@test -f $(DIST)/$(REALNAME) || { echo "make install-apisix: $(DIST)/$(REALNAME) is missing: run make (as yourself) first" >&2; exit 1; }
+	@test -f $(APISIX_MOD)/init.lua || { echo "make install-apisix: no $(APISIX_MOD)/init.lua: set APISIX_HOME to the APISIX installation" >&2; exit 1; }
+	for f in init.lua schema.lua; do \
+		[ -f $(APISIX_MOD)/$$f.apisix ] || cp -p $(APISIX_MOD)/$$f $(APISIX_MOD)/$$f.apisix || exit 1; \
+		$(INSTALL) -m 644 lua/apisix/discovery/consul_kv/$$f $(APISIX_MOD)/$$f || exit 1; \
+	done
+	$(INSTALL) -d $(APISIX_DEPS)/share/lua/5.1/resty/consul_kv $(APISIX_DEPS)/lib/lua/5.1
+	$(INSTALL) -m 644 lua/resty/consul_kv.lua $(APISIX_DEPS)/share/lua/5.1/resty/consul_kv.lua
+	$(INSTALL) -m 644 lua/resty/consul_kv/cdefs.lua lua/resty/consul_kv/clib.lua $(APISIX_DEPS)/share/lua/5.1/resty/consul_kv/
+	$(INSTALL) -m 644 $(DIST)/$(REALNAME) $(APISIX_DEPS)/lib/lua/5.1/libckv.so
+
+# Puts APISIX's own module back and removes what install-apisix added.
+uninstall-apisix:
+	for f in init.lua schema.lua; do \
+		[ ! -f $(APISIX_MOD)/$$f.apisix ] || mv $(APISIX_MOD)/$$f.apisix $(APISIX_MOD)/$$f || exit 1; \
+	done
+	rm -f $(APISIX_DEPS)/share/lua/5.1/resty/consul_kv.lua $(APISIX_DEPS)/share/lua/5.1/resty/consul_kv/cdefs.lua \
+	      $(APISIX_DEPS)/share/lua/5.1/resty/consul_kv/clib.lua $(APISIX_DEPS)/lib/lua/5.1/libckv.so
+	-rmdir $(APISIX_DEPS)/share/lua/5.1/resty/consul_kv 2>/dev/null
 
 # A Debian package of the glibc-2.28 build, in Debian's paths.
 deb:
