@@ -29,7 +29,9 @@ build = {
     install_target = "install",
     install_variables = {
         PREFIX = "$(PREFIX)",
-        LIBDIR = "$(PREFIX)/lib",
+        -- The SONAME'd library, header and ckv.pc stay inside the rock's own
+        -- folder; only lua/ and lib/ are deployed to the tree.
+        LIBDIR = "$(PREFIX)/c",
         INCLUDEDIR = "$(PREFIX)/include",
         LUA_LIB_DIR = "$(LUADIR)",
         LUA_CDIR = "$(LIBDIR)",
