@@ -82,8 +82,7 @@ test: deps packaging-deps
 # What the packaging tests download, once per machine (cached in
 # ~/.cache/ckv): zig + cargo-zigbuild from PyPI, a Debian bullseye root.
 packaging-deps:
-	@bash packaging/zig-toolchain.sh true
-	@bash packaging/bullseye-root.sh >/dev/null
+	@bash packaging/deps.sh
 
 # Fails when include/ckv.h or the Lua cdefs are stale.
 check-header: build-debug

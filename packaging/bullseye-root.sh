@@ -16,7 +16,7 @@ fi
 if ! command -v debootstrap >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get -o DPkg::Lock::Timeout=600 update -qq
-    apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends debootstrap >/dev/null
+    apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-remove --no-install-recommends debootstrap >/dev/null
 fi
 mkdir -p "$cache"
 work=$cache/bullseye-root.partial

@@ -46,6 +46,14 @@ cc -std=c11 -Wall -Werror -o "$dest/watch" examples/watch.c $flags || fail "cc $
 readelf -d "$dest/watch" | grep -q 'Shared library: \[libckv.so.1\]' || fail "the program does not need libckv.so.1"
 LD_LIBRARY_PATH=$root/lib bash packaging/tests/example-vs-double.sh "$dest/watch"
 
+# LuaJIT finds the library through $(LUA_CDIR)/libckv.so on package.cpath.
+lua_out=$(luajit -e "
+    package.path = '$root/share/lua/5.1/?.lua;' .. package.path
+    package.cpath = '$root/lib/lua/5.1/?.so;' .. package.cpath
+    local clib = require('resty.consul_kv.clib')
+    print(clib.path, clib.version)") || fail "luajit could not load the binding and library: $lua_out"
+[ "$lua_out" = "$root/lib/lua/5.1/libckv.so	ckv/$version" ] || fail "luajit loaded an unexpected library: $lua_out"
+
 env PATH=/usr/sbin:/usr/bin:/sbin:/bin make -s uninstall DESTDIR="$dest" >/dev/null || fail "make uninstall failed"
 rm -f "$dest/watch"
 left=$(find "$dest" ! -type d)
