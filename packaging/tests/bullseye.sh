@@ -7,8 +7,8 @@
 #      library is installed with `make install DESTDIR=<root>`, the C
 #      example is built there by bullseye's gcc against the installed header
 #      (pkg-config), and runs in the chroot against the Consul double;
-#   3. the same root refuses the host build when the host's glibc is newer
-#      than bullseye's, so the check in 2 is a real one.
+#   3. the same root refuses the host's own (debug) build when the host's
+#      glibc is newer than bullseye's, so the check in 2 is a real one.
 # Needs root (chroot, mounts). Run it in `unshare -n`.
 #   bullseye.sh [deb]   with "deb": make deb, dpkg -i it into the root and
 #                       use it from Debian's paths; dpkg --purge afterwards.
@@ -19,7 +19,6 @@ fail() { echo "bullseye test: $*" >&2; exit 1; }
 floor=2.28
 
 root=$(bash packaging/bullseye-root.sh)
-make -s double >/dev/null
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 
 if [ "$mode" = deb ]; then
@@ -83,10 +82,11 @@ if [ "$mode" = deb ]; then
     echo "deb test: ok (dpkg -i, pkg-config, run, dpkg --purge on bullseye)"
 else
     host=$(ldd --version | head -n 1 | grep -oE '[0-9]+\.[0-9]+$')
-    needs=$(objdump -T target/release/libckv.so | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -n 1)
+    host_lib=target/debug/libckv.so
+    needs=$(objdump -T "$host_lib" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -n 1)
     if [ "$(printf '%s\n2.31\n' "$needs" | sort -V | tail -n 1)" != 2.31 ]; then
         mkdir -p "$root$work/host"
-        cp target/release/libckv.so "$root$work/host/libckv.so.1"
+        cp "$host_lib" "$root$work/host/libckv.so.1"
         if chroot "$root" env LD_LIBRARY_PATH="$work/host" "$work/watch" --help >/dev/null 2>"$root$work/host.err"; then
             fail "the host build (glibc $host, needs $needs) loaded on bullseye: this test proves nothing"
         fi

@@ -8,9 +8,8 @@
 set -euo pipefail
 [ $# -ge 1 ] || { echo "usage: $0 <command...>" >&2; exit 2; }
 here=$(cd "$(dirname "$0")/../.." && pwd)
-double=${CKV_DOUBLE:-$here/target/release/ckv-consul-double}
-[ -x "$double" ] || double=$here/target/debug/ckv-consul-double
-[ -x "$double" ] || { echo "no Consul double built (make double)" >&2; exit 1; }
+double=${CKV_DOUBLE:-$here/target/debug/ckv-consul-double}
+[ -x "$double" ] || { echo "no Consul double at $double (cargo build --workspace)" >&2; exit 1; }
 work=$(mktemp -d)
 pids=()
 cleanup() {
