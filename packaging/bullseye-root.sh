@@ -28,7 +28,8 @@ debootstrap --variant=minbase --include=gcc,libc6-dev,pkg-config,ca-certificates
     tail -n 20 "$cache/bullseye-debootstrap.log" >&2
     exit 1
 }
-chroot "$work" ldd --version | head -n 1 >"$work/.ckv-complete"
+# sed, not head: head would close the pipe early and fail ldd under pipefail.
+chroot "$work" ldd --version | sed -n 1p >"$work/.ckv-complete"
 rm -rf "$root"
 mv "$work" "$root"
 echo "$root"

@@ -69,7 +69,7 @@ mkdir -p "$root$work"
 cp examples/watch.c "$root$work/"
 chroot "$root" env "${pc_env[@]}" sh -c "cd $work && gcc -std=c11 -Wall -Werror -o watch watch.c \$(pkg-config --cflags --libs ckv)" ||
     fail "bullseye's gcc could not build the example with pkg-config"
-echo "built with bullseye's $(chroot "$root" gcc --version | head -n 1), against $(head -n 1 "$root/.ckv-complete")"
+echo "built with bullseye's $(chroot "$root" gcc --version | sed -n 1p), against $(head -n 1 "$root/.ckv-complete")"
 unshare -m bash -c '
     set -e
     mount -t proc proc "$1/proc"
@@ -81,7 +81,7 @@ if [ "$mode" = deb ]; then
     [ ! -e "$root/usr/lib/x86_64-linux-gnu/libckv.so.1" ] || fail "libckv.so.1 is still there after dpkg --purge"
     echo "deb test: ok (dpkg -i, pkg-config, run, dpkg --purge on bullseye)"
 else
-    host=$(ldd --version | head -n 1 | grep -oE '[0-9]+\.[0-9]+$')
+    host=$(ldd --version | sed -n 1p | grep -oE '[0-9]+\.[0-9]+$')
     host_lib=target/debug/libckv.so
     needs=$(objdump -T "$host_lib" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -n 1)
     if [ "$(printf '%s\n2.31\n' "$needs" | sort -V | tail -n 1)" != 2.31 ]; then

@@ -21,8 +21,8 @@ trap cleanup EXIT
 
 "$double" --listen 127.0.0.1:0 >"$work/double.out" 2>&1 &
 pids+=($!)
-for _ in $(seq 250); do grep -q listening "$work/double.out" && break; sleep 0.02; done
-addr=$(grep -oE '127\.0\.0\.1:[0-9]+' "$work/double.out" | head -n 1)
+for _ in $(seq 250); do grep -q listening "$work/double.out" 2>/dev/null && break; sleep 0.02; done
+addr=$(grep -m1 -oE '127\.0\.0\.1:[0-9]+' "$work/double.out")
 [ -n "$addr" ] || { echo "the double did not start:"; cat "$work/double.out"; exit 1; }
 
 "$@" "http://$addr" upstreams --changes 2 --seconds 30 >"$work/watch.out" 2>"$work/watch.err" &
