@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # What the packaging tests need, installed once per machine and cached:
 # Debian's debootstrap, luajit2 (the LuaJIT branch nginx's Lua module uses;
-# Debian's "luajit" package would replace it) and binutils; zig + cargo-zigbuild (PyPI,
+# Debian's "luajit" package would replace it), binutils and luarocks; zig + cargo-zigbuild (PyPI,
 # ~/.cache/ckv/zig-venv); a Debian bullseye root (~/.cache/ckv/bullseye-root).
 set -euo pipefail
 cd "$(dirname "$0")"
 missing=()
-for p in debootstrap luajit2 binutils python3-venv; do
+for p in debootstrap luajit2 binutils luarocks python3-venv; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 # python3-venv only matters when python3 is Debian's own.

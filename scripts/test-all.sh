@@ -74,11 +74,13 @@ check c-example bash examples/test.sh
 prove_tests test-nginx
 check reload-stress env RELOADS="${RELOADS:-100}" bash scripts/reload-stress.sh
 prove_tests runner-selftest --selftest
-# Packaging (README "Installation"): links stay inside the repo; make install
-# + pkg-config + SONAME; the glibc-2.28 build in a Debian bullseye chroot; the
-# .deb installed there with dpkg -i.
+# Packaging (README "Installation", "APISIX"): links stay inside the repo;
+# make install + pkg-config + SONAME; make install-apisix; the rockspec; the
+# glibc-2.28 build in a Debian bullseye chroot; the .deb installed there.
 check doc-links python3 scripts/check-links.py
 check install bash packaging/tests/install.sh
+check install-apisix bash packaging/tests/install-apisix.sh
+check rockspec luarocks lint ckv-0.1.0-1.rockspec
 check glibc-floor bash packaging/tests/bullseye.sh
 check deb bash packaging/tests/bullseye.sh deb
 
