@@ -7,6 +7,8 @@ fn main() {
     println!("cargo:rerun-if-changed=src/ffi");
     println!("cargo:rerun-if-changed=cbindgen.toml");
     println!("cargo:rerun-if-changed=build.rs");
+    // SONAME follows the C ABI version (ckv_abi_version); see Makefile.
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libckv.so.1");
     if std::env::var_os("CARGO_FEATURE_FFI").is_none() {
         return;
     }

@@ -4,7 +4,7 @@
 # Steps: rustfmt, clippy, luacheck, build, header/cdefs freshness, cargo test
 # (all crates), the C examples (plain, ASan/UBSan, valgrind) and the C thread
 # test (TSan), the Test::Nginx suites, the real-Consul stage, the runner's
-# self-tests.
+# self-tests, the packaging checks.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -96,6 +96,15 @@ prove_tests test-nginx
 real_consul_stage
 check reload-stress env RELOADS="${RELOADS:-100}" bash scripts/reload-stress.sh
 prove_tests runner-selftest --selftest
+# Packaging (README "Installation", "APISIX"): links stay inside the repo;
+# make install + pkg-config + SONAME; make install-apisix; the rockspec; the
+# glibc-2.28 build in a Debian bullseye chroot; the .deb installed there.
+check doc-links python3 scripts/check-links.py
+check install bash packaging/tests/install.sh
+check install-apisix bash packaging/tests/install-apisix.sh
+check rockspec luarocks lint ckv-0.1.0-1.rockspec
+check glibc-floor bash packaging/tests/bullseye.sh
+check deb bash packaging/tests/bullseye.sh deb
 
 if [ ${#failed_steps[@]} -gt 0 ]; then
     echo "failed steps: ${failed_steps[*]}"
