@@ -16,20 +16,15 @@ pub fn parse_config(json: &[u8]) -> Result<(Config, Vec<String>), String> {
     config::parse_with_warnings(json).map_err(|e| e.to_string())
 }
 
-/// The token; the one line to change when `Config::token` becomes a `Secret`.
+/// The token, for the `X-Consul-Token` header only.
 pub fn token_of(c: &Config) -> &str {
-    &c.token
+    c.token.expose()
 }
 
 /// Removes the token from a text that is about to be printed (a server's
 /// error body could echo it).
 pub fn redact(c: &Config, text: &str) -> String {
-    let token = token_of(c);
-    if token.is_empty() {
-        text.to_string()
-    } else {
-        text.replace(token, "<redacted>")
-    }
+    c.token.scrub(text)
 }
 
 /// What ckv does with one entry: a node (service path and node object), or
@@ -162,24 +157,7 @@ pub fn settings(c: &Config) -> Settings {
     }
 }
 
-/// Makes text from Consul safe to print on one line: every control
-/// character (C0, DEL, C1, U+2028/2029) becomes a visible escape. The
-/// library's `log::escape_untrusted` will replace this once it exists.
+/// Text from Consul made safe to print: ckv's own escaping.
 pub fn escape_untrusted(text: &str) -> Cow<'_, str> {
-    let bad = |c: char| c.is_control() || c == '\u{2028}' || c == '\u{2029}';
-    if !text.chars().any(bad) {
-        return Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        match c {
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x100 && bad(c) => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c if bad(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    Cow::Owned(out)
+    ckv::log::escape_untrusted(text)
 }
