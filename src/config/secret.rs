@@ -175,7 +175,7 @@ mod tests {
             format!("raw {TOKEN} and again {TOKEN}."),
             format!("body: {{\"t\":{json}}}"),
             format!("GET /v1/kv/x?token={pct} 403"),
-            format!("lower b1gS3cret-70ken%2f0f%22consul"),
+            "lower b1gS3cret-70ken%2f0f%22consul".to_string(),
             format!("echo: {TOKEN:?}"),
         ] {
             let out = s.scrub(&text);
