@@ -10,6 +10,8 @@ LIB_DIR=${CKV_LIB_DIR:-$PWD/target/debug}
 DOUBLE=${CKV_DOUBLE_BIN:-$PWD/target/debug/ckv-consul-double}
 DPORT=${DPORT:-18531}
 NPORT=${NPORT:-18532}
+# An explicit group: the directory name to look for (ckv.<uid>.<group>).
+GROUP=reload-stress-$$
 work=$(mktemp -d /tmp/ckv-reload.XXXXXX)
 chmod 755 "$work"
 cleanup() {
@@ -47,7 +49,7 @@ http {
     init_worker_by_lua_block {
         package.loaded.kv = assert(require("resty.consul_kv").new({
             servers = { "http://127.0.0.1:$DPORT" }, prefix = "reload",
-            timeout = { wait = 2 },
+            timeout = { wait = 2 }, share = { group = "$GROUP" },
         }))
     }
     server {
@@ -136,7 +138,7 @@ threads=0
 for p in $(workers); do
     threads=$((threads + $( (grep -l "^ckv-" /proc/"$p"/task/*/comm 2>/dev/null || true) | wc -l)))
 done
-dirs=$( (ls -d /dev/shm/ckv.*."$master".* 2>/dev/null || true) | wc -l)
+dirs=$( (ls -d /dev/shm/ckv.*."$GROUP" 2>/dev/null || true) | wc -l)
 polls=$(curl -s "http://127.0.0.1:$DPORT/_double/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["blocking_per_path"].get("/v1/kv/reload/", 0))')
 
 status=0
@@ -154,7 +156,7 @@ if grep -E "\[(alert|crit|emerg)\]" "$work/logs/error.log" | head -5 | grep -q .
 
 kill -QUIT "$master"
 for _ in $(seq 300); do kill -0 "$master" 2>/dev/null || break; sleep 0.02; done
-left=$( (ls -d /dev/shm/ckv.*."$master".* 2>/dev/null || true) | wc -l)
+left=$( (ls -d /dev/shm/ckv.*."$GROUP" 2>/dev/null || true) | wc -l)
 printf 'after quit: shared dirs %s (want 0)\n' "$left"
 [ "$left" -eq 0 ] || { echo "FAIL: shared directory left after quit"; status=1; }
 [ $status -eq 0 ] && echo "reload-stress: ok"

@@ -83,8 +83,9 @@ end
 
 -- Shared directories of ckv that belong to this nginx instance (their
 -- group defaults to the master's pid).
-function _M.shm_dirs()
-    return list("ls -d /dev/shm/ckv.*." .. _M.master_pid() .. ".* 2>/dev/null")
+-- The shared directories of `group` (ckv.<uid>.<group>, plus slots +N).
+function _M.shm_dirs(group)
+    return list("ls -d /dev/shm/ckv.*." .. group .. " /dev/shm/ckv.*." .. group .. "+* 2>/dev/null")
 end
 
 return _M
