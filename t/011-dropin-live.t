@@ -240,6 +240,7 @@ qr/\[notice\].*ckv: http:\/\/127\.0\.0\.1:8500\/v1\/kv\/t011c\/ recovered after 
         require("ckvtest").dropin_conf({
             servers = { "http://127.0.0.1:8599", "http://127.0.0.1:8500" },
             prefix = "t011d",
+            share = { group = "t011d" },
             timeout = { connect = 200, wait = 5 },
             backoff = { initial = 50, max = 200 },
         })

@@ -205,6 +205,8 @@ qr/\[warn\].*ckv: not sharing a watch: share\.dir .*full \(group t070b\)/
                 return not a:find("stale=true") and not b:find("stale=true")
             end)
             ngx.say("nobody stale: ", fresh)
+            -- the leader's notice reaches the error log through a timer
+            t.wait_log("the other workers have it now")
         }
     }
 --- response_body

@@ -139,7 +139,16 @@ impl Group {
         for slot in 0..SLOTS {
             let name = dir_name(group, slot);
             let base_fd = base_fd.try_clone()?;
-            match Self::join_slot(base, base_fd, name, fingerprint, limits)? {
+            let path = base.join(&name);
+            // Name the directory in every error (the checks name it already).
+            let in_dir = |e: io::Error| {
+                if e.to_string().contains(&*path.to_string_lossy()) {
+                    e
+                } else {
+                    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+                }
+            };
+            match Self::join_slot(base, base_fd, name, fingerprint, limits).map_err(in_dir)? {
                 Slot::Joined(g) => return Ok(g),
                 Slot::OtherConfig => continue,
             }
