@@ -113,9 +113,12 @@ fn plant(base: &Path, uid: u32) {
     let trap = base.join(format!("ckv.{uid}.trap"));
     std::fs::create_dir(&trap).unwrap();
     std::fs::set_permissions(&trap, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let fifo = std::ffi::CString::new(trap.join("members").to_str().unwrap()).unwrap();
-    // SAFETY: a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o666) }, 0);
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        trap.join("members"),
+        rustix::fs::Mode::from(0o666),
+    )
+    .unwrap();
     chown(&trap.join("members"), ATTACKER);
     chown(&trap, ATTACKER);
     // D3: the group name as a link to a directory the victim owns.

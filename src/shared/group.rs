@@ -201,8 +201,7 @@ impl Group {
         let leader_guard = fork::register(&leader)?;
         let header_file = fsutil::open_own_file(&dir, "header", true)?;
         let map = map_header(&header_file)?;
-        // SAFETY: see `Group::header`; the mapping was just made.
-        let h = unsafe { &*map.as_ptr().cast::<Header>() };
+        let h = header_of(&map);
         let _ = h
             .magic
             .compare_exchange(0, MAGIC, Ordering::AcqRel, Ordering::Acquire);
@@ -249,15 +248,7 @@ impl Group {
     }
 
     fn header(&self) -> &Header {
-        // SAFETY: the mapping is HEADER_SIZE bytes, page-aligned (so aligned
-        // for Header, which fits in it) and lives as long as `self`. Every
-        // field is an atomic, so concurrent access from other processes is
-        // defined. The file behind it cannot shrink under us (which would
-        // turn access into SIGBUS): it sits in a 0700 directory of our uid,
-        // is ours with a single link, was checked to be HEADER_SIZE bytes
-        // with its blocks allocated before mapping, and ckv never truncates
-        // it; only a process of our own uid could, and that uid is trusted.
-        unsafe { &*self.map.as_ptr().cast::<Header>() }
+        header_of(&self.map)
     }
 
     pub fn dir(&self) -> &Path {
@@ -450,6 +441,21 @@ fn remove_dir(base: &OwnedFd, name: &str, dir: &OwnedFd) {
         }
     }
     let _ = rfs::unlinkat(base, name, AtFlags::REMOVEDIR);
+}
+
+/// The header inside a mapping made by [`map_header`].
+fn header_of(map: &MmapRaw) -> &Header {
+    // SAFETY: `map` was made by `map_header`: HEADER_SIZE bytes, shared,
+    // page-aligned (so aligned for Header, which fits in it), and it lives as
+    // long as the returned reference (borrowed from `map`). Every field is an
+    // atomic, so concurrent access from other processes is defined, and any
+    // bit pattern is a valid value. The file behind it cannot shrink while
+    // mapped (which would turn an access into SIGBUS): it sits in a 0700
+    // directory of our uid, is ours with a single link, was checked to be 0
+    // or HEADER_SIZE bytes and had its blocks allocated before mapping, and
+    // ckv never truncates it; only a process of our own uid could, and that
+    // uid is trusted.
+    unsafe { &*map.as_ptr().cast::<Header>() }
 }
 
 /// Makes sure the header file holds HEADER_SIZE allocated bytes, then maps
