@@ -72,6 +72,8 @@ pub struct Stats {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub share_error: Option<String>,
     pub servers: Vec<ServerStats>,
+    /// The effective configuration, every default applied, token redacted.
+    pub config: serde_json::Value,
 }
 
 pub fn now_ms() -> u64 {

@@ -85,6 +85,7 @@ fetch nodes failed by http://127.0.0.1:8500/v1/kv/t011a/web/, return default ser
         require("ckvtest").dropin_conf({
             servers = { "http://127.0.0.1:8500" },
             prefix = "t011b",
+            share = { group = "t011b" },
             keepalive = false,
             fetch_interval = 1,
         })

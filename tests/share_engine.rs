@@ -95,6 +95,9 @@ fn one_leader_one_watch_and_the_follower_sees_every_publish() {
     assert_eq!(fs["ready"], true);
     assert_eq!(fs["stale"], false);
     assert!(fs.get("share_error").is_none());
+    // The effective configuration, with the group that was used.
+    assert_eq!(fs["config"]["share"]["group"], "g1");
+    assert_eq!(fs["config"]["prefix"], "p");
 }
 
 #[test]

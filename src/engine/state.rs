@@ -179,6 +179,7 @@ impl Shared {
             stale,
             share_error: self.share_error.clone(),
             servers,
+            config: self.config.redacted_json(),
         }
     }
 }
