@@ -34,7 +34,7 @@ pub fn write(path: &Path, contents: &[u8]) -> std::io::Result<()> {
             dir
         };
         if let Ok(fd) = crate::fsutil::open_dir(dir) {
-            crate::fsutil::remove_temp_files(&fd, Some(name));
+            crate::fsutil::remove_temp_files(&fd, &[name]);
         }
     }
     result

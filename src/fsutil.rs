@@ -287,16 +287,16 @@ pub fn list(dir: &impl AsFd) -> io::Result<Vec<String>> {
     Ok(out)
 }
 
-/// Removes temp files left in `dir` by a writer that died mid-write (for the
-/// dump: those of `name` only). Unlinking never follows a link.
-pub fn remove_temp_files(dir: &impl AsFd, name: Option<&str>) -> usize {
-    let Ok(names) = list(dir) else { return 0 };
+/// Removes temp files left in `dir` by a writer of one of `names` that died
+/// mid-write (`snap.` covers `snap.1`, `snap.2`, ...). Unlinking never
+/// follows a link. Returns how many were removed.
+pub fn remove_temp_files(dir: &impl AsFd, names: &[&str]) -> usize {
+    let Ok(entries) = list(dir) else { return 0 };
     let mut removed = 0;
-    for n in names {
-        let ours = match name {
-            Some(base) => n.starts_with(&format!(".{base}{TEMP_MARK}")),
-            None => n.starts_with('.') && n.contains(TEMP_MARK),
-        };
+    for n in entries {
+        let ours = names
+            .iter()
+            .any(|base| n.starts_with(&format!(".{base}")) && n.contains(TEMP_MARK));
         if ours && rfs::unlinkat(dir, n.as_str(), AtFlags::empty()).is_ok() {
             removed += 1;
         }
@@ -384,8 +384,14 @@ mod tests {
         assert_eq!(std::fs::read(d.path().join("config")).unwrap(), b"a");
         std::fs::write(d.path().join(".snap.3.tmp.0123"), b"x").unwrap();
         std::fs::write(d.path().join(".dump.json.tmp.99"), b"x").unwrap();
-        assert_eq!(remove_temp_files(&fd, Some("dump.json")), 1);
-        assert_eq!(remove_temp_files(&fd, None), 1);
-        assert_eq!(list(&fd).unwrap(), vec!["config".to_string()]);
+        std::fs::write(d.path().join(".config.tmp.77"), b"x").unwrap();
+        assert_eq!(remove_temp_files(&fd, &["dump.json"]), 1);
+        assert_eq!(remove_temp_files(&fd, &["snap."]), 1);
+        let mut left = list(&fd).unwrap();
+        left.sort();
+        assert_eq!(
+            left,
+            vec![".config.tmp.77".to_string(), "config".to_string()]
+        );
     }
 }

@@ -490,7 +490,8 @@ fn child_full_later() {
         "the follower says it is stale: {}",
         stats(follower)
     );
-    assert_eq!(stats(leader)["stale"], true);
+    // (The leader's own `stale` is not checked here: its stats writer may
+    // free a page and let the retry through before the filler goes.)
     std::fs::remove_file(filler).unwrap();
     assert!(
         wait_until(WAIT, || nodes(follower, &url, "p/web/").as_deref()

@@ -262,8 +262,9 @@ impl Group {
                 self.header()
                     .leader_pid
                     .store(std::process::id(), Ordering::Release);
-                // Temp files of a leader killed mid-write.
-                fsutil::remove_temp_files(&self.dir, None);
+                // Temp files of a leader killed mid-write (only the leader
+                // writes these; a joiner's `config` temp file is left alone).
+                fsutil::remove_temp_files(&self.dir, &["snap.", "stats.json"]);
                 Ok(true)
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
