@@ -224,3 +224,13 @@ fn a_missing_dump_directory_fails_the_start() {
     let err = Engine::start(ckv::config::parse(json.as_bytes()).unwrap()).unwrap_err();
     assert!(err.contains("dump.path") && err.contains("nope"), "{err}");
 }
+
+/// A CA file that does not exist fails the start (the client is built in
+/// `Engine::start`), instead of a leader that never watches.
+#[test]
+fn a_missing_ca_file_fails_the_start() {
+    let json = r#"{"servers":["https://127.0.0.1:1"],"share":{"enabled":false},
+                   "tls":{"ca_file":"/nonexistent/ca.pem"}}"#;
+    let err = Engine::start(ckv::config::parse(json.as_bytes()).unwrap()).unwrap_err();
+    assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+}
