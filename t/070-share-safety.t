@@ -185,9 +185,14 @@ qr/\[warn\].*ckv: not sharing a watch: share\.dir .*full \(group t070b\)/
             local shm = ngx.shared.ckv_t
             t.put(8500, "t070c/web/10.0.0.1:80", "{}")
             ngx.say("both workers: ", (t.wait_workers("ckv_t", "web", "10.0.0.1:80 w=1", 2)))
-            local roles = { shm:get("st:0"), shm:get("st:1") }
-            table.sort(roles)
-            ngx.say("before: ", table.concat(roles, ", "))
+            -- (each worker records its stats on its own timer)
+            local _, before = t.wait_for(function()
+                local roles = { shm:get("st:0"), shm:get("st:1") }
+                table.sort(roles)
+                local seen = table.concat(roles, ", ")
+                return seen == "follower stale=false ready=true, leader stale=false ready=true", seen
+            end)
+            ngx.say("before: ", before)
             -- fill the tmpfs
             local filler = t.filler
             os.execute("dd if=/dev/zero of=" .. filler .. " bs=4096 2>/dev/null")
