@@ -141,7 +141,7 @@ for p in $(workers); do
 done
 # The shared directory is named after the instance's group (kept across reloads).
 group=$(curl -s "http://127.0.0.1:$NPORT/group")
-dirs=$( (ls -d /dev/shm/ckv.*."$group".* 2>/dev/null || true) | wc -l)
+dirs=$( (ls -d /dev/shm/ckv.*."$group" /dev/shm/ckv.*."$group"+* 2>/dev/null || true) | wc -l)
 polls=$(curl -s "http://127.0.0.1:$DPORT/_double/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["blocking_per_path"].get("/v1/kv/reload/", 0))')
 
 status=0
@@ -160,7 +160,7 @@ if grep -E "\[(alert|crit|emerg)\]" "$work/logs/error.log" | head -5 | grep -q .
 
 kill -QUIT "$master"
 for _ in $(seq 300); do kill -0 "$master" 2>/dev/null || break; sleep 0.02; done
-left=$( (ls -d /dev/shm/ckv.*."$group".* 2>/dev/null || true) | wc -l)
+left=$( (ls -d /dev/shm/ckv.*."$group" /dev/shm/ckv.*."$group"+* 2>/dev/null || true) | wc -l)
 printf 'after quit: shared dirs %s (want 0)\n' "$left"
 [ "$left" -eq 0 ] || { echo "FAIL: shared directory left after quit"; status=1; }
 [ $status -eq 0 ] && echo "reload-stress: ok"

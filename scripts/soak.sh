@@ -90,7 +90,7 @@ http {
             servers = { "http://$addr" },
             prefix  = "upstreams",
             timeout = { connect = 2000, read = 2000, wait = 30 },
-            share   = { dir = "$work" },
+            share   = { dir = "$work", group = "soak" },
         })
         if not kv then
             ngx.log(ngx.EMERG, "ckv: ", err)

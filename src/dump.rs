@@ -1,11 +1,11 @@
 //! The dump file: the last good services, in APISIX's format
 //! `{"services":{name:[nodes]},"last_update":unix_s,"expire":s}`, written
 //! atomically (temp file, fsync, rename; mode 0600) and loaded at start.
+//! Loading reads at most a size derived from the configuration and only a
+//! regular file.
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -22,51 +22,20 @@ pub fn render(snapshot: &Snapshot, last_update: u64, expire: u64) -> String {
     out
 }
 
-/// Writes `contents` to `path` so that a crash at any point leaves either the
-/// old file or the new one, never a mix.
-pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    write_replacing(path, contents, true)
-}
-
-/// Like [`write_atomic`] without fsync: for files on tmpfs that need to be
-/// whole when seen, not durable.
-pub fn write_atomic_fast(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    write_replacing(path, contents, false)
-}
-
-fn write_replacing(path: &Path, contents: &[u8], durable: bool) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| std::io::Error::other("dump path has no file name"))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".tmp.{}", std::process::id()));
-    let tmp = dir.join(tmp_name);
-    let result = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(contents)?;
-        if durable {
-            f.sync_all()?;
+/// Writes the dump atomically and durably, under the temp-file rules of
+/// [`crate::fsutil`] (random name, `O_EXCL`, no link followed), and removes
+/// temp files an earlier writer left when it was killed mid-write.
+pub fn write(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let result = crate::fsutil::write_atomic(path, contents);
+    if let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        if let Ok(fd) = crate::fsutil::open_dir(dir) {
+            crate::fsutil::remove_temp_files(&fd, &[name]);
         }
-        fs::rename(&tmp, path)?;
-        if durable {
-            if let Ok(d) = fs::File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
     }
     result
 }
@@ -88,13 +57,42 @@ pub enum Loaded {
 /// file; 0 never expires). Nodes that are not objects
 /// with a string `host` and an integer `port` make their service invalid; such
 /// services are left out and named in the returned warnings.
-pub fn load(path: &Path, now: u64, expire: u64) -> Result<(Loaded, Vec<String>), String> {
-    let bytes = match fs::read(path) {
+pub fn load(
+    path: &Path,
+    now: u64,
+    expire: u64,
+    max_bytes: u64,
+) -> Result<(Loaded, Vec<String>), String> {
+    let bytes = match read_limited(path, max_bytes) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Loaded::Missing, vec![])),
         Err(e) => return Err(format!("cannot read dump {}: {e}", path.display())),
     };
     parse(&bytes, now, expire).map_err(|e| format!("dump {} is unusable: {e}", path.display()))
+}
+
+/// Reads a regular file of at most `max_bytes` (a FIFO or device in its place
+/// neither blocks nor streams forever).
+fn read_limited(path: &Path, max_bytes: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    if meta.len() > max_bytes {
+        return Err(std::io::Error::other(format!(
+            "{} bytes, more than the limit of {max_bytes}",
+            meta.len()
+        )));
+    }
+    let mut out = Vec::new();
+    f.take(max_bytes).read_to_end(&mut out)?;
+    Ok(out)
 }
 
 pub fn parse(bytes: &[u8], now: u64, expire: u64) -> Result<(Loaded, Vec<String>), String> {
@@ -182,10 +180,10 @@ mod tests {
     fn round_trip_through_a_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("dump.json");
-        write_atomic(&path, render(&snapshot(), 1000, 60).as_bytes()).unwrap();
+        write(&path, render(&snapshot(), 1000, 60).as_bytes()).unwrap();
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let (loaded, warnings) = load(&path, 1030, 60).unwrap();
+        let (loaded, warnings) = load(&path, 1030, 60, 1 << 20).unwrap();
         assert!(warnings.is_empty());
         let Loaded::Fresh(s) = loaded else {
             panic!("{loaded:?}")
@@ -225,7 +223,7 @@ mod tests {
     fn missing_and_corrupt_dumps() {
         let dir = tempfile::tempdir().unwrap();
         assert!(matches!(
-            load(&dir.path().join("nope"), 0, 0).unwrap().0,
+            load(&dir.path().join("nope"), 0, 0, 1 << 20).unwrap().0,
             Loaded::Missing
         ));
         for bad in [&b"{"[..], b"[]", b"{\"services\":[]}", b"{\"services\":{}}"] {
@@ -250,13 +248,50 @@ mod tests {
     fn a_failed_write_keeps_the_old_dump() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("dump.json");
-        write_atomic(&path, b"old").unwrap();
-        // A directory where the temp file would go makes the write fail.
-        let blocker = dir
-            .path()
-            .join(format!(".dump.json.tmp.{}", std::process::id()));
-        fs::create_dir(&blocker).unwrap();
-        assert!(write_atomic(&path, b"new").is_err());
+        write(&path, b"old").unwrap();
+        // A directory where the dump would go makes the rename fail.
+        let blocked = dir.path().join("blocked");
+        fs::create_dir_all(blocked.join("dump.json/x")).unwrap();
+        assert!(write(&blocked.join("dump.json"), b"new").is_err());
         assert_eq!(fs::read(&path).unwrap(), b"old");
+        assert_eq!(
+            fs::read_dir(&blocked).unwrap().count(),
+            1,
+            "temp file removed"
+        );
+    }
+
+    #[test]
+    fn planted_links_are_never_written_through() {
+        // D20: a writable dump directory with the old predictable temp name
+        // pointing at a victim file.
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        let path = dir.path().join("dump.json");
+        std::os::unix::fs::symlink(
+            &victim,
+            dir.path()
+                .join(format!(".dump.json.tmp.{}", std::process::id())),
+        )
+        .unwrap();
+        write(&path, b"{}").unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        assert_eq!(fs::read(&path).unwrap(), b"{}");
+        // Leftover temp names of this dump are cleaned up (links included).
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn oversized_or_special_dumps_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dump.json");
+        write(&path, render(&snapshot(), 1000, 0).as_bytes()).unwrap();
+        let err = load(&path, 0, 0, 10).unwrap_err();
+        assert!(err.contains("more than the limit"), "{err}");
+        let fifo = dir.path().join("fifo");
+        rustix::fs::mkfifoat(rustix::fs::CWD, &fifo, rustix::fs::Mode::RUSR).unwrap();
+        let err = load(&fifo, 0, 0, 1 << 20).unwrap_err();
+        assert!(err.contains("not a regular file"), "{err}");
     }
 }

@@ -90,6 +90,13 @@ pub struct Stats {
     pub source: &'static str,
     /// True once data from Consul (or a fresh dump) is being served.
     pub ready: bool,
+    /// The leader could not write its latest snapshot to the shared
+    /// directory (it retries): the followers serve an older one.
+    pub stale: bool,
+    /// Why this process runs standalone although `share.group` is set
+    /// (the shared directory is untrusted, read-only, full, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub share_error: Option<String>,
     pub servers: Vec<ServerStats>,
     /// The effective configuration: every field, defaults applied, the
     /// token shown as `"<redacted>"` (`Config::redacted_json`).

@@ -302,6 +302,7 @@ api-1_b.internal 8080 number
         require("ckvtest").dropin_conf({
             servers = { "http://127.0.0.1:8500" },
             prefix = "t010g",
+            share = { group = "t010g" },
         })
     }
     init_worker_by_lua_block {

@@ -86,6 +86,7 @@ fetch nodes failed by http://127.0.0.1:8500/v1/kv/t011a/web/, return default ser
         require("ckvtest").dropin_conf({
             servers = { "http://127.0.0.1:8500" },
             prefix = "t011b",
+            share = { group = "t011b" },
             keepalive = false,
             fetch_interval = 1,
         })
@@ -242,6 +243,7 @@ qr/\[notice\].*ckv: http:\/\/127\.0\.0\.1:8500\/v1\/kv\/t011c\/ recovered after 
         require("ckvtest").dropin_conf({
             servers = { "http://127.0.0.1:8599", "http://127.0.0.1:8500" },
             prefix = "t011d",
+            share = { group = "t011d" },
             timeout = { connect = 200, wait = 5 },
             backoff = { initial = 50, max = 200 },
         })

@@ -34,6 +34,7 @@ __DATA__
         require('ckvtest').dropin_conf({
             servers = { 'http://127.0.0.1:8500' },
             prefix = 't012',
+            share = { group = 't012-1' },
             token = 'tok-t012-secret',
             dump = { path = path, load_on_init = false },
         })
@@ -108,6 +109,7 @@ tok-t012-secret
         require('ckvtest').dropin_conf({
             servers = { 'http://127.0.0.1:8599' },
             prefix = 't012',
+            share = { group = 't012-2' },
             timeout = { connect = 200 },
             backoff = { initial = 50, max = 200 },
             dump = { path = '$::Dump', load_on_init = true },
@@ -185,6 +187,7 @@ qr/\[error\].*ckv: http:\/\/127\.0\.0\.1:8599\/v1\/kv\/t012\/: .*keeping the las
         require('ckvtest').dropin_conf({
             servers = { 'http://127.0.0.1:8599' },
             prefix = 't012x',
+            share = { group = 't012-3' },
             timeout = { connect = 200 },
             backoff = { initial = 50, max = 200 },
             dump = { path = path, load_on_init = true, expire = 1 },
@@ -224,6 +227,7 @@ loaded
         require('ckvtest').dropin_conf({
             servers = { 'http://127.0.0.1:8599' },
             prefix = 't012y',
+            share = { group = 't012-4' },
             timeout = { connect = 200 },
             backoff = { initial = 50, max = 200 },
             dump = { path = path },

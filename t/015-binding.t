@@ -28,6 +28,7 @@ __DATA__
         local kv = assert(consul_kv.new({
             servers = { "http://127.0.0.1:8500" },
             prefix = "t015a",
+            share = { group = "t015a" },
             timeout = { wait = 5 },
         }))
         t.client = kv

@@ -23,6 +23,7 @@ __DATA__
         require("ckvtest").client = assert(require("resty.consul_kv").new({
             servers = { "http://127.0.0.1:8500", "http://127.0.0.1:8600" },
             prefix = "t050a", timeout = { wait = 2 },
+            share = { group = "t050a" },
         }))
     }
 --- config
@@ -79,6 +80,7 @@ leader is a worker: true
         require("ckvtest").client = assert(require("resty.consul_kv").new({
             servers = { "http://127.0.0.1:8500" },
             prefix = "t050b", timeout = { wait = 2 },
+            share = { group = "t050b" },
         }))
     }
 --- config
@@ -103,6 +105,7 @@ leader is a worker: true
                     kv = assert(require("resty.consul_kv").new({
                         servers = { "http://127.0.0.1:8500" },
                         prefix = "t050b", timeout = { wait = 2 },
+                        share = { group = "t050b" },
                     }))
                     t.client = kv
                     rejoined = t.wait_for(function()
@@ -170,6 +173,7 @@ exited on signal 9
         require("ckvtest").client = assert(require("resty.consul_kv").new({
             servers = { "http://127.0.0.1:8500" },
             prefix = "t050c", timeout = { wait = 2 },
+            share = { group = "t050c" },
         }))
     }
 --- config
@@ -231,7 +235,7 @@ exited on signal 9
                 return threads == 7
             end, 5)
             ngx.say("ckv threads (4 runtime + 3 follow): ", threads)
-            local dirs = proc.shm_dirs()
+            local dirs = proc.shm_dirs("t050c")
             ngx.say("shared directories: ", #dirs)
             local n = t.client:nodes("http://127.0.0.1:8500/v1/kv/t050c/web/")
             ngx.say("nodes served by a new worker: ", n ~= nil and #n == 1)
@@ -283,6 +287,7 @@ nodes served by a new worker: true
         require("ckvtest").client = assert(require("resty.consul_kv").new({
             servers = { "http://127.0.0.1:8500" },
             prefix = "t050d", timeout = { wait = 2 },
+            share = { group = "t050d" },
         }))
     }
 --- config

@@ -62,10 +62,13 @@ impl ckv_handle {
 /// Parses `config` (a JSON object: APISIX's `discovery.consul_kv` fields plus
 /// ckv's own, see README) and starts watching.
 ///
-/// Call it after the process forks (in nginx: `init_worker`). Processes
-/// share one Consul watch only when they name the same `share.group` and
-/// pass the same configuration; without a `share.group` the handle watches
-/// Consul on its own.
+/// Call it after the process forks (in nginx: `init_worker`). Processes that
+/// pass the same configuration with the same `share.group` share one Consul
+/// watch per server; the others follow its snapshots. Without `share.group`
+/// a process does not share: a C program that wants sharing names a group
+/// (unguessable, one per instance; the Lua binding uses a random nonce made
+/// in the nginx master). A shared directory that cannot be trusted or used
+/// makes the process watch Consul itself (see `share_error` in `ckv_stats`).
 ///
 /// * `config`, `config_len`: the JSON bytes (at most 1 MiB); not retained.
 /// * `out`: receives the new handle on `CKV_OK`.

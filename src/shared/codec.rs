@@ -96,15 +96,21 @@ pub fn decode(buf: &[u8], previous: Option<&Snapshot>) -> Result<Snapshot, Strin
     let seq = r.u64()?;
     let flags = r.u8()?;
     let count = r.u32()? as usize;
-    // Each service takes at least 22 bytes: refuse absurd counts up front.
-    if count > buf.len() / 22 {
+    // Each service takes at least 22 bytes: refuse counts the rest of the
+    // buffer cannot hold, before allocating anything for them.
+    if count > (buf.len() - r.pos) / 22 {
         return Err(format!(
             "snapshot claims {count} services in {} bytes",
             buf.len()
         ));
     }
-    let mut services = HashMap::with_capacity(count);
+    // Grow as entries decode, so a lying count costs nothing, and an
+    // allocation failure is an error (not an abort).
+    let mut services = HashMap::with_capacity(count.min(1024));
     for _ in 0..count {
+        services
+            .try_reserve(1)
+            .map_err(|_| format!("cannot allocate {count} services"))?;
         let server = r.u16()?;
         let generation = r.u64()?;
         let node_count = r.u32()?;

@@ -2,7 +2,8 @@
 //! configuration):
 //!
 //! ```text
-//! {dir}/ckv.{uid}.{group}.{config hash}/
+//! {share.dir}/ckv.{euid}.{group}[+{slot}]/   0700, owned by the effective uid
+//!     config      salted fingerprint of the configuration (never the token)
 //!     members     every process holds LOCK_SH; the last one out gets LOCK_EX
 //!                 and removes the directory
 //!     leader      LOCK_EX held by the process that watches Consul
@@ -11,23 +12,35 @@
 //!     stats.json  the leader's watch statistics
 //! ```
 //!
+//! The directory is trusted only when it is a real directory of the effective
+//! uid with mode 0700; every file in it is opened through the directory's
+//! descriptor without following links and must be a regular file of ours
+//! (see `fsutil`). Processes of the same group with another configuration
+//! use the next slot (`+1`, `+2`, ...), so they never share a watch.
+//!
 //! flock(2) locks are released by the kernel when a process dies, even by
 //! `kill -9`, so leadership passes on and a dead group can be cleaned up.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
+use memmap2::{MmapOptions, MmapRaw};
 use parking_lot::Mutex;
+use rustix::fs::{self as rfs, AtFlags, FallocateFlags, FlockOperation};
 
-use super::futex;
+use super::{fork, futex};
+use crate::fsutil;
 
 const HEADER_SIZE: usize = 4096;
-const MAGIC: u64 = u64::from_le_bytes(*b"CKVHDR01");
+const MAGIC: u64 = u64::from_le_bytes(*b"CKVHDR02");
+const SNAPSHOT_MAGIC: &[u8] = b"CKVSNAP1";
+const CONFIG_MAGIC: &str = "CKVCFG01";
+/// Groups of one name with different configurations: at most this many.
+const SLOTS: u32 = 8;
 
 /// Layout of the shared header. Only atomics: every process maps it.
 #[repr(C)]
@@ -38,58 +51,55 @@ struct Header {
     /// Bumped after each publish; processes futex-wait on it.
     wake: AtomicU32,
     leader_pid: AtomicU32,
+    /// Non-zero while the leader serves a snapshot it could not publish.
+    publish_failed: AtomicU32,
 }
 
 const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_SIZE);
 
+/// Read limits, derived from the configuration by the caller.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub snapshot_bytes: u64,
+    pub stats_bytes: u64,
+}
+
 #[derive(Debug)]
 pub struct Group {
-    dir: PathBuf,
+    path: PathBuf,
+    base: OwnedFd,
+    name: String,
+    dir: OwnedFd,
     members: File,
     leader: File,
-    header: *mut Header,
+    // Dropped before the files (fields drop in order), so a forked child
+    // never sees a stale registration.
+    _fork_guards: [fork::Guard; 2],
+    map: MmapRaw,
+    limits: Limits,
+    /// The process that joined; a forked child never cleans up.
+    pid: u32,
     /// Snapshot files this process published, oldest first.
     published: Mutex<Vec<u64>>,
 }
 
-// SAFETY: `header` points into a shared mapping that lives as long as the
-// Group; it is only accessed through atomics.
-unsafe impl Send for Group {}
-unsafe impl Sync for Group {}
-
-fn flock(f: &File, op: libc::c_int) -> io::Result<()> {
+fn flock(f: &File, op: FlockOperation) -> io::Result<()> {
     loop {
-        // SAFETY: plain syscall on a valid descriptor.
-        let rc = unsafe { libc::flock(f.as_raw_fd(), op) };
-        if rc == 0 {
-            return Ok(());
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
+        match rfs::flock(f, op) {
+            Ok(()) => return Ok(()),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
         }
     }
 }
 
-fn open_rw(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(path)
-}
-
-/// The directory name for a group: per user, so that two users never share.
-pub fn dir_name(group: &str, config_hash: u64) -> String {
-    // SAFETY: getuid never fails.
-    let uid = unsafe { libc::getuid() };
+/// The directory name of `group` in slot `slot`. The group is already
+/// validated by the config (`A-Z a-z 0-9 . _ -`); anything else is replaced.
+pub fn dir_name(group: &str, slot: u32) -> String {
     let safe: String = group
         .chars()
         .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
                 c
             } else {
                 '_'
@@ -97,93 +107,164 @@ pub fn dir_name(group: &str, config_hash: u64) -> String {
         })
         .take(64)
         .collect();
-    format!("ckv.{uid}.{safe}.{config_hash:016x}")
+    let uid = fsutil::euid();
+    match slot {
+        0 => format!("ckv.{uid}.{safe}"),
+        n => format!("ckv.{uid}.{safe}+{n}"),
+    }
+}
+
+/// A keyed 64-bit FNV-1a: the fingerprint file never holds an unkeyed hash.
+fn keyed_hash(salt: &str, fingerprint: u64) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let fp = fingerprint.to_le_bytes();
+    for b in salt.bytes().chain(fp).chain(salt.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// What joining one slot found.
+enum Slot {
+    Joined(Group),
+    OtherConfig,
 }
 
 impl Group {
-    /// Joins (creating if needed) the group directory `base/name`.
-    pub fn join(base: &Path, name: &str) -> io::Result<Group> {
-        let dir = base.join(name);
-        let members = loop {
-            match fs::DirBuilder::new().mode(0o700).create(&dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(e),
+    /// Joins (creating if needed) the group `group` under `base`, in the first
+    /// slot whose configuration fingerprint equals `fingerprint`.
+    pub fn join(base: &Path, group: &str, fingerprint: u64, limits: Limits) -> io::Result<Group> {
+        let base_fd = fsutil::open_dir(base)?;
+        for slot in 0..SLOTS {
+            let name = dir_name(group, slot);
+            let base_fd = base_fd.try_clone()?;
+            let path = base.join(&name);
+            // Name the directory in every error (the checks name it already).
+            let in_dir = |e: io::Error| {
+                if e.to_string().contains(&*path.to_string_lossy()) {
+                    e
+                } else {
+                    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+                }
+            };
+            match Self::join_slot(base, base_fd, name, fingerprint, limits).map_err(in_dir)? {
+                Slot::Joined(g) => return Ok(g),
+                Slot::OtherConfig => continue,
             }
-            let path = dir.join("members");
-            let f = match open_rw(&path) {
+        }
+        Err(io::Error::other(format!(
+            "{SLOTS} groups named {group:?} with other configurations exist"
+        )))
+    }
+
+    fn join_slot(
+        base_path: &Path,
+        base: OwnedFd,
+        name: String,
+        fingerprint: u64,
+        limits: Limits,
+    ) -> io::Result<Slot> {
+        let path = base_path.join(&name);
+        let mut attempts = 0;
+        let (dir, members, members_guard) = loop {
+            attempts += 1;
+            if attempts > 20 {
+                return Err(io::Error::other(format!(
+                    "{} kept being removed while joining",
+                    path.display()
+                )));
+            }
+            let (dir, _) = fsutil::open_private_dir(&base, &name, &path)?;
+            let members = match fsutil::open_own_file(&dir, "members", true) {
                 Ok(f) => f,
                 // The last member removed the directory between our mkdir
                 // and open: start again.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
             };
-            flock(&f, libc::LOCK_SH)?;
-            // Still the live file? (The last member may have removed it.)
-            match fs::metadata(&path) {
-                Ok(m) if m.ino() == f.metadata()?.ino() => break f,
-                _ => continue,
+            let guard = fork::register(&members)?;
+            flock(&members, FlockOperation::LockShared)?;
+            // Still the live directory and file? (The last member may have
+            // removed both while we waited.)
+            let live = rfs::fstat(&members)?.st_nlink == 1
+                && rfs::statat(&base, name.as_str(), AtFlags::SYMLINK_NOFOLLOW)
+                    .is_ok_and(|s| s.st_ino == rfs::fstat(&dir).map_or(0, |d| d.st_ino));
+            if live {
+                break (dir, members, guard);
             }
         };
-        let leader = open_rw(&dir.join("leader"))?;
-        let header_file = open_rw(&dir.join("header"))?;
-        if header_file.metadata()?.len() < HEADER_SIZE as u64 {
-            header_file.set_len(HEADER_SIZE as u64)?;
+        if !Self::same_config(&dir, fingerprint)? {
+            return Ok(Slot::OtherConfig);
         }
-        // SAFETY: mapping a regular file of at least HEADER_SIZE bytes,
-        // shared, read-write; checked for MAP_FAILED below.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                HEADER_SIZE,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                header_file.as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let header = ptr.cast::<Header>();
-        // SAFETY: the mapping is page-aligned and large enough.
-        let h = unsafe { &*header };
+        let leader = fsutil::open_own_file(&dir, "leader", true)?;
+        let leader_guard = fork::register(&leader)?;
+        let header_file = fsutil::open_own_file(&dir, "header", true)?;
+        let map = map_header(&header_file)?;
+        let h = header_of(&map);
         let _ = h
             .magic
             .compare_exchange(0, MAGIC, Ordering::AcqRel, Ordering::Acquire);
         if h.magic.load(Ordering::Acquire) != MAGIC {
-            // SAFETY: unmapping what we mapped above.
-            unsafe { libc::munmap(ptr, HEADER_SIZE) };
-            return Err(io::Error::other(format!(
-                "{} is not a ckv header",
-                dir.join("header").display()
-            )));
+            return Err(io::Error::other("header is not a ckv header"));
         }
-        Ok(Group {
+        Ok(Slot::Joined(Group {
+            path,
+            base,
+            name,
             dir,
             members,
             leader,
-            header,
+            _fork_guards: [members_guard, leader_guard],
+            map,
+            limits,
+            pid: std::process::id(),
             published: Mutex::new(Vec::new()),
-        })
+        }))
+    }
+
+    /// Writes the fingerprint if this is a new group, else compares with it.
+    fn same_config(dir: &OwnedFd, fingerprint: u64) -> io::Result<bool> {
+        for _ in 0..2 {
+            if let Some(text) = fsutil::read_capped(dir, "config", 256, CONFIG_MAGIC.as_bytes())? {
+                let text = String::from_utf8_lossy(&text);
+                let mut parts = text.split_whitespace().skip(1);
+                let (Some(salt), Some(hash)) = (parts.next(), parts.next()) else {
+                    return Err(io::Error::other("config is not a ckv fingerprint"));
+                };
+                return Ok(format!("{:016x}", keyed_hash(salt, fingerprint)) == hash);
+            }
+            let salt = fsutil::random_suffix()?;
+            let text = format!(
+                "{CONFIG_MAGIC} {salt} {:016x}\n",
+                keyed_hash(&salt, fingerprint)
+            );
+            if fsutil::create_file_once(dir, "config", text.as_bytes())? {
+                return Ok(true);
+            }
+            // Another process wrote it first: compare with theirs.
+        }
+        Err(io::Error::other("config fingerprint kept changing"))
     }
 
     fn header(&self) -> &Header {
-        // SAFETY: valid for the Group's lifetime (unmapped in Drop).
-        unsafe { &*self.header }
+        header_of(&self.map)
     }
 
     pub fn dir(&self) -> &Path {
-        &self.dir
+        &self.path
     }
 
     /// Tries to become the leader without waiting.
     pub fn try_lead(&self) -> io::Result<bool> {
-        match flock(&self.leader, libc::LOCK_EX | libc::LOCK_NB) {
+        match flock(&self.leader, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => {
                 self.header()
                     .leader_pid
                     .store(std::process::id(), Ordering::Release);
+                // Temp files of a leader killed mid-write (only the leader
+                // writes these; a joiner's `config` temp file is left alone).
+                fsutil::remove_temp_files(&self.dir, &["snap.", "stats.json"]);
                 Ok(true)
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
@@ -198,7 +279,7 @@ impl Group {
             self.header()
                 .leader_pid
                 .compare_exchange(me, 0, Ordering::AcqRel, Ordering::Acquire);
-        let _ = flock(&self.leader, libc::LOCK_UN);
+        let _ = flock(&self.leader, FlockOperation::Unlock);
     }
 
     pub fn leader_pid(&self) -> u32 {
@@ -220,12 +301,27 @@ impl Group {
         futex::wait(&self.header().wake, seen, timeout);
     }
 
+    /// True while the leader serves a snapshot the others do not have.
+    pub fn publish_failed(&self) -> bool {
+        self.header().publish_failed.load(Ordering::Acquire) != 0
+    }
+
+    /// Leader only: says (in memory, so even on a full disk) whether the
+    /// latest snapshot could not be published; wakes the followers.
+    pub fn set_publish_failed(&self, failed: bool) {
+        let h = self.header();
+        if h.publish_failed.swap(u32::from(failed), Ordering::AcqRel) != u32::from(failed) {
+            h.wake.fetch_add(1, Ordering::AcqRel);
+            futex::wake_all(&h.wake);
+        }
+    }
+
     /// Leader only: makes `bytes` the newest snapshot and wakes everyone.
     pub fn publish(&self, seq: u64, bytes: &[u8]) -> io::Result<()> {
-        let path = self.dir.join(format!("snap.{seq}"));
-        crate::dump::write_atomic_fast(&path, bytes)?;
+        fsutil::replace_file(&self.dir, &format!("snap.{seq}"), bytes, false)?;
         let h = self.header();
         h.seq.store(seq, Ordering::Release);
+        h.publish_failed.store(0, Ordering::Release);
         h.wake.fetch_add(1, Ordering::AcqRel);
         futex::wake_all(&h.wake);
         let mut published = self.published.lock();
@@ -233,25 +329,25 @@ impl Group {
             // First publish of this leader: drop what earlier leaders left.
             self.remove_snapshots_except(seq);
         }
-        published.push(seq);
+        if published.last() != Some(&seq) {
+            published.push(seq);
+        }
         // Keep the newest two: a follower may be reading the previous one.
         while published.len() > 2 {
             let old = published.remove(0);
-            let _ = fs::remove_file(self.dir.join(format!("snap.{old}")));
+            let _ = rfs::unlinkat(&self.dir, format!("snap.{old}"), AtFlags::empty());
         }
         Ok(())
     }
 
     fn remove_snapshots_except(&self, keep: u64) {
-        let Ok(entries) = fs::read_dir(&self.dir) else {
+        let Ok(names) = fsutil::list(&self.dir) else {
             return;
         };
-        for e in entries.flatten() {
-            let name = e.file_name();
-            let Some(name) = name.to_str() else { continue };
+        for name in names {
             if let Some(n) = name.strip_prefix("snap.") {
                 if n.parse::<u64>().is_ok_and(|n| n != keep) {
-                    let _ = fs::remove_file(e.path());
+                    let _ = rfs::unlinkat(&self.dir, name.as_str(), AtFlags::empty());
                 }
             }
         }
@@ -264,60 +360,141 @@ impl Group {
             if seq == 0 {
                 return Ok(None);
             }
-            match fs::read(self.dir.join(format!("snap.{seq}"))) {
-                Ok(b) => return Ok(Some((seq, b))),
+            let name = format!("snap.{seq}");
+            match fsutil::read_capped(&self.dir, &name, self.limits.snapshot_bytes, SNAPSHOT_MAGIC)?
+            {
+                Some(b) => return Ok(Some((seq, b))),
                 // Replaced meanwhile by a newer one: read the header again.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
+                None => continue,
             }
         }
-        Err(io::Error::other("snapshot kept changing while being read"))
+        Err(io::Error::other(format!(
+            "snapshot {} is missing or kept changing while being read",
+            self.seq()
+        )))
     }
 
     /// Leader only: the watch statistics for the other processes.
     pub fn write_stats(&self, json: &[u8]) -> io::Result<()> {
-        crate::dump::write_atomic_fast(&self.dir.join("stats.json"), json)
+        fsutil::replace_file(&self.dir, "stats.json", json, false)
     }
 
     pub fn read_stats(&self) -> io::Result<Vec<u8>> {
-        fs::read(self.dir.join("stats.json"))
+        fsutil::read_capped(&self.dir, "stats.json", self.limits.stats_bytes, b"{")?
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
     }
 
     /// Removes directories of groups whose processes are all gone (for
-    /// example after the whole nginx instance was killed with -9).
+    /// example after the whole nginx instance was killed with -9). Only
+    /// entries that pass the same checks as our own directory are touched,
+    /// and nothing here can block: a FIFO or a lock held elsewhere is skipped.
     pub fn remove_dead_groups(base: &Path, except: &str) {
-        // SAFETY: getuid never fails.
-        let mine = format!("ckv.{}.", unsafe { libc::getuid() });
-        let Ok(entries) = fs::read_dir(base) else {
+        let Ok(base_fd) = fsutil::open_dir(base) else {
             return;
         };
-        for e in entries.flatten() {
-            let name = e.file_name();
-            let Some(name) = name.to_str() else { continue };
+        let mine = format!("ckv.{}.", fsutil::euid());
+        let Ok(names) = fsutil::list(&base_fd) else {
+            return;
+        };
+        for name in names {
             if !name.starts_with(&mine) || name == except {
                 continue;
             }
-            let dir = e.path();
-            let Ok(f) = OpenOptions::new().read(true).open(dir.join("members")) else {
+            let Ok(st) = rfs::statat(&base_fd, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) else {
                 continue;
             };
-            if flock(&f, libc::LOCK_EX | libc::LOCK_NB).is_ok() {
-                let _ = fs::remove_dir_all(&dir);
+            let path = base.join(&name);
+            if fsutil::check_private_dir(&st, &path).is_err() {
+                continue;
+            }
+            let Ok(dir) = rfs::openat(
+                &base_fd,
+                name.as_str(),
+                rfs::OFlags::DIRECTORY
+                    | rfs::OFlags::RDONLY
+                    | rfs::OFlags::NOFOLLOW
+                    | rfs::OFlags::CLOEXEC,
+                rfs::Mode::empty(),
+            ) else {
+                continue;
+            };
+            if !rfs::fstat(&dir).is_ok_and(|d| {
+                d.st_ino == st.st_ino && fsutil::check_private_dir(&d, &path).is_ok()
+            }) {
+                continue;
+            }
+            let Ok(members) = fsutil::open_own_file(&dir, "members", false) else {
+                continue;
+            };
+            if flock(&members, FlockOperation::NonBlockingLockExclusive).is_ok() {
+                remove_dir(&base_fd, &name, &dir);
             }
         }
     }
 }
 
+/// Removes the files of a group directory we hold `members` exclusively for,
+/// then the directory. Unlinking never follows links.
+fn remove_dir(base: &OwnedFd, name: &str, dir: &OwnedFd) {
+    if let Ok(names) = fsutil::list(dir) {
+        for n in names {
+            let _ = rfs::unlinkat(dir, n.as_str(), AtFlags::empty());
+        }
+    }
+    let _ = rfs::unlinkat(base, name, AtFlags::REMOVEDIR);
+}
+
+/// The header inside a mapping made by [`map_header`].
+fn header_of(map: &MmapRaw) -> &Header {
+    // SAFETY: `map` was made by `map_header`: HEADER_SIZE bytes, shared,
+    // page-aligned (so aligned for Header, which fits in it), and it lives as
+    // long as the returned reference (borrowed from `map`). Every field is an
+    // atomic, so concurrent access from other processes is defined, and any
+    // bit pattern is a valid value. The file behind it cannot shrink while
+    // mapped (which would turn an access into SIGBUS): it sits in a 0700
+    // directory of our uid, is ours with a single link, was checked to be 0
+    // or HEADER_SIZE bytes and had its blocks allocated before mapping, and
+    // ckv never truncates it; only a process of our own uid could, and that
+    // uid is trusted.
+    unsafe { &*map.as_ptr().cast::<Header>() }
+}
+
+/// Makes sure the header file holds HEADER_SIZE allocated bytes, then maps
+/// it. Allocating first turns a full tmpfs into an error here instead of a
+/// SIGBUS at the first store into the mapping.
+fn map_header(file: &File) -> io::Result<MmapRaw> {
+    let size = rfs::fstat(file)?.st_size;
+    if size != 0 && size != HEADER_SIZE as i64 {
+        return Err(io::Error::other(format!(
+            "header is {size} bytes, not a ckv header"
+        )));
+    }
+    match rfs::fallocate(file, FallocateFlags::empty(), 0, HEADER_SIZE as u64) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::OPNOTSUPP) if size == 0 => {
+            // A file system without fallocate: write the zeros ourselves.
+            use std::os::unix::fs::FileExt;
+            file.write_all_at(&[0u8; HEADER_SIZE], 0)?;
+        }
+        Err(rustix::io::Errno::OPNOTSUPP) => {}
+        Err(e) => return Err(io::Error::other(format!("cannot allocate header: {e}"))),
+    }
+    MmapOptions::new().len(HEADER_SIZE).map_raw(file)
+}
+
 impl Drop for Group {
     fn drop(&mut self) {
-        // SAFETY: unmapping the mapping made in `join`.
-        unsafe { libc::munmap(self.header.cast(), HEADER_SIZE) };
-        let _ = flock(&self.leader, libc::LOCK_UN);
-        let _ = flock(&self.members, libc::LOCK_UN);
+        if std::process::id() != self.pid {
+            // A forked child: its lock descriptors are /dev/null by now, and
+            // the directory belongs to the parent.
+            return;
+        }
+        let _ = flock(&self.leader, FlockOperation::Unlock);
+        let _ = flock(&self.members, FlockOperation::Unlock);
         // Last one out removes the directory. A process joining right now
-        // notices (its `members` inode is gone) and starts over.
-        if flock(&self.members, libc::LOCK_EX | libc::LOCK_NB).is_ok() {
-            let _ = fs::remove_dir_all(&self.dir);
+        // notices (its `members` file is unlinked) and starts over.
+        if flock(&self.members, FlockOperation::NonBlockingLockExclusive).is_ok() {
+            remove_dir(&self.base, &self.name, &self.dir);
         }
     }
 }
@@ -326,30 +503,37 @@ impl Drop for Group {
 mod tests {
     use super::*;
 
+    const LIMITS: Limits = Limits {
+        snapshot_bytes: 1 << 20,
+        stats_bytes: 1 << 20,
+    };
+
+    fn snap(text: &str) -> Vec<u8> {
+        let mut v = SNAPSHOT_MAGIC.to_vec();
+        v.extend_from_slice(text.as_bytes());
+        v
+    }
+
     #[test]
     fn publish_read_and_last_one_out_cleans_up() {
         let base = tempfile::tempdir().unwrap();
-        let a = Group::join(base.path(), "g").unwrap();
-        let b = Group::join(base.path(), "g").unwrap();
+        let a = Group::join(base.path(), "g", 7, LIMITS).unwrap();
+        let b = Group::join(base.path(), "g", 7, LIMITS).unwrap();
+        assert_eq!(a.dir(), b.dir());
         assert!(a.try_lead().unwrap());
         // Same process, separate open file descriptions: flock conflicts.
         assert!(!b.try_lead().unwrap());
         assert_eq!(b.read_latest().unwrap(), None);
         let seen = b.wake_word();
-        a.publish(1, b"one").unwrap();
-        a.publish(2, b"two").unwrap();
-        a.publish(3, b"three").unwrap();
+        a.publish(1, &snap("one")).unwrap();
+        a.publish(2, &snap("two")).unwrap();
+        a.publish(3, &snap("three")).unwrap();
         assert_ne!(b.wake_word(), seen);
-        assert_eq!(b.read_latest().unwrap(), Some((3, b"three".to_vec())));
-        let snaps = fs::read_dir(a.dir())
+        assert_eq!(b.read_latest().unwrap(), Some((3, snap("three"))));
+        let snaps = fsutil::list(&a.dir)
             .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .starts_with("snap.")
-            })
+            .iter()
+            .filter(|n| n.starts_with("snap."))
             .count();
         assert_eq!(snaps, 2);
         let dir = a.dir().to_path_buf();
@@ -362,15 +546,36 @@ mod tests {
     }
 
     #[test]
-    fn dead_groups_are_removed() {
+    fn another_configuration_gets_another_slot() {
         let base = tempfile::tempdir().unwrap();
-        let name = dir_name("dead", 1);
-        let dir = base.path().join(&name);
-        fs::create_dir(&dir).unwrap();
-        fs::write(dir.join("members"), b"").unwrap();
-        let live = Group::join(base.path(), &dir_name("live", 2)).unwrap();
-        Group::remove_dead_groups(base.path(), &dir_name("live", 2));
-        assert!(!dir.exists());
+        let a = Group::join(base.path(), "g", 1, LIMITS).unwrap();
+        let b = Group::join(base.path(), "g", 2, LIMITS).unwrap();
+        let c = Group::join(base.path(), "g", 1, LIMITS).unwrap();
+        assert_ne!(a.dir(), b.dir());
+        assert_eq!(a.dir(), c.dir());
+        assert!(b.dir().to_string_lossy().ends_with("+1"));
+        // Both lead: they are separate groups.
+        assert!(a.try_lead().unwrap() && b.try_lead().unwrap());
+    }
+
+    #[test]
+    fn dead_groups_are_removed() {
+        use std::os::unix::fs::DirBuilderExt;
+        let base = tempfile::tempdir().unwrap();
+        // What a group whose processes were all killed leaves behind.
+        let dead = base.path().join(dir_name("dead", 0));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dead)
+            .unwrap();
+        for f in ["members", "leader", "header", "snap.1", ".snap.2.tmp.ab"] {
+            std::fs::write(dead.join(f), b"").unwrap();
+        }
+        let live = Group::join(base.path(), "live", 2, LIMITS).unwrap();
+        let other = Group::join(base.path(), "other", 2, LIMITS).unwrap();
+        Group::remove_dead_groups(base.path(), &dir_name("live", 0));
+        assert!(!dead.exists());
         assert!(live.dir().exists());
+        assert!(other.dir().exists(), "a group with a live member stays");
     }
 }

@@ -4,7 +4,8 @@
 //! header. See `docs/architecture.md`.
 
 pub mod codec;
+mod fork;
 mod futex;
 pub mod group;
 
-pub use group::Group;
+pub use group::{Group, Limits};

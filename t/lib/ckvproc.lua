@@ -81,11 +81,12 @@ function _M.ckv_threads(pids)
     return n
 end
 
--- Shared directories of ckv named after `group` (default: this instance's,
--- made by resty.consul_kv in the master).
+-- The shared directories of `group` (ckv.<uid>.<group>, plus the slots
+-- +N that another configuration in the same group gets). Default: this
+-- instance's group, made by resty.consul_kv in the master.
 function _M.shm_dirs(group)
     group = group or require("resty.consul_kv").instance_group()
-    return list("ls -d /dev/shm/ckv.*." .. group .. ".* 2>/dev/null")
+    return list("ls -d /dev/shm/ckv.*." .. group .. " /dev/shm/ckv.*." .. group .. "+* 2>/dev/null")
 end
 
 -- Every shared directory of ckv.

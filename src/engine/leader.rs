@@ -1,0 +1,380 @@
+//! The process that watches Consul (the group's leader, or a standalone
+//! process): its models, the watch tasks, and publishing each change locally,
+//! to the shared directory and to the dump.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::state::{Role, Shared};
+use crate::dump;
+use crate::kv::RawEntry;
+use crate::log::{escape_untrusted, Level, LogClass};
+use crate::model::ServerModel;
+use crate::policy::{self, EmptyOutcome};
+use crate::shared::codec;
+use crate::snapshot::Snapshot;
+use crate::stats::ServerStats;
+use crate::watcher::{self, WatchSink};
+
+/// Dump writes are coalesced: at most one per this interval.
+const DUMP_COALESCE: Duration = Duration::from_millis(500);
+/// The leader's stats file is refreshed (and a failed publish retried) at
+/// most this often.
+const STATS_INTERVAL: Duration = Duration::from_millis(250);
+
+/// The leader's models: what each server last said.
+#[derive(Debug)]
+pub struct Leader {
+    models: Vec<ServerModel>,
+    synced: Vec<bool>,
+    /// Per server: the prefix is empty in Consul and its services were kept
+    /// (`on_empty_prefix = keep`); warned once per such episode.
+    kept_empty: Vec<bool>,
+    seq: u64,
+}
+
+/// The runtime is built in `Engine::start`, so that failing to build it
+/// fails `ckv_init` instead of leaving a leader that never watches.
+pub fn build_runtime() -> Result<tokio::runtime::Runtime, String> {
+    // Blocking-pool threads (dump writes) are spawned from the runtime
+    // thread and inherit its signal mask and priority.
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name("ckv-blocking")
+        .max_blocking_threads(1)
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
+}
+
+/// This process now watches Consul: build the models from what is being
+/// served, so that unchanged services keep their generations.
+pub fn take_leadership(shared: &Shared) {
+    let current = shared.current.load_full();
+    let rules = policy::rules(&shared.config);
+    let models = shared
+        .config
+        .servers
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let mut m = ServerModel::new(i as u16, &s.url, rules.clone());
+            m.seed(current.services.iter().map(|(k, v)| (k.clone(), v.clone())));
+            m
+        })
+        .collect();
+    let seq = current
+        .seq
+        .max(shared.group.load().as_ref().map_or(0, |g| g.seq()));
+    let servers = shared.config.servers.len();
+    *shared.leader.lock() = Some(Leader {
+        models,
+        synced: vec![false; servers],
+        kept_empty: vec![false; servers],
+        seq,
+    });
+    if shared.role() == Role::Follower {
+        shared.set_role(Role::Leader);
+        shared.log(
+            Level::Notice,
+            format!(
+                "ckv: process {} is now the Consul watcher for this nginx instance",
+                std::process::id()
+            ),
+        );
+    }
+    shared.become_leader.notify_one();
+}
+
+/// Builds and publishes the merged snapshot after a change.
+fn publish_from(shared: &Shared, leader: &mut Leader) {
+    leader.seq += 1;
+    let mut services = std::collections::HashMap::new();
+    for m in &leader.models {
+        for (k, v) in m.services() {
+            services.insert(k.clone(), v.clone());
+        }
+    }
+    let snapshot = Snapshot {
+        seq: leader.seq,
+        services,
+        from_dump: false,
+        synced: leader.synced.iter().all(|s| *s),
+    };
+    for (i, m) in leader.models.iter().enumerate() {
+        let (services, nodes) = (m.services().len() as u64, m.node_count());
+        if let Some(s) = shared.stats.lock().get_mut(i) {
+            s.services = services;
+            s.nodes = nodes;
+        }
+    }
+    shared.publish_local(snapshot);
+    share_current(shared);
+    shared.stats_dirty.store(true, Ordering::Release);
+    shared.stats_changed.notify_one();
+    if shared.config.dump.is_some() {
+        shared.dump_dirty.notify_one();
+    }
+}
+
+/// Writes the served snapshot to the shared directory. On failure (a full
+/// tmpfs, say) the followers are told through the header and the write is
+/// retried by the stats writer until it succeeds; logged once per episode.
+fn share_current(shared: &Shared) {
+    let Some(group) = shared.group.load_full() else {
+        return;
+    };
+    let snapshot = shared.current.load_full();
+    match group.publish(snapshot.seq, &codec::encode(&snapshot)) {
+        Ok(()) => {
+            if shared.publish_pending.swap(false, Ordering::AcqRel) {
+                shared.log(
+                    Level::Notice,
+                    format!(
+                        "ckv: published snapshot {} to {}; the other workers have it now",
+                        snapshot.seq,
+                        group.dir().display()
+                    ),
+                );
+            }
+        }
+        Err(e) => {
+            group.set_publish_failed(true);
+            if !shared.publish_pending.swap(true, Ordering::AcqRel) {
+                shared.log(
+                    Level::Err,
+                    format!(
+                        "ckv: cannot publish snapshot to {}: {e}; other workers keep the previous one until a retry succeeds",
+                        group.dir().display()
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// Connects the watch tasks to the engine.
+#[derive(Debug)]
+struct Sink(Arc<Shared>);
+
+impl WatchSink for Sink {
+    fn apply(&self, server: usize, entries: &[RawEntry<'_>]) -> Result<bool, String> {
+        let shared = &self.0;
+        let mut guard = shared.leader.lock();
+        let Some(leader) = guard.as_mut() else {
+            return Ok(false);
+        };
+        let Some(model) = leader.models.get_mut(server) else {
+            return Ok(false);
+        };
+        let url = model.name_base().to_owned();
+        let applied = match model.apply(entries, leader.seq + 1) {
+            Ok(a) => a,
+            Err(refused) => {
+                return Err(format!(
+                    "all {} entries of the response are malformed (first: {})",
+                    refused.malformed_total,
+                    refused
+                        .newly_malformed
+                        .first()
+                        .map_or_else(String::new, |(k, r)| format!("{k:?}: {r}"))
+                ));
+            }
+        };
+        for (key, reason) in &applied.newly_malformed {
+            let key = watcher::redact::scrub(&shared.config, &escape_untrusted(key));
+            let line = format!("ckv: {url}: skipped key \"{key}\": {reason}");
+            shared
+                .logs
+                .push_limited(LogClass::MalformedKey, Level::Warn, line);
+        }
+        if applied.newly_malformed_omitted > 0 {
+            let line = format!(
+                "ckv: {url}: skipped {} more malformed keys in this response (stats: malformed_entries)",
+                applied.newly_malformed_omitted
+            );
+            shared
+                .logs
+                .push_limited(LogClass::MalformedKey, Level::Warn, line);
+        }
+        let malformed = applied.malformed_total as u64;
+        if let Some(s) = shared.stats.lock().get_mut(server) {
+            s.malformed_entries = malformed;
+        }
+        let first = !std::mem::replace(&mut leader.synced[server], true);
+        leader.kept_empty[server] = false;
+        if applied.changed || first {
+            publish_from(shared, leader);
+        }
+        Ok(applied.changed)
+    }
+
+    fn apply_empty(&self, server: usize) -> bool {
+        let shared = &self.0;
+        let mut guard = shared.leader.lock();
+        let Some(leader) = guard.as_mut() else {
+            return false;
+        };
+        let first = !std::mem::replace(&mut leader.synced[server], true);
+        let url = &shared.config.servers[server].url;
+        let prefix = &shared.config.prefix;
+        let outcome =
+            policy::on_empty_prefix(shared.config.on_empty_prefix, &mut leader.models[server]);
+        match outcome {
+            EmptyOutcome::Kept(n) => {
+                if !std::mem::replace(&mut leader.kept_empty[server], true) {
+                    shared.log(
+                        Level::Warn,
+                        format!(
+                            "ckv: {url}: prefix {prefix}/ is empty in Consul; keeping the last {n} services (on_empty_prefix = keep)"
+                        ),
+                    );
+                }
+            }
+            EmptyOutcome::Cleared => shared.log(
+                Level::Warn,
+                format!(
+                    "ckv: {url}: prefix {prefix}/ is empty in Consul; its services were removed"
+                ),
+            ),
+            EmptyOutcome::Unchanged => {}
+        }
+        let changed = outcome == EmptyOutcome::Cleared;
+        if changed || first {
+            publish_from(shared, leader);
+        }
+        changed
+    }
+
+    fn update_stats(&self, server: usize, f: &mut dyn FnMut(&mut ServerStats)) {
+        let state_changed = match self.0.stats.lock().get_mut(server) {
+            Some(s) => {
+                let before = s.state;
+                f(s);
+                s.state != before
+            }
+            None => false,
+        };
+        self.0.stats_dirty.store(true, Ordering::Release);
+        if state_changed {
+            self.0.stats_changed.notify_one();
+        }
+    }
+
+    fn log(&self, level: Level, message: String) {
+        self.0.log(level, message);
+    }
+
+    fn log_limited(&self, class: LogClass, level: Level, message: String) {
+        self.0.logs.push_limited(class, level, message);
+    }
+}
+
+/// The runtime thread: waits to lead (at once when standalone), then runs a
+/// watch per server, the dump writer and the stats writer until stopped.
+pub fn run(
+    rt: tokio::runtime::Runtime,
+    client: reqwest::Client,
+    shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
+) {
+    rt.block_on(async move {
+        let mut stop_wait = stop.clone();
+        tokio::select! {
+            _ = shared.become_leader.notified() => {}
+            _ = stop_wait.wait_for(|s| *s) => return,
+        }
+        let sink: Arc<dyn WatchSink> = Arc::new(Sink(shared.clone()));
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..shared.config.servers.len() {
+            tasks.spawn(watcher::run(
+                i,
+                shared.config.clone(),
+                client.clone(),
+                sink.clone(),
+                stop.clone(),
+            ));
+        }
+        if shared.config.dump.is_some() {
+            tasks.spawn(write_dumps(shared.clone(), stop.clone()));
+        }
+        if shared.group.load().is_some() {
+            tasks.spawn(write_stats(shared.clone(), stop.clone()));
+        }
+        while tasks.join_next().await.is_some() {}
+    });
+}
+
+/// Writes the dump after changes, at most once per `DUMP_COALESCE`.
+async fn write_dumps(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let Some(d) = shared.config.dump.clone() else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = shared.dump_dirty.notified() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(DUMP_COALESCE) => {}
+            _ = stop.wait_for(|s| *s) => {}
+        }
+        let snap = shared.current.load_full();
+        if snap.from_dump || !snap.synced {
+            // Never overwrite a good dump with a partial or reloaded view.
+            if *stop.borrow() {
+                return;
+            }
+            continue;
+        }
+        let text = dump::render(&snap, crate::stats::now_ms() / 1000, d.expire);
+        let path = d.path.clone();
+        let result = tokio::task::spawn_blocking(move || dump::write(&path, text.as_bytes())).await;
+        match result {
+            Ok(Ok(())) => shared.log(
+                Level::Info,
+                format!(
+                    "ckv: wrote dump {} ({} services)",
+                    d.path.display(),
+                    snap.services.len()
+                ),
+            ),
+            Ok(Err(e)) => shared.log(
+                Level::Err,
+                format!("ckv: cannot write dump {}: {e}", d.path.display()),
+            ),
+            Err(e) => shared.log(Level::Err, format!("ckv: dump writer failed: {e}")),
+        }
+        if *stop.borrow() {
+            return;
+        }
+    }
+}
+
+/// Shares the watch statistics with the other processes, and retries a
+/// publish that failed.
+async fn write_stats(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        if shared.publish_pending.load(Ordering::Acquire) {
+            share_current(&shared);
+            shared.stats_dirty.store(true, Ordering::Release);
+        }
+        if shared.stats_dirty.swap(false, Ordering::AcqRel) {
+            if let Some(g) = shared.group.load_full() {
+                let stats = shared.stats_now();
+                let written = serde_json::to_vec(&stats).map(|json| g.write_stats(&json));
+                if !matches!(written, Ok(Ok(()))) {
+                    // Full or unwritable: try again at the next tick.
+                    shared.stats_dirty.store(true, Ordering::Release);
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(STATS_INTERVAL) => {}
+            _ = shared.stats_changed.notified() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
