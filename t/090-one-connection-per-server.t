@@ -18,6 +18,8 @@ __DATA__
 
 === TEST 1: 4 workers, 2 servers: one TCP connection to each server, one leader, every change seen
 --- http_config
+    # Loaded by the master: its random instance group lets the 4 workers share.
+    init_by_lua_block { require("resty.consul_kv") }
     init_worker_by_lua_block {
         require("ckvtest").client = assert(require("resty.consul_kv").new({
             servers = { "http://127.0.0.1:8500", "http://127.0.0.1:8600" },

@@ -28,7 +28,7 @@ install -d "$stage/usr/share/doc/ckv" "$stage/DEBIAN"
 glibc=$(objdump -T "$stage/usr/lib/$multiarch/libckv.so.$version" | grep -o 'GLIBC_[0-9.]*' \
         | sed 's/GLIBC_//' | sort -uV | tail -n 1)
 depends="libc6 (>= $glibc)"
-if readelf -d "$stage/usr/lib/$multiarch/libckv.so.$version" | grep -q 'Shared library: \[libgcc_s.so.1\]'; then
+if readelf -d "$stage/usr/lib/$multiarch/libckv.so.$version" | grep 'Shared library: \[libgcc_s.so.1\]' >/dev/null; then
     depends="$depends, libgcc-s1 | libgcc1"
 fi
 size=$(du -sk --exclude=DEBIAN "$stage" | cut -f1)

@@ -32,7 +32,7 @@ if [ "$mode" = deb ]; then
              ./usr/share/doc/ckv/copyright; do
         grep -q " $f\( \|$\)" <<<"$contents" || fail "$f is not in $deb"
     done
-    dpkg-deb -f "$deb" Depends | grep -q "libc6 (>= 2\.2[0-8])" || fail "Depends does not ask for libc6 <= $floor: $(dpkg-deb -f "$deb" Depends)"
+    dpkg-deb -f "$deb" Depends | grep "libc6 (>= 2\.2[0-8])" >/dev/null || fail "Depends does not ask for libc6 <= $floor: $(dpkg-deb -f "$deb" Depends)"
 else
     make -s lib GLIBC_FLOOR=$floor >/dev/null
 fi
@@ -56,7 +56,7 @@ if [ "$mode" = deb ]; then
     cp "$deb" "$root$work/ckv.deb"
     chroot "$root" dpkg -i "$work/ckv.deb" >"$root$work/dpkg.log" 2>&1 ||
         { cat "$root$work/dpkg.log"; fail "dpkg -i refused the package on bullseye"; }
-    chroot "$root" ldconfig -p | grep -qE 'libckv.so.1 .*=> (/usr)?/lib/x86_64-linux-gnu/libckv.so.1$' ||
+    chroot "$root" ldconfig -p | grep -E 'libckv.so.1 .*=> (/usr)?/lib/x86_64-linux-gnu/libckv.so.1$' >/dev/null ||
         fail "ldconfig does not know libckv.so.1 after dpkg -i"
     pc_env=()
     ld_env=()
@@ -66,7 +66,7 @@ else
     ld_env=(LD_LIBRARY_PATH="$work/prefix/lib")
 fi
 mkdir -p "$root$work"
-cp examples/watch.c "$root$work/"
+cp examples/watch.c examples/example.h "$root$work/"
 chroot "$root" env "${pc_env[@]}" sh -c "cd $work && gcc -std=c11 -Wall -Werror -o watch watch.c \$(pkg-config --cflags --libs ckv)" ||
     fail "bullseye's gcc could not build the example with pkg-config"
 echo "built with bullseye's $(chroot "$root" gcc --version | sed -n 1p), against $(head -n 1 "$root/.ckv-complete")"

@@ -36,7 +36,7 @@ wait_for() {  # wait_for PATTERN: poll the example's output until a deadline
 }
 wait_for '^change 0 '
 curl -gsf -X PUT --data '{"weight":4}' "http://$addr/v1/kv/upstreams/pkg/10.9.8.7:8080" >/dev/null
-wait_for '"host":"10.9.8.7","port":8080,"weight":4'
+wait_for '^    10\.9\.8\.7:8080 weight=4$'
 rc=0
 wait "$watch_pid" || rc=$?
 [ "$rc" -eq 0 ] || { echo "the example exited with $rc"; cat "$work/watch.err"; exit 1; }

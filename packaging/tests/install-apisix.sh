@@ -30,7 +30,7 @@ for f in resty/consul_kv.lua resty/consul_kv/cdefs.lua resty/consul_kv/clib.lua;
 done
 lib=$home/deps/lib/lua/5.1/libckv.so
 [ -f "$lib" ] && [ ! -L "$lib" ] || fail "deps/lib/lua/5.1/libckv.so is not a file"
-readelf -d "$lib" | grep -q 'Library soname: \[libckv.so.1\]' || fail "deps/lib/lua/5.1/libckv.so has no SONAME libckv.so.1"
+readelf -d "$lib" | grep 'Library soname: \[libckv.so.1\]' >/dev/null || fail "deps/lib/lua/5.1/libckv.so has no SONAME libckv.so.1"
 
 env PATH=/usr/sbin:/usr/bin:/sbin:/bin make -s uninstall-apisix APISIX_HOME="$home" >/dev/null ||
     fail "make uninstall-apisix failed"

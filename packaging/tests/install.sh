@@ -26,11 +26,11 @@ lib=$root/lib/libckv.so.$version
 [ "$(readlink "$root/lib/libckv.so")" = "libckv.so.1" ] || fail "libckv.so does not link to libckv.so.1"
 [ "$(readlink -f "$root/lib/lua/5.1/libckv.so")" = "$(readlink -f "$lib")" ] ||
     fail "lib/lua/5.1/libckv.so does not lead to the installed library"
-readelf -d "$lib" | grep -q 'Library soname: \[libckv.so.1\]' || fail "SONAME is not libckv.so.1"
-readelf -S "$lib" | grep -q '\.debug_info' && fail "the installed library is not stripped"
-readelf -S "$lib" | grep -q '\.gnu_debuglink' || fail "no .gnu_debuglink in the installed library"
+readelf -d "$lib" | grep 'Library soname: \[libckv.so.1\]' >/dev/null || fail "SONAME is not libckv.so.1"
+readelf -S "$lib" | grep '\.debug_info' >/dev/null && fail "the installed library is not stripped"
+readelf -S "$lib" | grep '\.gnu_debuglink' >/dev/null || fail "no .gnu_debuglink in the installed library"
 dbg=$dest/usr/lib/debug/usr/local/lib/libckv.so.$version.debug
-readelf -S "$dbg" | grep -q '\.debug_info' || fail "$dbg has no debug info"
+readelf -S "$dbg" | grep '\.debug_info' >/dev/null || fail "$dbg has no debug info"
 for f in include/ckv.h lib/pkgconfig/ckv.pc share/lua/5.1/resty/consul_kv.lua \
          share/lua/5.1/resty/consul_kv/clib.lua share/lua/5.1/resty/consul_kv/cdefs.lua \
          share/lua/5.1/apisix/discovery/consul_kv/init.lua \
@@ -45,7 +45,7 @@ export PKG_CONFIG_PATH=$root/lib/pkgconfig PKG_CONFIG_SYSROOT_DIR=$dest
 flags=$(pkg-config --cflags --libs ckv)
 # shellcheck disable=SC2086
 cc -std=c11 -Wall -Werror -o "$dest/watch" examples/watch.c $flags || fail "cc $flags failed"
-readelf -d "$dest/watch" | grep -q 'Shared library: \[libckv.so.1\]' || fail "the program does not need libckv.so.1"
+readelf -d "$dest/watch" | grep 'Shared library: \[libckv.so.1\]' >/dev/null || fail "the program does not need libckv.so.1"
 LD_LIBRARY_PATH=$root/lib bash packaging/tests/example-vs-double.sh "$dest/watch"
 
 # LuaJIT finds the library through $(LUA_CDIR)/libckv.so on package.cpath.

@@ -26,7 +26,7 @@ our %Sections = map { $_ => 1 } qw(
     config http_config main_config request timeout wait
     error_code response_body response_body_like
     error_log no_error_log grep_error_log grep_error_log_out
-    shutdown_error_log no_shutdown_error_log
+    shutdown_error_log no_shutdown_error_log skip_eval
 );
 
 # ---------------------------------------------------------------------------
@@ -315,6 +315,21 @@ sub run_block {
         next if $Sections{$s} || $s =~ /^(?:ONLY|SKIP|LAST)$/;
         die "$name - the --- $s section is not supported by the ckv compat"
             . " runner (see t/compat/README.md)\n";
+    }
+
+    # --- skip_eval: "N: perl expression": when true, the block's N
+    # assertions are reported as skipped and no nginx is started for it.
+    if (defined(my $se = $block->skip_eval)) {
+        bail_out("$name - skip_eval: expected \"N: perl expression\"")
+            unless $se =~ /^\s*(\d+)\s*:\s*(.*)/s;
+        my ($count, $code) = ($1, $2);
+        my $skip = eval $code;
+        bail_out("$name - skip_eval - failed to eval the Perl code \"$code\": $@")
+            if $@;
+        if ($skip) {
+            SKIP: { Test::More::skip("$name - skip_eval", $count * $RepeatEach) }
+            return;
+        }
     }
 
     # as Test::Nginx (TEST_NGINX_FORCE_RESTART_ON_TEST=1): a fresh nginx for
