@@ -51,7 +51,7 @@ all: build
 deps:
 	@bash scripts/install-deps.sh
 
-# Release library (what nginx loads) plus the Consul test double.
+# Release library (what nginx loads) plus the Consul test double and ckv-check.
 build: lib double
 
 # target/dist/libckv.so.<version>: stripped, with a .gnu_debuglink to
@@ -70,7 +70,7 @@ lib:
 	@cat $(DIST)/BUILD-INFO
 
 double:
-	$(CARGO) build --release -p ckv-consul-double
+	$(CARGO) build --release -p ckv-consul-double -p ckv-check
 
 build-debug:
 	$(CARGO) build --workspace

@@ -533,11 +533,38 @@ mod tests {
             (b64(r#"{"weight":"3"}"#), "weight must be an integer"),
             (b64(r#"{"weight":-1}"#), "weight must be an integer from 0"),
             (b64(r#"{"weight":1.5}"#), "weight must be an integer from 0"),
+            (
+                b64(r#"{"weight":-2.0}"#),
+                "weight must be an integer from 0",
+            ),
+            (
+                b64(r#"{"weight":3e10}"#),
+                "weight must be an integer from 0",
+            ),
         ];
         for (value, want) in cases {
             match parse_entry(key, &value, &r) {
                 Outcome::Malformed(e) => assert!(e.contains(want), "{value:?}: {e}"),
                 other => panic!("{value:?} gave {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn whole_number_weights_in_float_notation_are_accepted() {
+        // cjson (so APISIX) reads 3.0 as 3; a writer that emits floats must
+        // not lose its nodes on the switch to ckv.
+        let r = rules();
+        for (text, want) in [("3.0", 3), ("2e0", 2), ("0.0", 0), ("7", 7)] {
+            let value = b64(&format!(r#"{{"weight":{text}}}"#));
+            match parse_entry("upstreams/web/1.2.3.4:80", &value, &r) {
+                Outcome::Node { json, .. } => {
+                    assert!(
+                        json.contains(&format!("\"weight\":{want}")),
+                        "{text}: {json}"
+                    )
+                }
+                other => panic!("{text} gave {other:?}"),
             }
         }
     }

@@ -65,8 +65,8 @@ pub(super) fn node_from_value(key: &ParsedKey<'_>, decoded: &[u8], default_weigh
     let weight = match v.weight.map(RawValue::get) {
         None | Some("null") => u64::from(default_weight),
         Some(w) if w.starts_with(|c: char| c == '-' || c.is_ascii_digit()) => {
-            match w.parse::<u64>() {
-                Ok(n) if n <= i32::MAX as u64 => n,
+            match whole_number(w) {
+                Some(n) if n <= i32::MAX as u64 => n,
                 _ => {
                     return Outcome::Malformed(format!(
                         "weight must be an integer from 0 to 2147483647, got {}",
@@ -112,6 +112,16 @@ pub(super) fn node_from_value(key: &ParsedKey<'_>, decoded: &[u8], default_weigh
         service_path: key.service_path.into(),
         json: out.into_boxed_str(),
     }
+}
+
+/// A JSON number that is a whole, non-negative integer: `3`, or `3.0` /
+/// `3e0` as some writers emit it (cjson, and so APISIX, read those as 3).
+fn whole_number(text: &str) -> Option<u64> {
+    if let Ok(n) = text.parse::<u64>() {
+        return Some(n);
+    }
+    let f: f64 = text.parse().ok()?;
+    (f.is_finite() && f >= 0.0 && f.fract() == 0.0 && f <= f64::from(u32::MAX)).then_some(f as u64)
 }
 
 fn push_field(out: &mut String, name: &str, json: &str) {
