@@ -212,6 +212,43 @@ pub extern "C" fn ckv_stats(
     })
 }
 
+/// Writes the statistics in Prometheus' text exposition format, version
+/// 0.0.4 (serve it with `Content-Type: text/plain; version=0.0.4`): per
+/// server `ckv_server_up`, `ckv_last_index`, `ckv_requests_total`,
+/// `ckv_errors_total{kind}`, `ckv_last_success_timestamp_seconds`,
+/// `ckv_index_resets_total`, `ckv_malformed_entries`, `ckv_services`,
+/// `ckv_nodes`; `ckv_snapshot_generation`, `ckv_leader{pid}`, `ckv_ready`,
+/// `ckv_stale`, and the histograms `ckv_apply_seconds` and
+/// `ckv_propagation_seconds{pid}` (README "Metrics"). Every process of a
+/// group reports the leader's figures, so any worker can be scraped; only
+/// `ckv_propagation_seconds` is this process's own. Label values are
+/// escaped; the token never appears.
+///
+/// Buffer rules as for [`ckv_stats`]: call with `buf` NULL and `buf_cap` 0
+/// to learn the size (`CKV_ERR_BUFFER_TOO_SMALL`, `*out_len` set), then
+/// again with a buffer that large; the text may grow between the two calls,
+/// so loop on `CKV_ERR_BUFFER_TOO_SMALL`. The output is copied: the caller
+/// owns `buf`. Never blocks on Consul (a follower reads the leader's small
+/// stats file). Thread safety: any thread of the creating process.
+///
+/// Returns `CKV_OK`, `CKV_ERR_BUFFER_TOO_SMALL`, `CKV_ERR_NULL_ARGUMENT`,
+/// `CKV_ERR_FORKED` or `CKV_ERR_PANIC`.
+#[no_mangle]
+pub extern "C" fn ckv_metrics(
+    h: *const ckv_handle,
+    buf: *mut u8,
+    buf_cap: usize,
+    out_len: *mut usize,
+) -> ckv_status {
+    boundary(ckv_status::CKV_ERR_PANIC, || {
+        // SAFETY: `h` is NULL or live, per the contract.
+        let h = try_arg!(unsafe { handle(h) });
+        let text = h.engine.metrics_text();
+        // SAFETY: the caller gives `buf_cap` writable bytes and `out_len`.
+        unsafe { copy_out(text.as_bytes(), buf, buf_cap, out_len) }
+    })
+}
+
 /// Stops watching Consul and joins the library's threads, waiting at most
 /// `timeout_ms`. The last snapshot stays readable until `ckv_free`; no
 /// change is signalled after this.

@@ -3,17 +3,21 @@
 //! panic.
 //!
 //! ```text
-//! "CKVSNAP1" seq:u64 flags:u8 count:u32
+//! "CKVSNAP2" seq:u64 flags:u8 received_us:u64 count:u32
 //! count × { server:u16 generation:u64 node_count:u32
 //!           name_len:u32 name[name_len] json_len:u32 json[json_len] }
 //! ```
+//!
+//! Version 1 (`"CKVSNAP1"`) has no `received_us`; it is still read (as 0),
+//! so a process of the previous release can lead one of this release.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::snapshot::{Service, Snapshot};
 
-const MAGIC: &[u8; 8] = b"CKVSNAP1";
+const MAGIC: &[u8; 8] = b"CKVSNAP2";
+const MAGIC_V1: &[u8; 8] = b"CKVSNAP1";
 const FLAG_FROM_DUMP: u8 = 1;
 const FLAG_SYNCED: u8 = 2;
 
@@ -23,7 +27,7 @@ pub fn encode(s: &Snapshot) -> Vec<u8> {
         .iter()
         .map(|(n, v)| n.len() + v.nodes_json.len() + 22)
         .sum();
-    let mut out = Vec::with_capacity(size + 21);
+    let mut out = Vec::with_capacity(size + 29);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&s.seq.to_le_bytes());
     let mut flags = 0;
@@ -34,6 +38,7 @@ pub fn encode(s: &Snapshot) -> Vec<u8> {
         flags |= FLAG_SYNCED;
     }
     out.push(flags);
+    out.extend_from_slice(&s.received_us.to_le_bytes());
     out.extend_from_slice(&(s.services.len() as u32).to_le_bytes());
     for (name, svc) in &s.services {
         out.extend_from_slice(&svc.server.to_le_bytes());
@@ -90,11 +95,14 @@ impl<'a> Reader<'a> {
 /// `previous` share its allocations, so following a change costs little.
 pub fn decode(buf: &[u8], previous: Option<&Snapshot>) -> Result<Snapshot, String> {
     let mut r = Reader { buf, pos: 0 };
-    if r.take(8)? != MAGIC {
-        return Err("not a ckv snapshot (bad magic)".into());
-    }
+    let version = match r.take(8)? {
+        m if m == MAGIC => 2,
+        m if m == MAGIC_V1 => 1,
+        _ => return Err("not a ckv snapshot (bad magic)".into()),
+    };
     let seq = r.u64()?;
     let flags = r.u8()?;
+    let received_us = if version >= 2 { r.u64()? } else { 0 };
     let count = r.u32()? as usize;
     // Each service takes at least 22 bytes: refuse counts the rest of the
     // buffer cannot hold, before allocating anything for them.
@@ -144,6 +152,7 @@ pub fn decode(buf: &[u8], previous: Option<&Snapshot>) -> Result<Snapshot, Strin
         services,
         from_dump: flags & FLAG_FROM_DUMP != 0,
         synced: flags & FLAG_SYNCED != 0,
+        received_us,
     })
 }
 
@@ -155,6 +164,7 @@ mod tests {
         let mut s = Snapshot {
             seq: 42,
             synced: true,
+            received_us: 1_700_000_000_123_456,
             ..Snapshot::default()
         };
         for i in 0..3u16 {
@@ -186,6 +196,21 @@ mod tests {
     }
 
     #[test]
+    fn version_1_reads_with_no_receive_time() {
+        let s = sample();
+        let v2 = encode(&s);
+        // Version 1: the old magic, and no received_us after the flags.
+        let mut v1 = b"CKVSNAP1".to_vec();
+        v1.extend_from_slice(&v2[8..17]);
+        v1.extend_from_slice(&v2[25..]);
+        let back = decode(&v1, None).unwrap();
+        assert_eq!(back.received_us, 0);
+        assert_eq!(back.services, s.services);
+        assert_eq!(back.seq, 42);
+        assert_eq!(decode(&v2, None).unwrap().received_us, s.received_us);
+    }
+
+    #[test]
     fn every_truncation_is_an_error() {
         let bytes = encode(&sample());
         for n in 0..bytes.len() {
@@ -197,7 +222,7 @@ mod tests {
         let mut extra = bytes.clone();
         extra.push(0);
         assert!(decode(&extra, None).is_err());
-        let mut huge = bytes[..17].to_vec();
+        let mut huge = bytes[..25].to_vec();
         huge.extend_from_slice(&u32::MAX.to_le_bytes());
         assert!(decode(&huge, None).unwrap_err().contains("claims"));
     }
