@@ -3,23 +3,25 @@
 //! panic.
 //!
 //! ```text
-//! "CKVSNAP2" seq:u64 flags:u8 received_us:u64 count:u32
+//! "CKVSNAP1" seq:u64 flags:u8 [received_us:u64] count:u32
 //! count × { server:u16 generation:u64 node_count:u32
 //!           name_len:u32 name[name_len] json_len:u32 json[json_len] }
 //! ```
 //!
-//! Version 1 (`"CKVSNAP1"`) has no `received_us`; it is still read (as 0),
-//! so a process of the previous release can lead one of this release.
+//! `received_us` is present when flag `FLAG_RECEIVED` is set (this release
+//! always sets it); a snapshot without it (the previous release) reads with
+//! `received_us = 0`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::snapshot::{Service, Snapshot};
 
-const MAGIC: &[u8; 8] = b"CKVSNAP2";
-const MAGIC_V1: &[u8; 8] = b"CKVSNAP1";
+const MAGIC: &[u8; 8] = b"CKVSNAP1";
 const FLAG_FROM_DUMP: u8 = 1;
 const FLAG_SYNCED: u8 = 2;
+/// `received_us` follows the flags.
+const FLAG_RECEIVED: u8 = 4;
 
 pub fn encode(s: &Snapshot) -> Vec<u8> {
     let size: usize = s
@@ -30,7 +32,7 @@ pub fn encode(s: &Snapshot) -> Vec<u8> {
     let mut out = Vec::with_capacity(size + 29);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&s.seq.to_le_bytes());
-    let mut flags = 0;
+    let mut flags = FLAG_RECEIVED;
     if s.from_dump {
         flags |= FLAG_FROM_DUMP;
     }
@@ -95,14 +97,16 @@ impl<'a> Reader<'a> {
 /// `previous` share its allocations, so following a change costs little.
 pub fn decode(buf: &[u8], previous: Option<&Snapshot>) -> Result<Snapshot, String> {
     let mut r = Reader { buf, pos: 0 };
-    let version = match r.take(8)? {
-        m if m == MAGIC => 2,
-        m if m == MAGIC_V1 => 1,
-        _ => return Err("not a ckv snapshot (bad magic)".into()),
-    };
+    if r.take(8)? != MAGIC {
+        return Err("not a ckv snapshot (bad magic)".into());
+    }
     let seq = r.u64()?;
     let flags = r.u8()?;
-    let received_us = if version >= 2 { r.u64()? } else { 0 };
+    let received_us = if flags & FLAG_RECEIVED != 0 {
+        r.u64()?
+    } else {
+        0
+    };
     let count = r.u32()? as usize;
     // Each service takes at least 22 bytes: refuse counts the rest of the
     // buffer cannot hold, before allocating anything for them.
@@ -196,12 +200,13 @@ mod tests {
     }
 
     #[test]
-    fn version_1_reads_with_no_receive_time() {
+    fn a_snapshot_without_receive_time_still_reads() {
         let s = sample();
         let v2 = encode(&s);
-        // Version 1: the old magic, and no received_us after the flags.
-        let mut v1 = b"CKVSNAP1".to_vec();
-        v1.extend_from_slice(&v2[8..17]);
+        assert_eq!(v2[16] & FLAG_RECEIVED, FLAG_RECEIVED);
+        // The previous release's layout: no flag, no received_us.
+        let mut v1 = v2[..17].to_vec();
+        v1[16] &= !FLAG_RECEIVED;
         v1.extend_from_slice(&v2[25..]);
         let back = decode(&v1, None).unwrap();
         assert_eq!(back.received_us, 0);
