@@ -199,13 +199,6 @@ typedef struct ckv_node {
   uint16_t port;
 } ckv_node;
 
-/*
- Upper bounds (seconds) of the histogram buckets, shared by both
- histograms: from half a millisecond (a small prefix) to 10 s (100k nodes
- on a loaded machine). `+Inf` is implied.
- */
-#define HISTOGRAM_BOUNDS { 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, }
-
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -315,7 +308,9 @@ int32_t ckv_ready(const struct ckv_handle *h);
  per server: `url`, `state`, `last_index`, `last_success_ms`,
  `last_change_ms`, `last_error_ms`, `last_error`, `requests_total`,
  `errors_total`, `consecutive_errors`, `index_resets`,
- `malformed_entries`, `services`, `nodes`, `last_response_bytes`.
+ `malformed_entries`, `services`, `nodes`, `last_response_bytes`; and the
+ histograms `apply_seconds` (the leader's) and `propagation_seconds`
+ (this process's): `buckets`, `count`, `sum`.
 
  Buffer rules as in the header's conventions (`CKV_ERR_BUFFER_TOO_SMALL`
  sets `*out_len`). Thread safety: any thread of the creating process.

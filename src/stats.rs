@@ -113,7 +113,7 @@ pub struct Stats {
 /// Upper bounds (seconds) of the histogram buckets, shared by both
 /// histograms: from half a millisecond (a small prefix) to 10 s (100k nodes
 /// on a loaded machine). `+Inf` is implied.
-pub const HISTOGRAM_BOUNDS: [f64; 14] = [
+pub(crate) const HISTOGRAM_BOUNDS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 

@@ -192,7 +192,9 @@ pub extern "C" fn ckv_ready(h: *const ckv_handle) -> i32 {
 /// per server: `url`, `state`, `last_index`, `last_success_ms`,
 /// `last_change_ms`, `last_error_ms`, `last_error`, `requests_total`,
 /// `errors_total`, `consecutive_errors`, `index_resets`,
-/// `malformed_entries`, `services`, `nodes`, `last_response_bytes`.
+/// `malformed_entries`, `services`, `nodes`, `last_response_bytes`; and the
+/// histograms `apply_seconds` (the leader's) and `propagation_seconds`
+/// (this process's): `buckets`, `count`, `sum`.
 ///
 /// Buffer rules as in the header's conventions (`CKV_ERR_BUFFER_TOO_SMALL`
 /// sets `*out_len`). Thread safety: any thread of the creating process.
