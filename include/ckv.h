@@ -308,12 +308,39 @@ int32_t ckv_ready(const struct ckv_handle *h);
  per server: `url`, `state`, `last_index`, `last_success_ms`,
  `last_change_ms`, `last_error_ms`, `last_error`, `requests_total`,
  `errors_total`, `consecutive_errors`, `index_resets`,
- `malformed_entries`, `services`, `nodes`, `last_response_bytes`.
+ `malformed_entries`, `services`, `nodes`, `last_response_bytes`; and the
+ histograms `apply_seconds` (the leader's) and `propagation_seconds`
+ (this process's): `buckets`, `count`, `sum`.
 
  Buffer rules as in the header's conventions (`CKV_ERR_BUFFER_TOO_SMALL`
  sets `*out_len`). Thread safety: any thread of the creating process.
  */
 enum ckv_status ckv_stats(const struct ckv_handle *h, uint8_t *buf, size_t buf_cap, size_t *out_len);
+
+/*
+ Writes the statistics in Prometheus' text exposition format, version
+ 0.0.4 (serve it with `Content-Type: text/plain; version=0.0.4`): per
+ server `ckv_server_up`, `ckv_last_index`, `ckv_requests_total`,
+ `ckv_errors_total{kind}`, `ckv_last_success_timestamp_seconds`,
+ `ckv_index_resets_total`, `ckv_malformed_entries`, `ckv_services`,
+ `ckv_nodes`; `ckv_snapshot_generation`, `ckv_leader{pid}`, `ckv_ready`,
+ `ckv_stale`, and the histograms `ckv_apply_seconds` and
+ `ckv_propagation_seconds{pid}` (README "Metrics"). Every process of a
+ group reports the leader's figures, so any worker can be scraped; only
+ `ckv_propagation_seconds` is this process's own. Label values are
+ escaped; the token never appears.
+
+ Buffer rules as for [`ckv_stats`]: call with `buf` NULL and `buf_cap` 0
+ to learn the size (`CKV_ERR_BUFFER_TOO_SMALL`, `*out_len` set), then
+ again with a buffer that large; the text may grow between the two calls,
+ so loop on `CKV_ERR_BUFFER_TOO_SMALL`. The output is copied: the caller
+ owns `buf`. Never blocks on Consul (a follower reads the leader's small
+ stats file). Thread safety: any thread of the creating process.
+
+ Returns `CKV_OK`, `CKV_ERR_BUFFER_TOO_SMALL`, `CKV_ERR_NULL_ARGUMENT`,
+ `CKV_ERR_FORKED` or `CKV_ERR_PANIC`.
+ */
+enum ckv_status ckv_metrics(const struct ckv_handle *h, uint8_t *buf, size_t buf_cap, size_t *out_len);
 
 /*
  Stops watching Consul and joins the library's threads, waiting at most

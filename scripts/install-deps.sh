@@ -31,3 +31,7 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt >/dev/null 2>&1 || true
+
+# prometheus_client (PyPI, pinned) in a cached venv: the parser the metrics
+# tests read ckv's Prometheus text with (tests/metrics_parse.rs, t/080).
+bash "$(dirname "$0")/prom-venv.sh" >/dev/null

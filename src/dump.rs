@@ -152,6 +152,7 @@ pub fn parse(bytes: &[u8], now: u64, expire: u64) -> Result<(Loaded, Vec<String>
             services: map,
             from_dump: true,
             synced: false,
+            received_us: 0,
         }),
         warnings,
     ))

@@ -32,6 +32,11 @@ pub struct Snapshot {
     pub from_dump: bool,
     /// True once every configured server has answered at least once.
     pub synced: bool,
+    /// Unix time in microseconds at which the leader received the Consul
+    /// response this snapshot was built from (0: not from a response, e.g.
+    /// a dump). Wall-clock, so that every process of the host can measure
+    /// propagation against it.
+    pub received_us: u64,
 }
 
 impl Snapshot {

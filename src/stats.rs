@@ -75,7 +75,7 @@ pub struct ServerStats {
 }
 
 /// The whole picture for `ckv_stats`.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Stats {
     pub version: &'static str,
     pub pid: u32,
@@ -98,13 +98,100 @@ pub struct Stats {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub share_error: Option<String>,
     pub servers: Vec<ServerStats>,
+    /// Leader: parse + apply + publish time of each Consul response that
+    /// moved the index. A follower shows the leader's (from the shared
+    /// directory), so every process of an instance reports the same.
+    pub apply_seconds: Histogram,
+    /// This process: from the Consul response (received by the leader) to
+    /// the snapshot it produced being served here.
+    pub propagation_seconds: Histogram,
     /// The effective configuration: every field, defaults applied, the
     /// token shown as `"<redacted>"` (`Config::redacted_json`).
     pub config: serde_json::Value,
+}
+
+/// Upper bounds (seconds) of the histogram buckets, shared by both
+/// histograms: from half a millisecond (a small prefix) to 10 s (100k nodes
+/// on a loaded machine). `+Inf` is implied.
+pub(crate) const HISTOGRAM_BOUNDS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A fixed-bucket histogram of durations, as Prometheus counts them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Histogram {
+    /// Observations per bucket (not cumulative): `buckets[i]` counts values
+    /// in `(HISTOGRAM_BOUNDS[i-1], HISTOGRAM_BOUNDS[i]]`; the last slot counts
+    /// those above the largest bound. Shorter (an older writer) reads as 0s.
+    pub buckets: Vec<u64>,
+    pub count: u64,
+    /// Sum of the observations, in seconds.
+    pub sum: f64,
+}
+
+impl Histogram {
+    pub fn observe(&mut self, seconds: f64) {
+        let seconds = if seconds.is_finite() {
+            seconds.max(0.0)
+        } else {
+            0.0
+        };
+        let slot = HISTOGRAM_BOUNDS
+            .iter()
+            .position(|b| seconds <= *b)
+            .unwrap_or(HISTOGRAM_BOUNDS.len());
+        if self.buckets.len() <= HISTOGRAM_BOUNDS.len() {
+            self.buckets.resize(HISTOGRAM_BOUNDS.len() + 1, 0);
+        }
+        self.buckets[slot] += 1;
+        self.count += 1;
+        self.sum += seconds;
+    }
+
+    /// Cumulative counts for each bound of [`HISTOGRAM_BOUNDS`] (the `le`
+    /// buckets of the exposition format; `+Inf` is `count`).
+    pub fn cumulative(&self) -> [u64; HISTOGRAM_BOUNDS.len()] {
+        let mut out = [0; HISTOGRAM_BOUNDS.len()];
+        let mut total = 0u64;
+        for (i, slot) in out.iter_mut().enumerate() {
+            total = total.saturating_add(self.buckets.get(i).copied().unwrap_or(0));
+            *slot = total;
+        }
+        out
+    }
 }
 
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Unix time in microseconds; 0 if the clock is before 1970.
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_upper_bounds_inclusive() {
+        let mut h = Histogram::default();
+        for v in [0.0, 0.0005, 0.0006, 1.0, 11.0, f64::NAN, -1.0] {
+            h.observe(v);
+        }
+        assert_eq!(h.count, 7);
+        let c = h.cumulative();
+        // 0.0, 0.0005, NaN (as 0), -1 (as 0) are <= 0.0005.
+        assert_eq!(c[0], 4);
+        assert_eq!(c[1], 5);
+        assert_eq!(c[10], 6); // le=1
+        assert_eq!(c[13], 6); // le=10: 11 s is only in +Inf
+        assert!((h.sum - 12.0011).abs() < 1e-9);
+    }
 }

@@ -427,7 +427,7 @@ dump_data token: <redacted>
 dump_data prefix: t010h
 dump_data services: 10.0.0.1:80 w=4
 token in dump_data: false
-control_api: 1 GET /show_dump_file
+control_api: 3 GET /show_dump_file
 show_dump_file: true 200
 file: 10.0.0.1:80 w=4, last_update number, expire 0
 same as the file: true

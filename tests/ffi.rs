@@ -628,3 +628,69 @@ fn not_ready_until_a_server_answered() {
     assert_eq!(ckv_change_seq(h), 0);
     ckv_free(h);
 }
+
+/// `ckv_metrics`: NULL handle, the two-call sizing, and what a response did
+/// to the histograms (applied in this process, propagated to it).
+#[test]
+fn metrics_are_sized_like_stats_and_count_each_response() {
+    let mut len = 0usize;
+    let mut small = [0u8; 8];
+    assert_eq!(
+        ckv_metrics(ptr::null(), small.as_mut_ptr(), small.len(), &mut len),
+        ckv_status::CKV_ERR_NULL_ARGUMENT
+    );
+    let double = common::Double::start();
+    double.put("upstreams/web/10.0.0.1:80", "{}");
+    let h = init_on(&double, "");
+    assert!(common::wait_until(common::WAIT, || ckv_ready(h) != 0));
+    let read = |h: *const ckv_handle| -> String {
+        let mut len = 0usize;
+        assert_eq!(
+            ckv_metrics(h, ptr::null_mut(), 0, &mut len),
+            ckv_status::CKV_ERR_BUFFER_TOO_SMALL
+        );
+        // Grows between calls when a request went out meanwhile: loop.
+        loop {
+            let mut buf = vec![0u8; len];
+            match ckv_metrics(h, buf.as_mut_ptr(), buf.len(), &mut len) {
+                ckv_status::CKV_OK => return String::from_utf8(buf[..len].to_vec()).unwrap(),
+                ckv_status::CKV_ERR_BUFFER_TOO_SMALL => continue,
+                other => panic!("ckv_metrics: {other:?}"),
+            }
+        }
+    };
+    assert_eq!(
+        ckv_metrics(h, ptr::null_mut(), 0, ptr::null_mut()),
+        ckv_status::CKV_ERR_NULL_ARGUMENT
+    );
+    let first = read(h);
+    assert!(first.contains("ckv_ready 1\n"), "{first}");
+    let count = |text: &str, family: &str| -> u64 {
+        let prefix = format!("{family}_count");
+        text.lines()
+            .find(|l| l.starts_with(&prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in {text}"))
+    };
+    let applied = count(&first, "ckv_apply_seconds");
+    let propagated = count(&first, "ckv_propagation_seconds");
+    assert!(applied >= 1 && propagated >= 1, "{first}");
+    double.put("upstreams/web/10.0.0.2:80", "{}");
+    let web = name_of(&double, "web");
+    assert!(common::wait_until(common::WAIT, || {
+        get_list(h, &web).map(|l| {
+            let n = ckv_node_list_len(l);
+            ckv_node_list_free(l);
+            n == 2
+        }) == Ok(true)
+    }));
+    let second = read(h);
+    assert!(count(&second, "ckv_apply_seconds") > applied, "{second}");
+    assert!(
+        count(&second, "ckv_propagation_seconds") > propagated,
+        "{second}"
+    );
+    assert!(second.contains(&format!("ckv_nodes{{server=\"{}\"}} 2\n", double.url())));
+    ckv_free(h);
+}

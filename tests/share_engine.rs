@@ -234,3 +234,58 @@ fn a_missing_ca_file_fails_the_start() {
     let err = Engine::start(ckv::config::parse(json.as_bytes()).unwrap()).unwrap_err();
     assert!(err.contains("/nonexistent/ca.pem"), "{err}");
 }
+
+/// Metrics: the follower renders the leader's figures (only its own
+/// propagation histogram differs), and the receive time travelled with the
+/// snapshot, so the follower measured its own propagation.
+#[test]
+fn the_follower_renders_the_leaders_metrics() {
+    let d = Double::start();
+    let url = d.url();
+    let dir = tempfile::tempdir().unwrap();
+    d.put("m/web/10.0.0.1:80", "{}");
+    let a = in_group(&url, "m", dir.path(), "gm");
+    let b = in_group(&url, "m", dir.path(), "gm");
+    let (leader, follower) = elected(&a, &b);
+    d.put("m/web/10.0.0.2:80", "{}");
+    assert!(wait_until(WAIT, || nodes(follower, &url, "m/web/")
+        .as_deref()
+        .is_some_and(|n| n.contains("10.0.0.2"))));
+    assert_ne!(follower.snapshot().received_us, 0);
+    assert_eq!(
+        follower.snapshot().received_us,
+        leader.snapshot().received_us
+    );
+    let shared_part = |e: &Engine| -> String {
+        e.metrics_text()
+            .lines()
+            .filter(|l| !l.starts_with("ckv_propagation_seconds"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    // The leader's stats file is rewritten within 250 ms of a change.
+    assert!(
+        wait_until(WAIT, || shared_part(leader) == shared_part(follower)),
+        "leader:\n{}\nfollower:\n{}",
+        shared_part(leader),
+        shared_part(follower)
+    );
+    let text = follower.metrics_text();
+    assert!(
+        text.contains(&format!("ckv_nodes{{server=\"{url}\"}} 2\n")),
+        "{text}"
+    );
+    // At least the response that brought the nodes (the first read may
+    // already have had both).
+    assert!(!text.contains("ckv_apply_seconds_count 0\n"), "{text}");
+    let own = format!(
+        "ckv_propagation_seconds_count{{pid=\"{}\"}} ",
+        std::process::id()
+    );
+    let count: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix(&own))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(count >= 1, "{text}");
+}

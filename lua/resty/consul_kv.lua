@@ -29,6 +29,7 @@ local next         = next
 local tonumber     = tonumber
 local type         = type
 local error        = error
+local pcall        = pcall
 local ngx          = ngx
 local ngx_log      = ngx and ngx.log
 
@@ -77,6 +78,10 @@ end
 
 local function stats_into(h, buf, cap)
     return libckv.ckv_stats(h, buf, cap, out_len)
+end
+
+local function metrics_into(h, buf, cap)
+    return libckv.ckv_metrics(h, buf, cap, out_len)
 end
 
 local function log_record_into(h, buf, cap)
@@ -183,7 +188,7 @@ local function config_json(conf)
     return encode_config(with_group)
 end
 
-local KNOWN_OPTS = { log_interval = true }
+local KNOWN_OPTS = { log_interval = true, on_log = true }
 
 local function check_opts(opts)
     if opts == nil then
@@ -196,6 +201,9 @@ local function check_opts(opts)
         if not KNOWN_OPTS[k] then
             error("unknown option opts." .. tostring(k), 3)
         end
+    end
+    if opts.on_log ~= nil and type(opts.on_log) ~= "function" then
+        error("opts.on_log must be a function", 3)
     end
     local interval = opts.log_interval
     if interval ~= nil then
@@ -212,7 +220,9 @@ end
 
 --- Starts watching. `conf` is APISIX's consul_kv table (or a JSON string);
 --- opts.log_interval (seconds, default 0.1; 0 disables) drains the library's
---- log records into the nginx error log from a timer.
+--- log records into the nginx error log from a timer; opts.on_log(level,
+--- message), if given, is called (from that drain, in Lua) after each record
+--- is logged.
 function _M.new(conf, opts)
     if type(conf) ~= "string" and type(conf) ~= "table" then
         error("conf must be a table or a JSON string", 2)
@@ -234,6 +244,7 @@ function _M.new(conf, opts)
     local self = setmetatable({
         h = h,
         gen_ptr = libckv.ckv_generation_ptr(h),
+        on_log = opts and opts.on_log,
         -- name -> node table (or false: unknown), valid for generation `seen`
         cache = {},
         seen = -1,
@@ -385,6 +396,17 @@ function _M.stats(self)
     return decode("stats", json)
 end
 
+--- The watch statistics in Prometheus' text format 0.0.4 (a string; see
+--- README "Metrics"), and its Content-Type. Every worker of an instance
+--- reports the leader's figures.
+function _M.metrics(self)
+    local rc, text = read_string(metrics_into, self.h)
+    if rc ~= OK then
+        return nil, status_message(rc)
+    end
+    return text, "text/plain; version=0.0.4; charset=utf-8"
+end
+
 --- The snapshot generation counter (changes on every published change).
 function _M.generation(self)
     return self.gen_ptr[0]
@@ -405,7 +427,15 @@ function _M.drain_logs(self)
             end
             return
         end
-        ngx_log(out_level[0], record)
+        local level = out_level[0]
+        ngx_log(level, record)
+        local on_log = self.on_log
+        if on_log then
+            local ok, err = pcall(on_log, level, record)
+            if not ok then
+                ngx_log(ngx.ERR, "ckv: opts.on_log failed: ", err)
+            end
+        end
     end
 end
 

@@ -89,7 +89,7 @@ pub fn follow(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
                 });
             match result {
                 Ok(Some(s)) => {
-                    shared.publish_local(s);
+                    shared.publish_observed(s);
                     if reading.succeed() {
                         shared.log(
                             Level::Notice,

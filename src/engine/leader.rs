@@ -4,7 +4,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
@@ -33,7 +33,20 @@ pub struct Leader {
     /// Per server: the prefix is empty in Consul and its services were kept
     /// (`on_empty_prefix = keep`); warned once per such episode.
     kept_empty: Vec<bool>,
+    /// Per server: when its response being handled arrived (monotonic, for
+    /// `apply_seconds`; wall clock, carried in the snapshot).
+    received: Vec<Option<(Instant, u64)>>,
     seq: u64,
+}
+
+impl Leader {
+    /// When the response of `server` being applied arrived; now if unknown.
+    fn take_received(&mut self, server: usize) -> (Instant, u64) {
+        self.received
+            .get_mut(server)
+            .and_then(Option::take)
+            .unwrap_or_else(|| (Instant::now(), crate::stats::now_us()))
+    }
 }
 
 /// The runtime is built in `Engine::start`, so that failing to build it
@@ -73,6 +86,7 @@ pub fn take_leadership(shared: &Shared) {
         models,
         synced: vec![false; servers],
         kept_empty: vec![false; servers],
+        received: vec![None; servers],
         seq,
     });
     if shared.role() == Role::Follower {
@@ -88,8 +102,9 @@ pub fn take_leadership(shared: &Shared) {
     shared.become_leader.notify_one();
 }
 
-/// Builds and publishes the merged snapshot after a change.
-fn publish_from(shared: &Shared, leader: &mut Leader) {
+/// Builds and publishes the merged snapshot after a change brought by the
+/// response received at `received_us`.
+fn publish_from(shared: &Shared, leader: &mut Leader, received_us: u64) {
     leader.seq += 1;
     let mut services = std::collections::HashMap::new();
     for m in &leader.models {
@@ -102,6 +117,7 @@ fn publish_from(shared: &Shared, leader: &mut Leader) {
         services,
         from_dump: false,
         synced: leader.synced.iter().all(|s| *s),
+        received_us,
     };
     for (i, m) in leader.models.iter().enumerate() {
         let (services, nodes) = (m.services().len() as u64, m.node_count());
@@ -110,7 +126,7 @@ fn publish_from(shared: &Shared, leader: &mut Leader) {
             s.nodes = nodes;
         }
     }
-    shared.publish_local(snapshot);
+    shared.publish_observed(snapshot);
     share_current(shared);
     shared.stats_dirty.store(true, Ordering::Release);
     shared.stats_changed.notify_one();
@@ -159,13 +175,31 @@ fn share_current(shared: &Shared) {
 #[derive(Debug)]
 struct Sink(Arc<Shared>);
 
+impl Sink {
+    /// Records parse + apply + publish time of one response.
+    fn applied(&self, since: Instant) {
+        let took = since.elapsed().as_secs_f64();
+        self.0.apply_seconds.lock().observe(took);
+        self.0.stats_dirty.store(true, Ordering::Release);
+    }
+}
+
 impl WatchSink for Sink {
+    fn received(&self, server: usize) {
+        if let Some(leader) = self.0.leader.lock().as_mut() {
+            if let Some(slot) = leader.received.get_mut(server) {
+                *slot = Some((Instant::now(), crate::stats::now_us()));
+            }
+        }
+    }
+
     fn apply(&self, server: usize, entries: &[RawEntry<'_>]) -> Result<bool, String> {
         let shared = &self.0;
         let mut guard = shared.leader.lock();
         let Some(leader) = guard.as_mut() else {
             return Ok(false);
         };
+        let (since, received_us) = leader.take_received(server);
         let Some(model) = leader.models.get_mut(server) else {
             return Ok(false);
         };
@@ -206,8 +240,10 @@ impl WatchSink for Sink {
         let first = !std::mem::replace(&mut leader.synced[server], true);
         leader.kept_empty[server] = false;
         if applied.changed || first {
-            publish_from(shared, leader);
+            publish_from(shared, leader, received_us);
         }
+        drop(guard);
+        self.applied(since);
         Ok(applied.changed)
     }
 
@@ -217,6 +253,7 @@ impl WatchSink for Sink {
         let Some(leader) = guard.as_mut() else {
             return false;
         };
+        let (since, received_us) = leader.take_received(server);
         let first = !std::mem::replace(&mut leader.synced[server], true);
         let url = &shared.config.servers[server].url;
         let prefix = &shared.config.prefix;
@@ -243,8 +280,10 @@ impl WatchSink for Sink {
         }
         let changed = outcome == EmptyOutcome::Cleared;
         if changed || first {
-            publish_from(shared, leader);
+            publish_from(shared, leader, received_us);
         }
+        drop(guard);
+        self.applied(since);
         changed
     }
 

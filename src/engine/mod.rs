@@ -132,6 +132,11 @@ impl Engine {
         serde_json::to_string(&stats).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
     }
 
+    /// The statistics in Prometheus' text format ([`crate::metrics`]).
+    pub fn metrics_text(&self) -> String {
+        crate::metrics::render(&self.shared.stats_now())
+    }
+
     /// Stops the threads, waiting at most `timeout`, and gives up leadership
     /// so that another process of the group takes over the watch. Returns
     /// false when a thread did not stop in time (it is then left detached).

@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::log::{Level, LogQueue};
 use crate::shared::Group;
 use crate::snapshot::Snapshot;
-use crate::stats::{ServerState, ServerStats, Stats};
+use crate::stats::{Histogram, ServerState, ServerStats, Stats};
 
 /// What this process does for its group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +70,10 @@ pub struct Shared {
     /// Leader: the served snapshot is not in the shared directory yet.
     pub publish_pending: AtomicBool,
     pub stopped: AtomicBool,
+    /// Leader: parse + apply + publish time per Consul response.
+    pub apply_seconds: Mutex<Histogram>,
+    /// Consul response received (by the leader) → served by this process.
+    pub propagation_seconds: Mutex<Histogram>,
 }
 
 impl Shared {
@@ -104,6 +108,8 @@ impl Shared {
             share_error,
             publish_pending: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
+            apply_seconds: Mutex::new(Histogram::default()),
+            propagation_seconds: Mutex::new(Histogram::default()),
         }
     }
 
@@ -131,12 +137,25 @@ impl Shared {
         self.change.publish(seq);
     }
 
+    /// [`Shared::publish_local`] for a snapshot made from a Consul response
+    /// just now (by this process or the leader): records how long the
+    /// response took to be served here.
+    pub fn publish_observed(&self, snapshot: Snapshot) {
+        let received_us = snapshot.received_us;
+        self.publish_local(snapshot);
+        if received_us > 0 {
+            let lag = crate::stats::now_us().saturating_sub(received_us);
+            self.propagation_seconds.lock().observe(lag as f64 / 1e6);
+        }
+    }
+
     pub fn stats_now(&self) -> Stats {
         let snap = self.current.load();
         let role = self.role();
         let mut servers = self.stats.lock().clone();
         let group = self.group.load_full();
         let mut stale = false;
+        let mut apply_seconds = self.apply_seconds.lock().clone();
         if let Some(g) = &group {
             match role {
                 Role::Follower => {
@@ -151,6 +170,7 @@ impl Shared {
                             for (dst, src) in servers.iter_mut().zip(leader.servers) {
                                 *dst = src;
                             }
+                            apply_seconds = leader.apply_seconds;
                         }
                         None => {
                             for s in &mut servers {
@@ -185,6 +205,8 @@ impl Shared {
             stale,
             share_error: self.share_error.clone(),
             servers,
+            apply_seconds,
+            propagation_seconds: self.propagation_seconds.lock().clone(),
             config: self.config.redacted_json(),
         }
     }
@@ -194,4 +216,7 @@ impl Shared {
 #[derive(Debug, serde::Deserialize)]
 struct LeaderStats {
     servers: Vec<ServerStats>,
+    /// Absent in a file from a release before metrics.
+    #[serde(default)]
+    apply_seconds: Histogram,
 }

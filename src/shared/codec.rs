@@ -3,10 +3,14 @@
 //! panic.
 //!
 //! ```text
-//! "CKVSNAP1" seq:u64 flags:u8 count:u32
+//! "CKVSNAP1" seq:u64 flags:u8 [received_us:u64] count:u32
 //! count × { server:u16 generation:u64 node_count:u32
 //!           name_len:u32 name[name_len] json_len:u32 json[json_len] }
 //! ```
+//!
+//! `received_us` is present when flag `FLAG_RECEIVED` is set (this release
+//! always sets it); a snapshot without it (the previous release) reads with
+//! `received_us = 0`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,6 +20,8 @@ use crate::snapshot::{Service, Snapshot};
 const MAGIC: &[u8; 8] = b"CKVSNAP1";
 const FLAG_FROM_DUMP: u8 = 1;
 const FLAG_SYNCED: u8 = 2;
+/// `received_us` follows the flags.
+const FLAG_RECEIVED: u8 = 4;
 
 pub fn encode(s: &Snapshot) -> Vec<u8> {
     let size: usize = s
@@ -23,10 +29,10 @@ pub fn encode(s: &Snapshot) -> Vec<u8> {
         .iter()
         .map(|(n, v)| n.len() + v.nodes_json.len() + 22)
         .sum();
-    let mut out = Vec::with_capacity(size + 21);
+    let mut out = Vec::with_capacity(size + 29);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&s.seq.to_le_bytes());
-    let mut flags = 0;
+    let mut flags = FLAG_RECEIVED;
     if s.from_dump {
         flags |= FLAG_FROM_DUMP;
     }
@@ -34,6 +40,7 @@ pub fn encode(s: &Snapshot) -> Vec<u8> {
         flags |= FLAG_SYNCED;
     }
     out.push(flags);
+    out.extend_from_slice(&s.received_us.to_le_bytes());
     out.extend_from_slice(&(s.services.len() as u32).to_le_bytes());
     for (name, svc) in &s.services {
         out.extend_from_slice(&svc.server.to_le_bytes());
@@ -95,6 +102,11 @@ pub fn decode(buf: &[u8], previous: Option<&Snapshot>) -> Result<Snapshot, Strin
     }
     let seq = r.u64()?;
     let flags = r.u8()?;
+    let received_us = if flags & FLAG_RECEIVED != 0 {
+        r.u64()?
+    } else {
+        0
+    };
     let count = r.u32()? as usize;
     // Each service takes at least 22 bytes: refuse counts the rest of the
     // buffer cannot hold, before allocating anything for them.
@@ -144,6 +156,7 @@ pub fn decode(buf: &[u8], previous: Option<&Snapshot>) -> Result<Snapshot, Strin
         services,
         from_dump: flags & FLAG_FROM_DUMP != 0,
         synced: flags & FLAG_SYNCED != 0,
+        received_us,
     })
 }
 
@@ -155,6 +168,7 @@ mod tests {
         let mut s = Snapshot {
             seq: 42,
             synced: true,
+            received_us: 1_700_000_000_123_456,
             ..Snapshot::default()
         };
         for i in 0..3u16 {
@@ -186,6 +200,22 @@ mod tests {
     }
 
     #[test]
+    fn a_snapshot_without_receive_time_still_reads() {
+        let s = sample();
+        let v2 = encode(&s);
+        assert_eq!(v2[16] & FLAG_RECEIVED, FLAG_RECEIVED);
+        // The previous release's layout: no flag, no received_us.
+        let mut v1 = v2[..17].to_vec();
+        v1[16] &= !FLAG_RECEIVED;
+        v1.extend_from_slice(&v2[25..]);
+        let back = decode(&v1, None).unwrap();
+        assert_eq!(back.received_us, 0);
+        assert_eq!(back.services, s.services);
+        assert_eq!(back.seq, 42);
+        assert_eq!(decode(&v2, None).unwrap().received_us, s.received_us);
+    }
+
+    #[test]
     fn every_truncation_is_an_error() {
         let bytes = encode(&sample());
         for n in 0..bytes.len() {
@@ -197,7 +227,7 @@ mod tests {
         let mut extra = bytes.clone();
         extra.push(0);
         assert!(decode(&extra, None).is_err());
-        let mut huge = bytes[..17].to_vec();
+        let mut huge = bytes[..25].to_vec();
         huge.extend_from_slice(&u32::MAX.to_le_bytes());
         assert!(decode(&huge, None).unwrap_err().contains("claims"));
     }

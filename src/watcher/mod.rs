@@ -43,6 +43,9 @@ pub trait WatchSink: Send + Sync {
     fn apply(&self, server: usize, entries: &[RawEntry<'_>]) -> Result<bool, String>;
     /// The prefix is empty on `server` (Consul answered 404).
     fn apply_empty(&self, server: usize) -> bool;
+    /// A whole response from `server` is in, not yet parsed (metrics: where
+    /// apply time and propagation start).
+    fn received(&self, _server: usize) {}
     fn update_stats(&self, server: usize, f: &mut dyn FnMut(&mut ServerStats));
     fn log(&self, level: Level, message: String);
     /// A message that a server can make repeat without bound: rate-limited
@@ -239,6 +242,7 @@ impl WatchState {
         sink: &dyn WatchSink,
         config: &Config,
     ) -> Result<Progress, FetchError> {
+        sink.received(server);
         let Fetched {
             status,
             index: received,

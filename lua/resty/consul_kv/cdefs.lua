@@ -66,6 +66,7 @@ if not pcall(ffi.typeof, "struct ckv_handle") then
     const uint32_t *ckv_generation_ptr(const struct ckv_handle *h);
     int32_t ckv_ready(const struct ckv_handle *h);
     enum ckv_status ckv_stats(const struct ckv_handle *h, uint8_t *buf, size_t buf_cap, size_t *out_len);
+    enum ckv_status ckv_metrics(const struct ckv_handle *h, uint8_t *buf, size_t buf_cap, size_t *out_len);
     enum ckv_status ckv_shutdown(struct ckv_handle *h, uint32_t timeout_ms);
     void ckv_free(struct ckv_handle *h);
     enum ckv_status ckv_log_next(const struct ckv_handle *h, uint8_t *buf, size_t buf_cap, size_t *out_len, int32_t *out_level);

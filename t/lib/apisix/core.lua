@@ -137,8 +137,16 @@ local schema = {
     end,
 }
 
+-- APISIX's core.response.set_header(name, value): sets a response header.
+local response = {
+    set_header = function(name, value)
+        ngx.header[name] = value
+    end,
+}
+
 return {
     log = log,
+    response = response,
     json = json,
     table = tab,
     string = str,

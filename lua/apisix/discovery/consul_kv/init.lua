@@ -13,6 +13,7 @@ local consul_kv    = require("resty.consul_kv")
 local io_open      = io.open
 local error        = error
 local type         = type
+local tonumber     = tonumber
 local ngx          = ngx
 local log          = core.log
 
@@ -81,6 +82,34 @@ local function show_dump_file()
 end
 
 
+-- ckv extension: the watch statistics as JSON (the token is shown as
+-- "<redacted>"). APISIX's control router encodes a table body as JSON.
+local function show_stats()
+    if not client then
+        return 503, { error_msg = "consul_kv: not started" }
+    end
+    local stats, err = client:stats()
+    if not stats then
+        return 503, { error_msg = "consul_kv: " .. err }
+    end
+    return 200, stats
+end
+
+
+-- ckv extension: the same figures for Prometheus (text format 0.0.4).
+local function show_metrics()
+    if not client then
+        return 503, { error_msg = "consul_kv: not started" }
+    end
+    local text, content_type = client:metrics()
+    if not text then
+        return 503, { error_msg = "consul_kv: " .. content_type }
+    end
+    core.response.set_header("Content-Type", content_type)
+    return 200, text
+end
+
+
 function _M.control_api()
     return {
         {
@@ -88,7 +117,32 @@ function _M.control_api()
             uris = { "/show_dump_file" },
             handler = show_dump_file,
         },
+        {
+            methods = { "GET" },
+            uris = { "/v1/discovery/consul_kv/stats" },
+            handler = show_stats,
+        },
+        {
+            methods = { "GET" },
+            uris = { "/v1/discovery/consul_kv/metrics" },
+            handler = show_metrics,
+        },
     }
+end
+
+
+-- APISIX's module logs "retry connecting consul after N seconds" at warn
+-- before each retry, and operators alert on it. ckv's own retry record ends
+-- with "retry <attempt> in <delay>s" (the delay it really waits); each one
+-- the library lets through its rate limit gets the same line in APISIX's
+-- words, with that delay.
+local RETRY_TAIL = "; keeping the last good nodes, retry %d+ in (%d+%.?%d*)s$"
+
+local function apisix_retry_line(_, message)
+    local delay = message:match(RETRY_TAIL)
+    if delay then
+        log.warn("retry connecting consul after ", tonumber(delay), " seconds")
+    end
 end
 
 
@@ -128,7 +182,7 @@ function _M.init_worker()
     dump_path = conf.dump and conf.dump.path
 
     local err2
-    client, err2 = consul_kv.new(conf)
+    client, err2 = consul_kv.new(conf, { on_log = apisix_retry_line })
     if not client then
         error("consul_kv: " .. err2)
     end
