@@ -153,6 +153,7 @@ local function with_instance_group(conf)
         share_copy[k] = v
     end
     share_copy.group = instance.group
+    share_copy.previous_group = instance.previous_group
     copy.share = share_copy
     return copy
 end

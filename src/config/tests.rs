@@ -92,6 +92,7 @@ fn minimal_config_gets_every_default() {
             enabled: true,
             dir: PathBuf::from("/dev/shm"),
             group: None,
+            previous_group: None,
         }
     );
     assert_eq!(Config::from_json(with("").as_bytes()), Ok(c));
@@ -699,6 +700,21 @@ fn ckv_only_fields() {
     }
     let long = "g".repeat(65);
     assert!(err(&with(&format!(r#""share":{{"group":"{long}"}}"#))).starts_with(group_rule));
+    // The group before a reload follows the same rule, under its own name.
+    let previous_rule = group_rule.replace("share.group", "share.previous_group");
+    for bad in [r#""a/b""#, r#"".""#, "true"] {
+        assert_eq!(
+            err(&with(&format!(r#""share":{{"previous_group":{bad}}}"#))),
+            format!("{previous_rule} {bad}")
+        );
+    }
+    assert_eq!(
+        ok(&with(r#""share":{"group":"new","previous_group":"old_1"}"#))
+            .share
+            .previous_group
+            .as_deref(),
+        Some("old_1")
+    );
     assert_eq!(
         ok(&with(r#""share":{"group":1234}"#))
             .share

@@ -1,7 +1,7 @@
 //! What every thread of the engine reaches: the served snapshot, the role,
 //! the statistics, and the one place a snapshot is published locally.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -70,6 +70,9 @@ pub struct Shared {
     /// Leader: the served snapshot is not in the shared directory yet.
     pub publish_pending: AtomicBool,
     pub stopped: AtomicBool,
+    /// Seq of the snapshot taken from the previous group at start (0: none);
+    /// `source` says "previous" while it is served.
+    pub inherited_seq: AtomicU64,
 }
 
 impl Shared {
@@ -104,6 +107,7 @@ impl Shared {
             share_error,
             publish_pending: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
+            inherited_seq: AtomicU64::new(0),
         }
     }
 
@@ -126,6 +130,7 @@ impl Shared {
     /// The one place where this process starts serving a new snapshot.
     pub fn publish_local(&self, snapshot: Snapshot) {
         let seq = snapshot.seq;
+        self.inherited_seq.store(0, Ordering::Release);
         self.current.store(Arc::new(snapshot));
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.change.publish(seq);
@@ -175,6 +180,8 @@ impl Shared {
             nodes: snap.node_count(),
             source: if snap.from_dump {
                 "dump"
+            } else if snap.seq > 0 && snap.seq == self.inherited_seq.load(Ordering::Acquire) {
+                "previous"
             } else if snap.seq > 0 {
                 "consul"
             } else {
