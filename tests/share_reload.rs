@@ -280,3 +280,44 @@ fn a_fifo_or_a_huge_file_in_the_previous_directory_is_refused() {
     );
     drop(old);
 }
+
+/// Reload after reload with Consul down: each new leader passes the
+/// inherited snapshot into its own group, so a worker that joins later, and
+/// the generation after, still have it once the first generation is gone.
+#[test]
+fn the_inherited_snapshot_is_passed_on_through_reloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, d, url) = old_generation(dir.path(), "r7g1");
+    d.stop();
+    let second = start(
+        &url,
+        "p",
+        dir.path(),
+        r#""group":"r7g2","previous_group":"r7g1""#,
+    );
+    assert!(wait_until(WAIT, || second.role() == Role::Leader));
+    drop(first);
+    assert!(!group_dir(dir.path(), "r7g1").exists());
+    // Joins the second group after the first one is gone.
+    let late = start(
+        &url,
+        "p",
+        dir.path(),
+        r#""group":"r7g2","previous_group":"r7g1""#,
+    );
+    assert_eq!(late.role(), Role::Follower);
+    assert_eq!(nodes(&late, &url, "p/web/").as_deref(), Some(ONE_NODE));
+    assert!(
+        wait_until(WAIT, || stats(&late)["source"] == "previous"),
+        "{}",
+        stats(&late)
+    );
+    let third = start(
+        &url,
+        "p",
+        dir.path(),
+        r#""group":"r7g3","previous_group":"r7g2""#,
+    );
+    assert_eq!(nodes(&third, &url, "p/web/").as_deref(), Some(ONE_NODE));
+    assert_eq!(stats(&third)["source"], "previous");
+}

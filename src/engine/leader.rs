@@ -75,6 +75,14 @@ pub fn take_leadership(shared: &Shared) {
         kept_empty: vec![false; servers],
         seq,
     });
+    // A snapshot inherited from the previous group at a reload goes into
+    // this group as well, so that a worker started later, and the next
+    // reload, find it even if Consul stays down.
+    let inherited = current.seq > 0 && shared.inherited_seq.load(Ordering::Acquire) == current.seq;
+    if inherited && shared.group.load().as_ref().is_some_and(|g| g.seq() == 0) {
+        share_current(shared);
+        shared.stats_dirty.store(true, Ordering::Release);
+    }
     if shared.role() == Role::Follower {
         shared.set_role(Role::Leader);
         shared.log(

@@ -142,6 +142,8 @@ impl Shared {
         let mut servers = self.stats.lock().clone();
         let group = self.group.load_full();
         let mut stale = false;
+        // The leader passed on the previous group's snapshot (reload).
+        let mut inherited_from_leader = false;
         if let Some(g) = &group {
             match role {
                 Role::Follower => {
@@ -153,6 +155,8 @@ impl Shared {
                     {
                         // Same configuration, so the same servers in the same order.
                         Some(leader) => {
+                            inherited_from_leader =
+                                leader.source == "previous" && leader.generation == snap.seq;
                             for (dst, src) in servers.iter_mut().zip(leader.servers) {
                                 *dst = src;
                             }
@@ -180,7 +184,9 @@ impl Shared {
             nodes: snap.node_count(),
             source: if snap.from_dump {
                 "dump"
-            } else if snap.seq > 0 && snap.seq == self.inherited_seq.load(Ordering::Acquire) {
+            } else if snap.seq > 0
+                && (inherited_from_leader || snap.seq == self.inherited_seq.load(Ordering::Acquire))
+            {
                 "previous"
             } else if snap.seq > 0 {
                 "consul"
@@ -201,4 +207,8 @@ impl Shared {
 #[derive(Debug, serde::Deserialize)]
 struct LeaderStats {
     servers: Vec<ServerStats>,
+    #[serde(default)]
+    source: String,
+    #[serde(default)]
+    generation: u64,
 }
