@@ -827,7 +827,7 @@ fn redacted_json_round_trips() {
         "tls": {"ca_file": "/ca.pem"},
         "max_response_bytes": 2048, "on_empty_prefix": "keep",
         "backoff": {"initial": 10, "max": 20},
-        "share": {"dir": "/run", "group": "g"}
+        "share": {"dir": "/run", "group": "g", "previous_group": "g0"}
     }"#);
     let mut j = c.redacted_json();
     assert_eq!(j["prefix"], json!("p"));
@@ -859,7 +859,7 @@ fn redacted_json_round_trips() {
             "on_empty_prefix": "clear",
             "gzip": false,
             "backoff": {"initial": 1000, "max": 30000},
-            "share": {"enabled": true, "dir": "/dev/shm", "group": null},
+            "share": {"enabled": true, "dir": "/dev/shm", "group": null, "previous_group": null},
         })
     );
     assert_eq!(ok(&j.to_string()), d);
@@ -875,7 +875,8 @@ fn redacted_json_has_every_field_of_the_table() {
     let full = ok(r#"{
         "servers": ["https://a:1"], "token": "t0ken-t0ken", "skip_keys": ["upstreams/x/"],
         "default_service": {"host": "h", "port": 8},
-        "dump": {"path": "d"}, "tls": {"ca_file": "/ca.pem"}, "share": {"group": "g"}
+        "dump": {"path": "d"}, "tls": {"ca_file": "/ca.pem"},
+        "share": {"group": "g", "previous_group": "p"}
     }"#)
     .redacted_json();
     let defaults = ok(&with("")).redacted_json();
