@@ -149,8 +149,10 @@ first loaded in a worker, not in init_by_lua, so this worker watches Consul on i
         local consul_kv = require("resty.consul_kv")
         local kv = assert(consul_kv.new('{"servers":["http://127.0.0.1:8500"],'
                                         .. '"prefix":"t016d","timeout":{"wait":2}}'))
+        local previous = require("resty.consul_kv.instance").previous_group
         require("ckvinstance").report(function()
-            return tostring(consul_kv.instance_group()) .. " " .. kv:stats().role
+            return tostring(consul_kv.instance_group()) .. " " .. tostring(previous)
+                   .. " " .. kv:stats().role
         end)
     }
 ]=]
@@ -161,8 +163,8 @@ first loaded in a worker, not in init_by_lua, so this worker watches Consul on i
                 local a = start("a", { http = http, pid_namespace = true })
                 local _, sa = a:wait_states(leader)
                 -- b is started with a's group in its environment, where the
-                -- module keeps it across reloads: a value nginx was started
-                -- with is not taken
+                -- module remembers it for the next reload: a value nginx was
+                -- started with is not taken (b would read a's snapshots)
                 local ga = sa[0] and sa[0].state:match("^%S+")
                 local b = start("b", { http = http, pid_namespace = true,
                                    env = "CKV_INSTANCE_GROUP=" .. tostring(ga) })
@@ -179,6 +181,8 @@ first loaded in a worker, not in init_by_lua, so this worker watches Consul on i
                 local gb = sb[0] and sb[0].state:match("^%S+")
                 ngx.say("workers of both are pid 2: ", sa[0].pid == 2 and sb[0].pid == 2)
                 ngx.say("groups differ: ", ga ~= gb and #ga == 32 and #gb == 32)
+                -- nor is it taken as the group before a reload
+                ngx.say("b has no previous group: ", sb[0].state:match("^%S+ (%S+)"))
             end)
         }
     }
@@ -186,6 +190,7 @@ first loaded in a worker, not in init_by_lua, so this worker watches Consul on i
 each instance has its own leader: true
 workers of both are pid 2: true
 groups differ: true
+b has no previous group: nil
 --- timeout: 30
 
 
