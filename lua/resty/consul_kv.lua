@@ -122,7 +122,8 @@ end
 
 local standalone_logged = false
 
--- `conf` with share.group set to the instance's group, unless the caller
+-- `conf` with share.group set to the instance's group (and
+-- share.previous_group to the one before the last reload), unless the caller
 -- named a group, turned sharing off, or gave a `share` that libckv refuses
 -- anyway. The caller's table is left as it is (APISIX shows it in its
 -- control API).
