@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Reloads nginx (HUP) RELOADS times (default 100) under constant traffic and
-# checks: no failed request (every answer 200 with the right node count), no
-# leaked thread, fd or shared directory, master RSS stable, and a single
-# long poll at the end. Exits non-zero on any failure.
+# checks: no failed request (every answer 200 with the right node count), a
+# new share group after every reload, no leaked thread, fd or shared
+# directory, master RSS stable, and a single long poll at the end. Then
+# stops Consul and reloads DOWN_RELOADS times (default 5) more: the new
+# workers still answer every request, from the previous group's snapshot.
+# Exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RELOADS=${RELOADS:-100}
+DOWN_RELOADS=${DOWN_RELOADS:-5}
 LIB_DIR=${CKV_LIB_DIR:-$PWD/target/debug}
 DOUBLE=${CKV_DOUBLE_BIN:-$PWD/target/debug/ckv-consul-double}
 DPORT=${DPORT:-18531}
@@ -99,6 +103,17 @@ with open(out, "w") as f:
 PY
 traffic_pid=$!
 
+group_now() { curl -s "http://127.0.0.1:$NPORT/group"; }
+groups_seen=$(group_now)
+same_group=0
+# Every reload must make a new group.
+note_group() {
+    local g
+    g=$(group_now)
+    case " $groups_seen " in *" $g "*) same_group=$((same_group + 1)) ;; esac
+    groups_seen="$groups_seen $g"
+}
+
 rss() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 fds() { ls "/proc/$1/fd" | wc -l; }
 workers() { ps -o pid= --ppid "$master" | tr -d ' '; }
@@ -112,7 +127,10 @@ reload() {
         now=$(workers | sort | tr '\n' ' ')
         left=0
         for p in $old; do case " $now " in *" $p "*) left=1 ;; esac; done
-        [ $left -eq 0 ] && [ "$(workers | wc -l)" -eq 2 ] && return 0
+        if [ $left -eq 0 ] && [ "$(workers | wc -l)" -eq 2 ]; then
+            note_group
+            return 0
+        fi
         sleep 0.01
     done
     echo "FAIL: old workers did not exit after a reload"
@@ -132,20 +150,36 @@ done
 elapsed=$((SECONDS - t0))
 sleep 1
 rss1=$(rss "$master"); fd1=$(fds "$master")
+polls=$(curl -s "http://127.0.0.1:$DPORT/_double/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["blocking_per_path"].get("/v1/kv/reload/", 0))')
+
+# Consul goes away; reloads go on: every new generation serves what the
+# previous one had.
+kill "$double_pid"; wait "$double_pid" 2>/dev/null || true; double_pid=
+for i in $(seq "$DOWN_RELOADS"); do
+    reload || exit 1
+done
 kill -TERM "$traffic_pid"; wait "$traffic_pid" || true; traffic_pid=
 read -r ok bad first_bad <"$work/traffic.out"
+down_answer=$(curl -s "http://127.0.0.1:$NPORT/t")
 
 threads=0
 for p in $(workers); do
     threads=$((threads + $( (grep -l "^ckv-" /proc/"$p"/task/*/comm 2>/dev/null || true) | wc -l)))
 done
-# The shared directory is named after the instance's group (kept across reloads).
-group=$(curl -s "http://127.0.0.1:$NPORT/group")
+# The shared directory is named after the instance's group (new at every
+# reload); the old workers remove theirs when they exit.
+group=$(group_now)
 dirs=$( (ls -d /dev/shm/ckv.*."$group" /dev/shm/ckv.*."$group"+* 2>/dev/null || true) | wc -l)
-polls=$(curl -s "http://127.0.0.1:$DPORT/_double/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["blocking_per_path"].get("/v1/kv/reload/", 0))')
+old_dirs=0
+for g in $groups_seen; do
+    [ "$g" = "$group" ] && continue
+    old_dirs=$((old_dirs + $( (ls -d /dev/shm/ckv.*."$g" /dev/shm/ckv.*."$g"+* 2>/dev/null || true) | wc -l)))
+done
+n_groups=$(printf '%s\n' $groups_seen | sort -u | wc -l)
 
 status=0
-printf 'reloads: %d in %ds; requests: %d ok, %d failed %s\n' "$RELOADS" "$elapsed" "$ok" "$bad" "$first_bad"
+printf 'reloads: %d in %ds, then %d with Consul down; requests: %d ok, %d failed %s\n' "$RELOADS" "$elapsed" "$DOWN_RELOADS" "$ok" "$bad" "$first_bad"
+printf 'groups: %d distinct over %d loads (want all distinct), old group dirs left %d (want 0)\n' "$n_groups" "$((RELOADS + DOWN_RELOADS + 6))" "$old_dirs"
 printf 'master: RSS %s kB at start, %s -> %s kB over the reloads, fds %s -> %s\n' "$rss_start" "$rss0" "$rss1" "$fd0" "$fd1"
 printf 'after: ckv threads %s (want 3), shared dirs %s (want 1), long polls %s (want 1)\n' "$threads" "$dirs" "$polls"
 [ "$bad" -eq 0 ] && [ "$ok" -gt 0 ] || { echo "FAIL: failed requests"; status=1; }
@@ -156,6 +190,9 @@ printf 'after: ckv threads %s (want 3), shared dirs %s (want 1), long polls %s (
 [ ${#group} -eq 32 ] || { echo "FAIL: instance group '$group'"; status=1; }
 [ "$dirs" -eq 1 ] || { echo "FAIL: shared directories"; status=1; }
 [ "$polls" -eq 1 ] || { echo "FAIL: long polls"; status=1; }
+[ "$same_group" -eq 0 ] && [ "$n_groups" -eq $((RELOADS + DOWN_RELOADS + 6)) ] || { echo "FAIL: a reload kept the share group"; status=1; }
+[ "$old_dirs" -eq 0 ] || { echo "FAIL: directories of old groups left"; status=1; }
+[ "$down_answer" = 3 ] || { echo "FAIL: with Consul down, /t answered '$down_answer'"; status=1; }
 if grep -E "\[(alert|crit|emerg)\]" "$work/logs/error.log" | head -5 | grep -q .; then echo "FAIL: alerts in error.log"; status=1; fi
 
 kill -QUIT "$master"

@@ -86,7 +86,8 @@ pub struct Stats {
     pub generation: u64,
     pub services: u64,
     pub nodes: u64,
-    /// "consul", "dump" or "none": where the served data came from.
+    /// "consul", "dump", "previous" (the group before a reload) or "none":
+    /// where the served data came from.
     pub source: &'static str,
     /// True once data from Consul (or a fresh dump) is being served.
     pub ready: bool,

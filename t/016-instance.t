@@ -1,9 +1,9 @@
 # The identity of an nginx instance (its share group): a random group made
 # by the master when resty.consul_kv is loaded in init_by_lua, the same in
 # every worker, different in another instance with the same config (even
-# when both masters are pid 1 of their own container), kept across a HUP
-# reload (the new workers join the running watch); a group named in the
-# config wins.
+# when both masters are pid 1 of their own container), new at every HUP
+# reload (the new workers serve the previous group's snapshot until their
+# own leader has Consul's answer); a group named in the config wins.
 use lib 't/lib';
 use Test::Nginx::Socket::Lua;
 use TestCKV;
@@ -149,8 +149,10 @@ first loaded in a worker, not in init_by_lua, so this worker watches Consul on i
         local consul_kv = require("resty.consul_kv")
         local kv = assert(consul_kv.new('{"servers":["http://127.0.0.1:8500"],'
                                         .. '"prefix":"t016d","timeout":{"wait":2}}'))
+        local previous = require("resty.consul_kv.instance").previous_group
         require("ckvinstance").report(function()
-            return tostring(consul_kv.instance_group()) .. " " .. kv:stats().role
+            return tostring(consul_kv.instance_group()) .. " " .. tostring(previous)
+                   .. " " .. kv:stats().role
         end)
     }
 ]=]
@@ -161,8 +163,8 @@ first loaded in a worker, not in init_by_lua, so this worker watches Consul on i
                 local a = start("a", { http = http, pid_namespace = true })
                 local _, sa = a:wait_states(leader)
                 -- b is started with a's group in its environment, where the
-                -- module keeps it across reloads: a value nginx was started
-                -- with is not taken
+                -- module remembers it for the next reload: a value nginx was
+                -- started with is not taken (b would read a's snapshots)
                 local ga = sa[0] and sa[0].state:match("^%S+")
                 local b = start("b", { http = http, pid_namespace = true,
                                    env = "CKV_INSTANCE_GROUP=" .. tostring(ga) })
@@ -179,6 +181,8 @@ first loaded in a worker, not in init_by_lua, so this worker watches Consul on i
                 local gb = sb[0] and sb[0].state:match("^%S+")
                 ngx.say("workers of both are pid 2: ", sa[0].pid == 2 and sb[0].pid == 2)
                 ngx.say("groups differ: ", ga ~= gb and #ga == 32 and #gb == 32)
+                -- nor is it taken as the group before a reload
+                ngx.say("b has no previous group: ", sb[0].state:match("^%S+ (%S+)"))
             end)
         }
     }
@@ -186,48 +190,93 @@ first loaded in a worker, not in init_by_lua, so this worker watches Consul on i
 each instance has its own leader: true
 workers of both are pid 2: true
 groups differ: true
+b has no previous group: nil
 --- timeout: 30
 
 
 
-=== TEST 5: a HUP reload keeps the group: the new workers join the old watch, the same in every new worker
+=== TEST 5: a HUP reload makes a new group; the new workers serve the previous group's nodes from their first request, with Consul hanging
 --- config
     location /t {
         content_by_lua_block {
+            local t = require("ckvtest")
             local instance = require("ckvinstance")
+            t.put(8500, "t016e/web/10.0.0.1:80", "{}")
             local http = [=[
     init_by_lua_block { require("resty.consul_kv") }
     init_worker_by_lua_block {
         local consul_kv = require("resty.consul_kv")
-        assert(consul_kv.new({ servers = { "http://127.0.0.1:8500" },
-                               prefix = "t016e", timeout = { wait = 2 } }))
-        require("ckvinstance").report(consul_kv.instance_group)
+        local kv = assert(consul_kv.new({ servers = { "http://127.0.0.1:8500" },
+                                          prefix = "t016e", timeout = { wait = 2 } }))
+        local name = "http://127.0.0.1:8500/v1/kv/t016e/web/"
+        local function count()
+            local nodes = kv:nodes(name)
+            return nodes and #nodes or 0
+        end
+        -- what this worker serves right after new(), before any request
+        local first = count()
+        require("ckvinstance").report(function()
+            return table.concat({ consul_kv.instance_group(), first, count(),
+                                  kv:stats().source }, " ")
+        end)
     }
 ]=]
+            local function parse(states, id)
+                local s = states[id]
+                if not s then
+                    return {}
+                end
+                local group, first, now, source = s.state:match("^(%S+) (%d+) (%d+) (%S+)$")
+                return { pid = s.pid, group = group, first = tonumber(first),
+                         now = tonumber(now), source = source }
+            end
+            local function group_dirs(group)
+                local p = io.popen("ls -d /dev/shm/ckv.*." .. group .. " 2>/dev/null")
+                local out = p:read("*a")
+                p:close()
+                local _, n = out:gsub("\n", "")
+                return n
+            end
             instance.run(function(start)
                 local a = start("hup", { http = http, workers = 2 })
-                local function same_group(states)
-                    return states[0] and states[1] and states[0].state == states[1].state
-                           and #states[0].state == 32
-                end
-                local ok1, before = a:wait_states(same_group)
-                ngx.say("before: same group in both workers: ", ok1)
-                a:reload()
-                local ok2, after = a:wait_states(function(states)
-                    return same_group(states)
-                           and states[0].pid ~= before[0].pid
-                           and states[1].pid ~= before[1].pid
+                local b0, b1
+                local ok1 = a:wait_states(function(states)
+                    b0, b1 = parse(states, 0), parse(states, 1)
+                    return b0.group ~= nil and b0.group == b1.group and #b0.group == 32
+                           and b0.now == 1 and b1.now == 1
                 end)
-                ngx.say("after: two new workers with the same group: ", ok2)
-                ngx.say("the group is the one from before: ",
-                        ok2 and after[0].state == before[0].state)
+                ngx.say("before: one group, the node served: ", ok1)
+                -- Consul stops answering this prefix before the reload.
+                t.fault(8500, [[{"kind":"hang","path_prefix":"t016e"}]])
+                a:reload()
+                local a0, a1
+                local ok2 = a:wait_states(function(states)
+                    a0, a1 = parse(states, 0), parse(states, 1)
+                    return a0.pid ~= b0.pid and a1.pid ~= b1.pid
+                           and a0.pid ~= b1.pid and a1.pid ~= b0.pid
+                           and a0.group ~= nil and a1.group ~= nil
+                end)
+                ngx.say("after: two new workers: ", ok2)
+                ngx.say("one group in both: ", a0.group == a1.group)
+                ngx.say("a new group: ", a0.group ~= b0.group)
+                ngx.say("nodes served right after new(): ", a0.first, " ", a1.first)
+                ngx.say("source: ", a0.source, " ", a1.source)
+                ngx.say("the old group's directory is gone with its workers: ",
+                        (t.wait_for(function() return group_dirs(b0.group) == 0 end)))
+                ngx.say("the new group has one: ", group_dirs(a0.group))
             end)
+            t.fault(8500)
         }
     }
 --- response_body
-before: same group in both workers: true
-after: two new workers with the same group: true
-the group is the one from before: true
+before: one group, the node served: true
+after: two new workers: true
+one group in both: true
+a new group: true
+nodes served right after new(): 1 1
+source: previous previous
+the old group's directory is gone with its workers: true
+the new group has one: 1
 --- timeout: 30
 
 

@@ -152,7 +152,7 @@ fn check_planted(base: &Path) {
     let (tx, rx) = std::sync::mpsc::channel();
     let b = base.to_path_buf();
     std::thread::spawn(move || {
-        Group::remove_dead_groups(&b, "none");
+        Group::remove_dead_groups(&b, &["none"]);
         let _ = tx.send(());
     });
     rx.recv_timeout(Duration::from_secs(5))

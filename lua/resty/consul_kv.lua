@@ -127,7 +127,8 @@ end
 
 local standalone_logged = false
 
--- `conf` with share.group set to the instance's group, unless the caller
+-- `conf` with share.group set to the instance's group (and
+-- share.previous_group to the one before the last reload), unless the caller
 -- named a group, turned sharing off, or gave a `share` that libckv refuses
 -- anyway. The caller's table is left as it is (APISIX shows it in its
 -- control API).
@@ -158,6 +159,7 @@ local function with_instance_group(conf)
         share_copy[k] = v
     end
     share_copy.group = instance.group
+    share_copy.previous_group = instance.previous_group
     copy.share = share_copy
     return copy
 end

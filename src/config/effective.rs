@@ -76,6 +76,7 @@ impl Config {
                 "enabled": self.share.enabled,
                 "dir": self.share.dir.to_string_lossy(),
                 "group": self.share.group,
+                "previous_group": self.share.previous_group,
             },
         })
     }

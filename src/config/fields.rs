@@ -196,6 +196,9 @@ fields! {
     /// Also an absolute path, checked by the walk.
     SHARE_DIR = other("share.dir", Rule::Path, IfAbsent::Str("/dev/shm"));
     SHARE_GROUP = other("share.group", Rule::Custom("string"), Unset);
+    /// The group this instance had before a reload (set by the Lua binding):
+    /// its snapshot is served until the new group has one. ckv-only.
+    SHARE_PREVIOUS_GROUP = other("share.previous_group", Rule::Custom("string"), Unset);
 }
 
 /// The three `metadata` integers APISIX fills in.

@@ -140,6 +140,8 @@ pub struct Share {
     pub dir: PathBuf,
     /// Processes with the same group and config share one watch.
     pub group: Option<String>,
+    /// The group before a reload: read-only source of the first snapshot.
+    pub previous_group: Option<String>,
 }
 
 /// The parsed configuration, with every default applied (see [`fields`]).

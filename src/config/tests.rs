@@ -92,6 +92,7 @@ fn minimal_config_gets_every_default() {
             enabled: true,
             dir: PathBuf::from("/dev/shm"),
             group: None,
+            previous_group: None,
         }
     );
     assert_eq!(Config::from_json(with("").as_bytes()), Ok(c));
@@ -699,6 +700,21 @@ fn ckv_only_fields() {
     }
     let long = "g".repeat(65);
     assert!(err(&with(&format!(r#""share":{{"group":"{long}"}}"#))).starts_with(group_rule));
+    // The group before a reload follows the same rule, under its own name.
+    let previous_rule = group_rule.replace("share.group", "share.previous_group");
+    for bad in [r#""a/b""#, r#"".""#, "true"] {
+        assert_eq!(
+            err(&with(&format!(r#""share":{{"previous_group":{bad}}}"#))),
+            format!("{previous_rule} {bad}")
+        );
+    }
+    assert_eq!(
+        ok(&with(r#""share":{"group":"new","previous_group":"old_1"}"#))
+            .share
+            .previous_group
+            .as_deref(),
+        Some("old_1")
+    );
     assert_eq!(
         ok(&with(r#""share":{"group":1234}"#))
             .share
@@ -811,7 +827,7 @@ fn redacted_json_round_trips() {
         "tls": {"ca_file": "/ca.pem"},
         "max_response_bytes": 2048, "on_empty_prefix": "keep",
         "backoff": {"initial": 10, "max": 20},
-        "share": {"dir": "/run", "group": "g"}
+        "share": {"dir": "/run", "group": "g", "previous_group": "g0"}
     }"#);
     let mut j = c.redacted_json();
     assert_eq!(j["prefix"], json!("p"));
@@ -843,7 +859,7 @@ fn redacted_json_round_trips() {
             "on_empty_prefix": "clear",
             "gzip": false,
             "backoff": {"initial": 1000, "max": 30000},
-            "share": {"enabled": true, "dir": "/dev/shm", "group": null},
+            "share": {"enabled": true, "dir": "/dev/shm", "group": null, "previous_group": null},
         })
     );
     assert_eq!(ok(&j.to_string()), d);
@@ -859,7 +875,8 @@ fn redacted_json_has_every_field_of_the_table() {
     let full = ok(r#"{
         "servers": ["https://a:1"], "token": "t0ken-t0ken", "skip_keys": ["upstreams/x/"],
         "default_service": {"host": "h", "port": 8},
-        "dump": {"path": "d"}, "tls": {"ca_file": "/ca.pem"}, "share": {"group": "g"}
+        "dump": {"path": "d"}, "tls": {"ca_file": "/ca.pem"},
+        "share": {"group": "g", "previous_group": "p"}
     }"#)
     .redacted_json();
     let defaults = ok(&with("")).redacted_json();

@@ -331,6 +331,7 @@ fn parse_share(o: &mut Obj<'_>, warnings: &mut Vec<String>) -> Result<Share, Con
         enabled: fields::SHARE_ENABLED.default_bool(),
         dir: PathBuf::from(fields::SHARE_DIR.default_str()),
         group: None,
+        previous_group: None,
     };
     let Some(mut sub) = o.object("share")? else {
         return Ok(share);
@@ -347,7 +348,10 @@ fn parse_share(o: &mut Obj<'_>, warnings: &mut Vec<String>) -> Result<Share, Con
         share.dir = PathBuf::from(dir);
     }
     if let Some(v) = sub.get(fields::SHARE_GROUP.key()) {
-        share.group = Some(parse_group(v)?);
+        share.group = Some(parse_group(v, &fields::SHARE_GROUP)?);
+    }
+    if let Some(v) = sub.get(fields::SHARE_PREVIOUS_GROUP.key()) {
+        share.previous_group = Some(parse_group(v, &fields::SHARE_PREVIOUS_GROUP)?);
     }
     sub.finish(warnings);
     Ok(share)
@@ -355,7 +359,7 @@ fn parse_share(o: &mut Obj<'_>, warnings: &mut Vec<String>) -> Result<Share, Con
 
 /// 1 to 64 characters from `A-Z a-z 0-9 . _ -`, not `.` or `..` (the group
 /// becomes part of a file name); a non-negative integer is taken as its digits.
-fn parse_group(v: &Value) -> Result<String, ConfigError> {
+fn parse_group(v: &Value, field: &fields::Field) -> Result<String, ConfigError> {
     let group = match v {
         Value::String(s) => Some(s.clone()),
         Value::Number(_) => int_value(v).filter(|n| *n >= 0).map(|n| n.to_string()),
@@ -371,7 +375,7 @@ fn parse_group(v: &Value) -> Result<String, ConfigError> {
     match group {
         Some(g) if valid(&g) => Ok(g),
         _ => Err(ConfigError::new(
-            fields::SHARE_GROUP.path,
+            field.path,
             format!(
                 "expected 1 to 64 characters from A-Z a-z 0-9 . _ - (not \".\" or \"..\"), got {}",
                 show(v)

@@ -99,7 +99,26 @@ pub fn take_leadership(shared: &Shared) {
             ),
         );
     }
+    pass_on_inherited(shared, &current);
     shared.become_leader.notify_one();
+}
+
+/// A snapshot inherited from the previous group at a reload goes into this
+/// group as well, so that a worker started later, and the next reload, find
+/// it even if Consul stays down. The stats file goes first: from it the
+/// followers learn that what they read is the inherited snapshot.
+fn pass_on_inherited(shared: &Shared, current: &Snapshot) {
+    let Some(group) = shared.group.load_full() else {
+        return;
+    };
+    let inherited = current.seq > 0 && shared.inherited_seq.load(Ordering::Acquire) == current.seq;
+    if !inherited || group.seq() != 0 {
+        return;
+    }
+    if let Ok(json) = serde_json::to_vec(&shared.stats_now()) {
+        let _ = group.write_stats(&json);
+    }
+    share_current(shared);
 }
 
 /// Builds and publishes the merged snapshot after a change brought by the

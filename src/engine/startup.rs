@@ -2,6 +2,7 @@
 //! joining the group (or falling back to standalone), the first snapshot.
 
 use std::path::Path;
+use std::sync::atomic::Ordering;
 
 use super::state::Shared;
 use crate::config::Config;
@@ -47,6 +48,13 @@ pub fn config_fingerprint(config: &Config, group: &str) -> u64 {
     u64::from_le_bytes(head)
 }
 
+fn read_limits(config: &Config) -> Limits {
+    Limits {
+        snapshot_bytes: snapshot_limit(config),
+        stats_bytes: (1 << 20) + 65536 * config.servers.len() as u64,
+    }
+}
+
 /// Joins the configured group. `(None, None)`: not sharing by choice (no
 /// `share.group`, or `share.enabled = false`); `(None, Some(why))`: sharing
 /// was asked for and is not possible, so this process runs standalone.
@@ -55,12 +63,17 @@ pub fn join_group(config: &Config) -> (Option<Group>, Option<String>) {
     let Some(name) = share.group.as_deref().filter(|_| share.enabled) else {
         return (None, None);
     };
-    let limits = Limits {
-        snapshot_bytes: snapshot_limit(config),
-        stats_bytes: (1 << 20) + 65536 * config.servers.len() as u64,
-    };
-    Group::remove_dead_groups(&share.dir, &group::dir_name(name, 0));
-    match Group::join(&share.dir, name, config_fingerprint(config, name), limits) {
+    // The previous generation's directory is its own to remove.
+    let keep: Vec<&str> = std::iter::once(name)
+        .chain(share.previous_group.as_deref())
+        .collect();
+    Group::remove_dead_groups(&share.dir, &keep);
+    match Group::join(
+        &share.dir,
+        name,
+        config_fingerprint(config, name),
+        read_limits(config),
+    ) {
         Ok(g) => (Some(g), None),
         Err(e) => (
             None,
@@ -72,8 +85,9 @@ pub fn join_group(config: &Config) -> (Option<Group>, Option<String>) {
     }
 }
 
-/// At start: the leader's current snapshot if there is one, else the dump
-/// file when `dump.load_on_init` is set.
+/// At start: the leader's current snapshot if there is one, else the
+/// previous group's (after a reload), else the dump file when
+/// `dump.load_on_init` is set.
 pub fn load_initial(shared: &Shared) {
     if let Some(group) = shared.group.load_full() {
         match group.read_latest() {
@@ -84,7 +98,11 @@ pub fn load_initial(shared: &Shared) {
                 }
                 Err(e) => shared.log(Level::Err, format!("ckv: shared snapshot {seq}: {e}")),
             },
-            Ok(None) => {}
+            Ok(None) => {
+                if inherit_previous(shared) {
+                    return;
+                }
+            }
             Err(e) => shared.log(
                 Level::Err,
                 format!(
@@ -133,5 +151,76 @@ pub fn load_initial(shared: &Shared) {
             format!("ckv: no dump at {} yet", d.path.display()),
         ),
         Err(e) => shared.log(Level::Err, format!("ckv: {e}; ignored")),
+    }
+}
+
+/// After a reload, while the new group has nothing yet: serves the newest
+/// snapshot of the group this instance had before (`share.previous_group`),
+/// so the new workers answer from their first request and keep answering
+/// if Consul is down. Only a previous directory that passes the same trust
+/// checks as our own, with the same configuration, is used: the
+/// fingerprint there is keyed by the previous group, so ours is computed
+/// under that key to compare. Returns true when a snapshot was taken.
+fn inherit_previous(shared: &Shared) -> bool {
+    let config = &shared.config;
+    let Some(previous) = config.share.previous_group.as_deref() else {
+        return false;
+    };
+    if config.share.group.as_deref() == Some(previous) {
+        return false;
+    }
+    let fingerprint = config_fingerprint(config, previous);
+    match group::read_previous(
+        &config.share.dir,
+        previous,
+        fingerprint,
+        read_limits(config),
+    ) {
+        Ok(Some(found)) => match codec::decode(&found.bytes, None) {
+            Ok(s) => {
+                shared.log(
+                    Level::Notice,
+                    format!(
+                        "ckv: serving snapshot {} ({} services, {} nodes) of the previous group in {} until this group's first Consul answer",
+                        found.seq,
+                        s.services.len(),
+                        s.node_count(),
+                        found.path.display()
+                    ),
+                );
+                let seq = s.seq;
+                shared.publish_local(s);
+                shared.inherited_seq.store(seq, Ordering::Release);
+                true
+            }
+            Err(e) => {
+                shared.log(
+                    Level::Warn,
+                    format!(
+                        "ckv: previous group's snapshot {} in {} is unusable: {e}; ignored",
+                        found.seq,
+                        found.path.display()
+                    ),
+                );
+                false
+            }
+        },
+        Ok(None) => {
+            shared.log(
+                Level::Info,
+                format!(
+                    "ckv: no snapshot of the previous group {previous} with this configuration in {}",
+                    config.share.dir.display()
+                ),
+            );
+            false
+        }
+        Err(e) => {
+            shared.log(
+                Level::Warn,
+                format!("ckv: not using the previous group's snapshot: {e}"),
+            );
+            false
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! What every thread of the engine reaches: the served snapshot, the role,
 //! the statistics, and the one place a snapshot is published locally.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -74,6 +74,9 @@ pub struct Shared {
     pub apply_seconds: Mutex<Histogram>,
     /// Consul response received (by the leader) → served by this process.
     pub propagation_seconds: Mutex<Histogram>,
+    /// Seq of the snapshot taken from the previous group at start (0: none);
+    /// `source` says "previous" while it is served.
+    pub inherited_seq: AtomicU64,
 }
 
 impl Shared {
@@ -110,6 +113,7 @@ impl Shared {
             stopped: AtomicBool::new(false),
             apply_seconds: Mutex::new(Histogram::default()),
             propagation_seconds: Mutex::new(Histogram::default()),
+            inherited_seq: AtomicU64::new(0),
         }
     }
 
@@ -132,6 +136,7 @@ impl Shared {
     /// The one place where this process starts serving a new snapshot.
     pub fn publish_local(&self, snapshot: Snapshot) {
         let seq = snapshot.seq;
+        self.inherited_seq.store(0, Ordering::Release);
         self.current.store(Arc::new(snapshot));
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.change.publish(seq);
@@ -156,6 +161,8 @@ impl Shared {
         let group = self.group.load_full();
         let mut stale = false;
         let mut apply_seconds = self.apply_seconds.lock().clone();
+        // The leader passed on the previous group's snapshot (reload).
+        let mut inherited_from_leader = false;
         if let Some(g) = &group {
             match role {
                 Role::Follower => {
@@ -167,6 +174,8 @@ impl Shared {
                     {
                         // Same configuration, so the same servers in the same order.
                         Some(leader) => {
+                            inherited_from_leader =
+                                leader.source == "previous" && leader.generation == snap.seq;
                             for (dst, src) in servers.iter_mut().zip(leader.servers) {
                                 *dst = src;
                             }
@@ -195,6 +204,10 @@ impl Shared {
             nodes: snap.node_count(),
             source: if snap.from_dump {
                 "dump"
+            } else if snap.seq > 0
+                && (inherited_from_leader || snap.seq == self.inherited_seq.load(Ordering::Acquire))
+            {
+                "previous"
             } else if snap.seq > 0 {
                 "consul"
             } else {
@@ -219,4 +232,8 @@ struct LeaderStats {
     /// Absent in a file from a release before metrics.
     #[serde(default)]
     apply_seconds: Histogram,
+    #[serde(default)]
+    source: String,
+    #[serde(default)]
+    generation: u64,
 }

@@ -125,6 +125,130 @@ fn keyed_hash(salt: &str, fingerprint: u64) -> u64 {
     h
 }
 
+/// Compares `fingerprint` with the one stored in the directory's `config`
+/// file; `None` when there is no such file yet.
+fn stored_config_matches(dir: &OwnedFd, fingerprint: u64) -> io::Result<Option<bool>> {
+    let Some(text) = fsutil::read_capped(dir, "config", 256, CONFIG_MAGIC.as_bytes())? else {
+        return Ok(None);
+    };
+    let text = String::from_utf8_lossy(&text);
+    let mut parts = text.split_whitespace().skip(1);
+    let (Some(salt), Some(hash)) = (parts.next(), parts.next()) else {
+        return Err(io::Error::other("config is not a ckv fingerprint"));
+    };
+    Ok(Some(
+        format!("{:016x}", keyed_hash(salt, fingerprint)) == hash,
+    ))
+}
+
+/// Opens the existing directory `name` of `base` only if it is a private
+/// directory of ours (never creating it, never following a link). `None`:
+/// it does not exist.
+fn open_existing_private_dir(
+    base: &OwnedFd,
+    name: &str,
+    path: &Path,
+) -> io::Result<Option<OwnedFd>> {
+    let st = match rfs::statat(base, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(rustix::io::Errno::NOENT) => return Ok(None),
+        Err(e) => return Err(io::Error::other(format!("{}: {e}", path.display()))),
+    };
+    fsutil::check_private_dir(&st, path)?;
+    let dir = match rfs::openat(
+        base,
+        name,
+        rfs::OFlags::DIRECTORY
+            | rfs::OFlags::RDONLY
+            | rfs::OFlags::NOFOLLOW
+            | rfs::OFlags::NONBLOCK
+            | rfs::OFlags::CLOEXEC,
+        rfs::Mode::empty(),
+    ) {
+        Ok(d) => d,
+        // Removed by its last member since the stat.
+        Err(rustix::io::Errno::NOENT) => return Ok(None),
+        Err(e) => return Err(io::Error::other(format!("{}: {e}", path.display()))),
+    };
+    let now = rfs::fstat(&dir)?;
+    if now.st_ino != st.st_ino {
+        return Err(io::Error::other(format!(
+            "{} was replaced while being opened",
+            path.display()
+        )));
+    }
+    fsutil::check_private_dir(&now, path)?;
+    Ok(Some(dir))
+}
+
+/// The newest snapshot file in a group directory, read with the usual checks.
+fn read_newest_snapshot(dir: &OwnedFd, cap: u64) -> io::Result<Option<(u64, Vec<u8>)>> {
+    let mut seqs: Vec<u64> = fsutil::list(dir)?
+        .iter()
+        .filter_map(|n| n.strip_prefix("snap.")?.parse().ok())
+        .collect();
+    seqs.sort_unstable_by(|a, b| b.cmp(a));
+    for seq in seqs {
+        // A file that is gone was replaced by a newer one or removed with
+        // the directory: try the next.
+        if let Some(bytes) = fsutil::read_capped(dir, &format!("snap.{seq}"), cap, SNAPSHOT_MAGIC)?
+        {
+            return Ok(Some((seq, bytes)));
+        }
+    }
+    Ok(None)
+}
+
+/// The newest snapshot of the group a reload replaced.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Inherited {
+    pub path: PathBuf,
+    pub seq: u64,
+    pub bytes: Vec<u8>,
+}
+
+/// Reads the newest snapshot of group `previous` (the group of this nginx
+/// instance before a reload) from the slot whose stored configuration
+/// fingerprint equals `fingerprint` (this process's configuration keyed by
+/// `previous`). Strictly read-only: nothing there is created, locked,
+/// written or removed (the old processes remove it when they exit), and
+/// nothing blocks. `Ok(None)`: no such group, no slot with this
+/// configuration, or no snapshot yet. An untrusted directory is an error
+/// (unless another slot matches), for the caller to warn about.
+pub fn read_previous(
+    base: &Path,
+    previous: &str,
+    fingerprint: u64,
+    limits: Limits,
+) -> io::Result<Option<Inherited>> {
+    let base_fd = fsutil::open_dir(base)?;
+    let mut refused = None;
+    for slot in 0..SLOTS {
+        let name = dir_name(previous, slot);
+        let path = base.join(&name);
+        let found = open_existing_private_dir(&base_fd, &name, &path).and_then(|dir| {
+            let Some(dir) = dir else { return Ok(None) };
+            let in_dir =
+                |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+            if stored_config_matches(&dir, fingerprint).map_err(in_dir)? != Some(true) {
+                return Ok(None);
+            }
+            read_newest_snapshot(&dir, limits.snapshot_bytes).map_err(in_dir)
+        });
+        match found {
+            Ok(Some((seq, bytes))) => return Ok(Some(Inherited { path, seq, bytes })),
+            Ok(None) => {}
+            Err(e) => {
+                refused.get_or_insert(e);
+            }
+        }
+    }
+    match refused {
+        Some(e) => Err(e),
+        None => Ok(None),
+    }
+}
+
 /// What joining one slot found.
 enum Slot {
     Joined(Group),
@@ -226,13 +350,8 @@ impl Group {
     /// Writes the fingerprint if this is a new group, else compares with it.
     fn same_config(dir: &OwnedFd, fingerprint: u64) -> io::Result<bool> {
         for _ in 0..2 {
-            if let Some(text) = fsutil::read_capped(dir, "config", 256, CONFIG_MAGIC.as_bytes())? {
-                let text = String::from_utf8_lossy(&text);
-                let mut parts = text.split_whitespace().skip(1);
-                let (Some(salt), Some(hash)) = (parts.next(), parts.next()) else {
-                    return Err(io::Error::other("config is not a ckv fingerprint"));
-                };
-                return Ok(format!("{:016x}", keyed_hash(salt, fingerprint)) == hash);
+            if let Some(matches) = stored_config_matches(dir, fingerprint)? {
+                return Ok(matches);
             }
             let salt = fsutil::random_suffix()?;
             let text = format!(
@@ -388,16 +507,24 @@ impl Group {
     /// example after the whole nginx instance was killed with -9). Only
     /// entries that pass the same checks as our own directory are touched,
     /// and nothing here can block: a FIFO or a lock held elsewhere is skipped.
-    pub fn remove_dead_groups(base: &Path, except: &str) {
+    /// `keep`: group names (every slot) left alone whatever their state.
+    pub fn remove_dead_groups(base: &Path, keep: &[&str]) {
         let Ok(base_fd) = fsutil::open_dir(base) else {
             return;
         };
         let mine = format!("ckv.{}.", fsutil::euid());
+        let kept: Vec<String> = keep.iter().map(|g| dir_name(g, 0)).collect();
         let Ok(names) = fsutil::list(&base_fd) else {
             return;
         };
         for name in names {
-            if !name.starts_with(&mine) || name == except {
+            let is_kept = kept.iter().any(|k| {
+                name == *k
+                    || name
+                        .strip_prefix(k.as_str())
+                        .is_some_and(|r| r.starts_with('+'))
+            });
+            if !name.starts_with(&mine) || is_kept {
                 continue;
             }
             let Ok(st) = rfs::statat(&base_fd, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) else {
@@ -573,7 +700,7 @@ mod tests {
         }
         let live = Group::join(base.path(), "live", 2, LIMITS).unwrap();
         let other = Group::join(base.path(), "other", 2, LIMITS).unwrap();
-        Group::remove_dead_groups(base.path(), &dir_name("live", 0));
+        Group::remove_dead_groups(base.path(), &["live"]);
         assert!(!dead.exists());
         assert!(live.dir().exists());
         assert!(other.dir().exists(), "a group with a live member stays");

@@ -1,4 +1,4 @@
--- The share group of this nginx instance, made once in the nginx master.
+-- The share group of this nginx instance, made in the nginx master.
 --
 -- The processes of one nginx instance share one watch when they name the
 -- same share group. The group must be unique to this instance and
@@ -7,12 +7,14 @@
 -- (init_by_lua). Workers inherit it through fork. Loaded first in a worker,
 -- the module has no group: each worker then watches on its own.
 --
--- A HUP reload replaces the master's Lua VM and runs init_by_lua again. The
--- group is kept across it, in the master's own environment (which outlives
--- the VM and which nginx does not pass to workers or to a new binary), so
--- that the new workers join the old ones' watch and serve its snapshot from
--- their first request, even while Consul is down. Processes with another
--- configuration still do not share: libckv compares configurations too.
+-- A HUP reload replaces the master's Lua VM and runs init_by_lua again,
+-- which makes a new group: the new workers never join the old ones. The
+-- group before it is remembered in the master's own environment (which
+-- outlives the VM and which nginx does not pass to workers or to a new
+-- binary) and handed to libckv as share.previous_group: until the new
+-- group's leader has Consul's answer, the new workers serve the old group's
+-- latest snapshot (read-only, and only with the same configuration), so a
+-- reload leaves no gap, even while Consul is down.
 local ffi = require("ffi")
 
 local io_open    = io.open
@@ -42,10 +44,10 @@ local function random_hex(bytes)
     return concat(hex)
 end
 
--- The group this nginx made before a reload. A value that was already in
--- the environment nginx was started with (see /proc/self/environ, which
+-- The group this nginx made before this (re)load. A value that was already
+-- in the environment nginx was started with (see /proc/self/environ, which
 -- setenv() does not change) came from outside and does not count.
-local function kept_group()
+local function previous_group()
     local group = os_getenv(GROUP_ENV)
     if group == nil or #group ~= 2 * GROUP_BYTES or not group:find("^%x+$") then
         return nil
@@ -73,21 +75,21 @@ end
 local _M = {
     -- 32 hex characters, or nil when not loaded in the master
     group = nil,
+    -- the group before the last HUP reload (32 hex characters), or nil
+    previous_group = nil,
     loaded_in_master = ngx ~= nil and ngx.get_phase ~= nil
                        and ngx.get_phase() == "init",
 }
 
 if _M.loaded_in_master then
-    _M.group = kept_group()
-    if _M.group == nil then
-        local group, err = random_hex(GROUP_BYTES)
-        if group then
-            keep_group(group)
-            _M.group = group
-        else
-            ngx.log(ngx.WARN, "ckv: cannot make this instance's share group (",
-                    err, "): every worker will watch Consul on its own")
-        end
+    local group, err = random_hex(GROUP_BYTES)
+    if group then
+        _M.previous_group = previous_group()
+        keep_group(group)
+        _M.group = group
+    else
+        ngx.log(ngx.WARN, "ckv: cannot make this instance's share group (",
+                err, "): every worker will watch Consul on its own")
     end
 end
 

@@ -141,6 +141,14 @@ return {
                         {type = "integer", minimum = 0},
                     },
                 },
+                -- the group before a HUP reload, set by resty.consul_kv:
+                -- its snapshot is served until the new group has one
+                previous_group = {
+                    anyOf = {
+                        {type = "string", pattern = [[^[A-Za-z0-9._-]{1,64}$]]},
+                        {type = "integer", minimum = 0},
+                    },
+                },
             },
         },
     },
