@@ -838,12 +838,19 @@ fn redacted_json_round_trips() {
             "skip_keys": null,
             "default_service": null,
             "dump": null,
-            "tls": {"ca_file": null, "verify": true},
+            "tls": {"ca_file": null, "verify": true, "cert_file": null, "key_file": null, "server_name": null},
             "max_response_bytes": 67108864,
             "on_empty_prefix": "clear",
             "gzip": false,
             "backoff": {"initial": 1000, "max": 30000},
             "share": {"enabled": true, "dir": "/dev/shm", "group": null},
+            "cluster": null,
+            "consistency": "default",
+            "max_stale": null,
+            "dc": null,
+            "namespace": null,
+            "partition": null,
+            "token_file": null,
         })
     );
     assert_eq!(ok(&j.to_string()), d);
@@ -859,11 +866,18 @@ fn redacted_json_has_every_field_of_the_table() {
     let full = ok(r#"{
         "servers": ["https://a:1"], "token": "t0ken-t0ken", "skip_keys": ["upstreams/x/"],
         "default_service": {"host": "h", "port": 8},
-        "dump": {"path": "d"}, "tls": {"ca_file": "/ca.pem"}, "share": {"group": "g"}
+        "dump": {"path": "d"}, "share": {"group": "g"},
+        "tls": {"ca_file": "/ca.pem", "cert_file": "/c.pem", "key_file": "/k.pem", "server_name": "consul"},
+        "cluster": {"name": "prod"}, "consistency": "stale", "max_stale": 5,
+        "dc": "dc2", "namespace": "ns1", "partition": "p1"
     }"#)
     .redacted_json();
     let defaults = ok(&with("")).redacted_json();
     for f in fields::ALL {
+        if f.path == fields::TOKEN_FILE.path {
+            // Excludes `token`: checked below.
+            continue;
+        }
         assert!(!at(&full, f.path).is_null(), "{} missing", f.path);
         let want = match f.default {
             fields::IfAbsent::Int(n) => json!(n as i64),
@@ -872,7 +886,10 @@ fn redacted_json_has_every_field_of_the_table() {
             fields::IfAbsent::Required | fields::IfAbsent::Unset => continue,
         };
         // Fields inside an unset object have no effective value.
-        if f.path.starts_with("default_service.") || f.path.starts_with("dump.") {
+        if f.path.starts_with("default_service.")
+            || f.path.starts_with("dump.")
+            || f.path.starts_with("cluster.")
+        {
             assert_eq!(at(&full, f.path), &want, "{}", f.path);
         } else {
             assert_eq!(at(&defaults, f.path), &want, "{}", f.path);
@@ -880,6 +897,8 @@ fn redacted_json_has_every_field_of_the_table() {
     }
     assert_eq!(full["token"], json!("<redacted>"));
     assert!(!full.to_string().contains("t0ken-t0ken"));
+    let with_file = ok(&with(r#""token_file":"/run/consul/token""#)).redacted_json();
+    assert_eq!(with_file["token_file"], json!("/run/consul/token"));
 }
 
 #[test]

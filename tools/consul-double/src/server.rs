@@ -59,8 +59,10 @@ impl Server {
                 "no listen address",
             ));
         }
+        let shared = Arc::new(Shared::new(config));
+        lock(&shared.bound).clone_from(&addrs);
         Ok(Server {
-            shared: Arc::new(Shared::new(config)),
+            shared,
             listeners,
             addrs,
         })
@@ -137,14 +139,44 @@ async fn reap_loop(shared: Arc<Shared>) {
 
 async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     let mut stop = shared.shutdown.subscribe();
+    let mut down = shared.down.subscribe();
+    let Ok(addr) = listener.local_addr() else {
+        return;
+    };
+    let mut listener = Some(listener);
     loop {
+        let is_down = down.borrow_and_update().contains(&addr);
+        match (&listener, is_down) {
+            (Some(_), true) => {
+                // Closed: new connections are refused, as by a stopped agent.
+                listener = None;
+                continue;
+            }
+            (None, false) => match TcpListener::bind(addr).await {
+                Ok(l) => listener = Some(l),
+                Err(_) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(20)) => continue,
+                        _ = stopped(&mut stop) => return,
+                    }
+                }
+            },
+            _ => {}
+        }
+        let Some(l) = &listener else {
+            tokio::select! {
+                _ = down.changed() => continue,
+                _ = stopped(&mut stop) => return,
+            }
+        };
         tokio::select! {
-            r = listener.accept() => match r {
+            r = l.accept() => match r {
                 Ok((stream, peer)) => {
-                    tokio::spawn(connection(shared.clone(), stream, peer));
+                    tokio::spawn(connection(shared.clone(), stream, peer, addr));
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
             },
+            _ = down.changed() => {}
             _ = stopped(&mut stop) => return,
         }
     }
@@ -168,7 +200,12 @@ impl Drop for ClientSlot {
     }
 }
 
-async fn connection(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
+async fn connection(
+    shared: Arc<Shared>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+) {
     let _ = stream.set_nodelay(true);
     let ip = peer.ip();
     let admitted = {
@@ -194,6 +231,7 @@ async fn connection(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr
     let _guard = ConnGuard::new(shared.stats.clone());
     let ctx = Arc::new(ConnCtx {
         id: shared.next_conn_id.fetch_add(1, Relaxed),
+        local,
         kill: Notify::new(),
     });
     let svc = {
@@ -210,8 +248,13 @@ async fn connection(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr
     let mut close = shared.close_conns.subscribe();
     close.borrow_and_update();
     let mut stop = shared.shutdown.subscribe();
+    let mut down = shared.down.subscribe();
     loop {
+        if down.borrow_and_update().contains(&local) {
+            return;
+        }
         tokio::select! {
+            _ = down.changed() => {}
             _ = &mut conn => return,
             _ = ctx.kill.notified() => return,
             r = close.changed() => {
