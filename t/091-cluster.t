@@ -22,6 +22,19 @@ consul_double(8600, '--max-wait', '2s', '--token', 'mgmt-token',
               '--read-token', '22222222-new0-4000-8000-000000000002=t091c/');
 
 our $TokenDir = tempdir(CLEANUP => 1);
+
+# A TLS listener that requires client certificates from the test CA
+# (Consul's verify_incoming), holding one node from the start.
+our $Data = "$pwd/tests/data";
+{
+    open my $f, '>', "$TokenDir/seed.json" or die "$TokenDir/seed.json: $!";
+    print $f '{"t091d/web/10.0.0.1:80": "{}"}';
+    close $f;
+}
+consul_double(8700, '--max-wait', '2s', '--seed-file', "$TokenDir/seed.json",
+              '--tls-cert', "$Data/mtls-server.pem", '--tls-key', "$Data/mtls-server-key.pem",
+              '--tls-client-ca', "$Data/mtls-ca.pem");
+
 chmod 0755, $TokenDir;
 {
     open my $f, '>', "$TokenDir/token" or die "$TokenDir/token: $!";
@@ -37,7 +50,7 @@ consul_fault(8500, '{"kind":"follower","last_contact_ms":9000,"known_leader":fal
 
 workers(2);
 master_on();
-plan tests => 5 + 5 + 5;
+plan tests => 5 + 5 + 5 + 4;
 no_shuffle();
 run_tests();
 
@@ -216,3 +229,51 @@ rotation counted: true
 qr/\[notice\].*ckv: token_file .*token: read a new token; it is used from this request on/
 --- no_error_log eval
 [qr/\[(?:error|alert|crit|emerg)\]/, qr/11111111-0ld0|22222222-new0/]
+
+
+
+=== TEST 4: mutual TLS: accepted with a client certificate, refused without one
+--- http_config eval
+"
+    init_worker_by_lua_block {
+        local t = require('ckvtest')
+        local function client(with_cert)
+            return assert(require('resty.consul_kv').new({
+                servers = { 'https://127.0.0.1:8700' },
+                prefix = 't091d', timeout = { connect = 200, read = 500, wait = 2 },
+                backoff = { initial = 20, max = 200 },
+                tls = { ca_file = '$::Data/mtls-ca.pem', server_name = 'consul.test',
+                        cert_file = with_cert and '$::Data/mtls-client.pem' or nil,
+                        key_file = with_cert and '$::Data/mtls-client-key.pem' or nil },
+                share = { enabled = false },
+            }))
+        end
+        t.with_cert, t.without_cert = client(true), client(false)
+    }
+"
+--- config
+    location /t {
+        content_by_lua_block {
+            local t = require("ckvtest")
+            local name = "https://127.0.0.1:8700/v1/kv/t091d/web/"
+            ngx.say("with a client certificate: ", t.show(select(2, t.wait_for(function()
+                local n = t.with_cert:nodes(name)
+                return n ~= nil, n
+            end))))
+            local ok, err = t.wait_for(function()
+                local s = t.without_cert:stats().servers[1]
+                return s.errors_total >= 2, s.last_error
+            end)
+            ngx.say("without: refused ", ok, ", nodes ", t.show(t.without_cert:nodes(name)))
+            ngx.say("the error names the certificate: ",
+                    err ~= nil and err:lower():find("certificate", 1, true) ~= nil)
+        }
+    }
+--- response_body
+with a client certificate: 10.0.0.1:80 w=1
+without: refused true, nodes nil
+the error names the certificate: true
+--- error_log eval
+qr/\[error\].*ckv: https:\/\/127\.0\.0\.1:8700\/v1\/kv\/t091d\/: .*certificate.*keeping the last good nodes/i
+--- no_error_log eval
+[qr/\[(?:alert|crit|emerg)\]/]
