@@ -210,7 +210,7 @@ pub fn parse_spec(body: &[u8]) -> Result<FaultSpec, String> {
 impl FaultSpec {
     /// Whether a request with this method and key is subject to the fault.
     pub fn matches(&self, method: &str, key: &[u8], local: std::net::SocketAddr) -> bool {
-        self.listener.is_none_or(|l| l == local)
+        self.listener.map_or(true, |l| l == local)
             && key.starts_with(&self.path_prefix)
             && (self.methods.is_empty() || self.methods.iter().any(|m| m == method))
     }
