@@ -140,8 +140,17 @@ fn parse_common(q: &Query, headers: &HeaderMap) -> Result<Common, Box<Reply>> {
             "Invalid query parameter: \"ns\" - Namespaces are a Consul Enterprise feature",
         ));
     }
-    // CE's `parseEntMeta` likewise refuses a partition.
-    if q.has("partition") || headers.contains_key("x-consul-partition") {
+    // CE's `parseEntMetaPartition`: the header first, then a non-empty
+    // query parameter.
+    if headers
+        .get("x-consul-partition")
+        .is_some_and(|v| !v.is_empty())
+    {
+        return Err(boxed_bad(
+            "Invalid header: \"X-Consul-Partition\" - Partitions are a Consul Enterprise feature",
+        ));
+    }
+    if !q.get("partition").is_empty() {
         return Err(boxed_bad(
             "Invalid query parameter: \"partition\" - Partitions are a Consul Enterprise feature",
         ));
