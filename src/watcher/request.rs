@@ -333,6 +333,34 @@ mod tests {
     }
 
     #[test]
+    fn query_params_follow_the_config() {
+        // None of the new fields: nothing is added to the request.
+        assert!(query_params(&config(""), false).is_empty());
+        let c = crate::config::parse(
+            br#"{"servers":["http://127.0.0.1:8500"],"consistency":"stale",
+                 "dc":"dc2","namespace":"team","partition":"p1"}"#,
+        )
+        .unwrap();
+        let q = query_params(&c, false);
+        assert_eq!(
+            q,
+            vec![
+                ("stale", String::new()),
+                ("dc", "dc2".into()),
+                ("ns", "team".into()),
+                ("partition", "p1".into())
+            ]
+        );
+        // After a too-stale answer: the scope stays, the mode goes.
+        assert_eq!(query_params(&c, true).len(), 3);
+        let c = crate::config::parse(
+            br#"{"servers":["http://127.0.0.1:8500"],"consistency":"consistent"}"#,
+        )
+        .unwrap();
+        assert_eq!(query_params(&c, false), vec![("consistent", String::new())]);
+    }
+
+    #[test]
     fn status_errors_are_classified_by_substring() {
         let c = config("");
         let e = status_error(&c, 500, b"rpc error making call: No cluster leader");
