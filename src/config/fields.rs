@@ -6,7 +6,9 @@
 //! A new option is one entry here, one field on [`super::Config`], its read
 //! in `walk.rs` and its line in `effective.rs` (a test fails if the effective
 //! config lacks a field of this table), plus a README row and a `schema.lua`
-//! entry (`tests/config_docs.rs` fails until both agree with this table).
+//! entry (`tests/config_docs.rs` fails until both agree with this table);
+//! a ckv-only field that APISIX's schema need not describe is listed in
+//! [`NOT_IN_APISIX_SCHEMA`] instead of getting a `schema.lua` entry.
 //! `Debug` is derived and the share fingerprint covers the effective config,
 //! so neither needs an edit.
 

@@ -18,6 +18,7 @@
 //! * `servers.rs`: server URLs;
 //! * `errors.rs`: [`ConfigError`] and how refused values are shown;
 //! * [`secret`]: the token type, which no `Debug`, log or hash can show;
+//! * [`token_file`]: the token read from a file, re-read when it changes;
 //! * `effective.rs`: the effective config as JSON, and the fingerprint that
 //!   decides which processes may share a watch.
 //!
