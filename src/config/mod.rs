@@ -247,8 +247,8 @@ pub struct Config {
     /// PEM client certificate chain and key for mutual TLS.
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
-    /// The name the server certificates are verified against (and sent as
-    /// SNI), instead of the host of the URL.
+    /// The name the server certificates are verified against, instead of
+    /// the host of the URL. (SNI still follows the URL: none for an IP.)
     pub tls_server_name: Option<String>,
 }
 
