@@ -265,12 +265,15 @@ qr/\[notice\].*ckv: token_file .*token: read a new token; it is used from this r
             ngx.say("without: refused ", ok, ", nodes ", t.show(t.without_cert:nodes(name)))
             ngx.say("the error names the certificate: ",
                     err ~= nil and err:lower():find("certificate", 1, true) ~= nil)
+            -- The worker writes its log lines from a timer.
+            ngx.say("logged: ", t.wait_log("https://127.0.0.1:8700/v1/kv/t091d/: "))
         }
     }
 --- response_body
 with a client certificate: 10.0.0.1:80 w=1
 without: refused true, nodes nil
 the error names the certificate: true
+logged: true
 --- error_log eval
 qr/\[error\].*ckv: https:\/\/127\.0\.0\.1:8700\/v1\/kv\/t091d\/: .*certificate.*keeping the last good nodes/i
 --- no_error_log eval
