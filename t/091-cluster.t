@@ -106,6 +106,9 @@ __DATA__
             local st = t.client:stats()
             ngx.say("services: ", st.services, ", failovers: ", st.servers[1].failovers,
                     ", failbacks: ", st.servers[1].failbacks)
+            -- The watching worker writes its log lines from a timer.
+            ngx.say("logged: ", (t.wait_log("keeps failing; now watching"))
+                                and (t.wait_log("is healthy again; now watching")))
         }
     }
 --- response_body
@@ -117,6 +120,7 @@ change seen via 8500: true
 worker 0: 10.0.0.1:80 w=1 | 10.0.0.1:80 w=1, 10.0.0.2:80 w=1 | 10.0.0.1:80 w=1
 worker 1: 10.0.0.1:80 w=1 | 10.0.0.1:80 w=1, 10.0.0.2:80 w=1 | 10.0.0.1:80 w=1
 services: 1, failovers: 1, failbacks: 1
+logged: true
 --- error_log eval
 [qr/\[warn\].*ckv: cluster http:\/\/127\.0\.0\.1:8500: http:\/\/127\.0\.0\.1:8500 keeps failing; now watching http:\/\/127\.0\.0\.1:8501 \(resuming at index \d+; service names unchanged\)/,
  qr/\[notice\].*ckv: cluster http:\/\/127\.0\.0\.1:8500: http:\/\/127\.0\.0\.1:8501 is healthy again; now watching http:\/\/127\.0\.0\.1:8500/]
@@ -214,6 +218,8 @@ qr/\[(?:error|alert|crit|emerg)\]/
                 return t.client:stats().servers[1].token_rotations == 1
             end)
             ngx.say('rotation counted: ', ok)
+            -- The watching worker writes its log lines from a timer.
+            ngx.say('logged: ', (t.wait_log('read a new token; it is used from this request on')))
         }
     }
 "
@@ -223,6 +229,7 @@ change with the new token: true
 worker 0: 10.0.0.1:80 w=1 | 10.0.0.1:80 w=1, 10.0.0.2:80 w=1
 worker 1: 10.0.0.1:80 w=1 | 10.0.0.1:80 w=1, 10.0.0.2:80 w=1
 rotation counted: true
+logged: true
 --- error_log eval
 qr/\[notice\].*ckv: token_file .*token: read a new token; it is used from this request on/
 --- no_error_log eval
@@ -266,7 +273,7 @@ qr/\[notice\].*ckv: token_file .*token: read a new token; it is used from this r
             ngx.say("the error names the certificate: ",
                     err ~= nil and err:lower():find("certificate", 1, true) ~= nil)
             -- The worker writes its log lines from a timer.
-            ngx.say("logged: ", t.wait_log("https://127.0.0.1:8700/v1/kv/t091d/: "))
+            ngx.say("logged: ", (t.wait_log("https://127.0.0.1:8700/v1/kv/t091d/: ")))
         }
     }
 --- response_body
