@@ -119,6 +119,40 @@ fn server_name_is_what_the_certificate_is_verified_against() {
         "{}",
         stats(&e)
     );
+    // The name is also sent as SNI (the URL's host is an IP address, which
+    // is never sent as SNI).
+    let seen = double_stats_over_mtls(&d)["tls_sni_seen"].clone();
+    assert!(
+        seen.as_array()
+            .unwrap()
+            .contains(&serde_json::json!("server.dc1.consul")),
+        "{seen}"
+    );
+}
+
+/// `/_double/stats` of a double that wants a client certificate (asked
+/// with SNI `consul.test`).
+fn double_stats_over_mtls(d: &Double) -> serde_json::Value {
+    let pem = |n: &str| std::fs::read(data(n)).unwrap();
+    let mut identity = pem("mtls-client.pem");
+    identity.extend(pem("mtls-client-key.pem"));
+    let ca = reqwest::Certificate::from_pem(&pem("mtls-ca.pem")).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = reqwest::Client::builder()
+            .use_rustls_tls()
+            .add_root_certificate(ca)
+            .identity(reqwest::Identity::from_pem(&identity).unwrap())
+            .resolve("consul.test", d.addr)
+            .build()
+            .unwrap();
+        let url = format!("https://consul.test:{}/_double/stats", d.addr.port());
+        let body = client.get(url).send().await.unwrap().bytes().await.unwrap();
+        serde_json::from_slice(&body).unwrap()
+    })
 }
 
 #[test]

@@ -248,7 +248,8 @@ pub struct Config {
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
     /// The name the server certificates are verified against, instead of
-    /// the host of the URL. (SNI still follows the URL: none for an IP.)
+    /// the host of the URL, and sent as SNI to `https://` servers addressed
+    /// by IP (see `watcher::client::member_target`).
     pub tls_server_name: Option<String>,
 }
 

@@ -15,7 +15,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
-use crate::config::Config;
+use crate::config::{Config, Scheme, Server};
 
 /// A CA bundle larger than this is refused (Mozilla's whole bundle is about
 /// 220 KB).
@@ -31,6 +31,41 @@ pub fn build_client(config: &Config) -> Result<reqwest::Client, String> {
     if let Some(f) = &config.token_file {
         f.load()?;
     }
+    client_builder(config)?
+        .build()
+        .map_err(|e| format!("cannot build HTTP client: {e}"))
+}
+
+/// Where to send the requests for `member`: its URL and the shared client,
+/// or, with `tls.server_name` and an `https://` member addressed by IP,
+/// `https://{server_name}:{port}` with a client that resolves that name to
+/// the member's address, so that the name is also sent as SNI.
+pub fn member_target(
+    config: &Config,
+    member: &Server,
+    shared: &reqwest::Client,
+) -> Result<(reqwest::Client, String), String> {
+    let Some(name) = &config.tls_server_name else {
+        return Ok((shared.clone(), member.url.clone()));
+    };
+    let ip = member
+        .host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>();
+    let (Scheme::Https, Ok(ip), Err(_)) = (member.scheme, ip, name.parse::<std::net::IpAddr>())
+    else {
+        return Ok((shared.clone(), member.url.clone()));
+    };
+    let client = client_builder(config)?
+        .resolve(name, std::net::SocketAddr::new(ip, member.port))
+        .build()
+        .map_err(|e| format!("cannot build HTTP client: {e}"))?;
+    Ok((client, format!("https://{name}:{}", member.port)))
+}
+
+/// Everything of the client but the build (see [`build_client`]).
+fn client_builder(config: &Config) -> Result<reqwest::ClientBuilder, String> {
     let mut b = reqwest::Client::builder()
         .connect_timeout(config.timeout.connect)
         .no_proxy()
@@ -61,8 +96,7 @@ pub fn build_client(config: &Config) -> Result<reqwest::Client, String> {
     if !config.tls_verify {
         b = b.danger_accept_invalid_certs(true);
     }
-    b.build()
-        .map_err(|e| format!("cannot build HTTP client: {e}"))
+    Ok(b)
 }
 
 /// A client certificate chain and its private key.

@@ -12,7 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::config::{Config, Server};
+use crate::config::Config;
 use crate::log::Level;
 use crate::stats::{now_ms, MemberStats};
 
@@ -133,13 +133,13 @@ impl Failover {
     pub(crate) async fn first_is_back(
         &mut self,
         client: &reqwest::Client,
-        first: &Server,
+        first_base: &str,
         timeout: Duration,
     ) {
         loop {
             tokio::time::sleep_until(self.next_probe.into()).await;
             self.next_probe = Instant::now() + self.failback_interval;
-            if probe(client, first, timeout).await {
+            if probe(client, first_base, timeout).await {
                 return;
             }
         }
@@ -197,8 +197,8 @@ impl Failover {
 
 /// `GET /v1/status/leader`: 200 with a non-empty JSON string means the
 /// member is up and part of a cluster with a leader.
-async fn probe(client: &reqwest::Client, member: &Server, timeout: Duration) -> bool {
-    let url = format!("{}/v1/status/leader", member.url);
+async fn probe(client: &reqwest::Client, base: &str, timeout: Duration) -> bool {
+    let url = format!("{base}/v1/status/leader");
     let Ok(resp) = client.get(&url).timeout(timeout).send().await else {
         return false;
     };

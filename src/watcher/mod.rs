@@ -101,6 +101,20 @@ pub async fn run(
         .iter()
         .map(|m| watch_url(m, &config.prefix))
         .collect();
+    // Where each member's requests go (see `client::member_target`); the
+    // logs and stats keep naming the members by their URLs.
+    let mut targets = Vec::with_capacity(members.len());
+    for (m, display) in members.iter().zip(&urls) {
+        let (c, base) = client::member_target(&config, m, &client).unwrap_or_else(|e| {
+            sink.log(
+                Level::Err,
+                format!("ckv: {}: {e}; not sending tls.server_name as SNI", m.url),
+            );
+            (client.clone(), m.url.clone())
+        });
+        let fetch_url = format!("{base}{}", &display[m.url.len()..]);
+        targets.push((c, base, fetch_url));
+    }
     let mut failover = Failover::new(&config, members.len());
     let mut backoff = Backoff::new(config.backoff.initial, config.backoff.max);
     let mut limiter = RateLimit::new();
@@ -139,9 +153,10 @@ pub async fn run(
         };
         let force_default = stale_holdoff.is_some_and(|t| Instant::now() < t);
         let query = query_params(&config, force_default);
+        let (member_client, _, fetch_url) = &targets[active];
         let req = Request {
             config: &config,
-            url: &url,
+            url: fetch_url,
             index,
             wait: wait_arg,
             timeout,
@@ -150,9 +165,9 @@ pub async fn run(
         sink.update_stats(server, &mut |s| s.requests_total += 1);
         let probing = failover.may_fail_back();
         let result = tokio::select! {
-            r = fetch(&client, &req) => Some(r),
+            r = fetch(member_client, &req) => Some(r),
             _ = stop.changed() => break,
-            _ = failover.first_is_back(&client, &members[0], probe_timeout), if probing => None,
+            _ = failover.first_is_back(&targets[0].0, &targets[0].1, probe_timeout), if probing => None,
         };
         log_token_messages(&*sink, server, &config);
         let Some(result) = result else {

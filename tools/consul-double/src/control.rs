@@ -63,7 +63,9 @@ pub async fn handle(shared: &Arc<Shared>, conn: &ConnCtx, req: Request<Incoming>
                 let s = shared.read();
                 (s.raft_index(), s.table_index())
             };
-            ok(shared.stats.to_json(index, table))
+            let mut v = shared.stats.to_json(index, table);
+            v["tls_sni_seen"] = json!(*lock(&shared.sni_seen));
+            ok(v)
         }
         "/_double/stats/reset" => {
             if m != Method::POST {

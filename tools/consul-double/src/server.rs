@@ -235,6 +235,9 @@ async fn accept_loop(
                                 // A refused client certificate ends here,
                                 // with the TLS alert rustls sends.
                                 if let Ok(s) = acceptor.accept(stream).await {
+                                    if let Some(sni) = s.get_ref().1.server_name() {
+                                        lock(&shared.sni_seen).insert(sni.to_owned());
+                                    }
                                     connection(shared, s, peer, addr).await;
                                 }
                             });

@@ -55,6 +55,8 @@ pub struct Shared {
     pub bound: Mutex<Vec<std::net::SocketAddr>>,
     /// Tokens deleted with `/_double/acl/revoke`: `403 ACL not found`.
     pub revoked: Mutex<std::collections::HashSet<String>>,
+    /// Every SNI name TLS clients sent (`tls_sni_seen` in the stats).
+    pub sni_seen: Mutex<std::collections::BTreeSet<String>>,
 }
 
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -90,6 +92,7 @@ impl Shared {
             down: watch::Sender::new(Default::default()),
             bound: Mutex::new(Vec::new()),
             revoked: Mutex::new(Default::default()),
+            sni_seen: Mutex::new(Default::default()),
         }
     }
 
