@@ -43,6 +43,23 @@ pub struct ErrorKinds {
     pub bad_body: u64,
     /// A body over `max_response_bytes`.
     pub too_large: u64,
+    /// A `stale` answer older than `max_stale` (not used; asked again).
+    pub too_stale: u64,
+}
+
+/// One member of a `cluster` source, as its watch last saw it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct MemberStats {
+    pub url: String,
+    /// The watch asks this member now.
+    pub active: bool,
+    /// Its last answer (or fail-back probe) was good; false after a failure.
+    pub healthy: bool,
+    pub consecutive_errors: u32,
+    pub last_error: Option<String>,
+    pub last_error_ms: u64,
+    pub last_success_ms: u64,
 }
 
 /// Followers read the leader's copy back from the shared directory.
@@ -72,6 +89,23 @@ pub struct ServerStats {
     pub filtered_by_acls: bool,
     /// `errors_total`, split by kind.
     pub errors_by_kind: ErrorKinds,
+    /// With `cluster`: the member asked now, and every member's state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub active_member: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberStats>,
+    /// Moves to the next member after `cluster.failover_after` failures.
+    pub failovers: u64,
+    /// Returns to the first member once it answered a probe.
+    pub failbacks: u64,
+    /// Answers with `X-Consul-KnownLeader: false` (the member knew no leader).
+    pub known_leader_false: u64,
+    /// The last answer had `X-Consul-KnownLeader: false`.
+    pub no_known_leader: bool,
+    /// `X-Consul-LastContact` of the last answer, in milliseconds.
+    pub last_contact_ms: u64,
+    /// Times a new token was read from `token_file`.
+    pub token_rotations: u64,
 }
 
 /// The whole picture for `ckv_stats`.

@@ -26,7 +26,14 @@ impl Config {
     /// and a non-empty token shown as `"<redacted>"`. For stats and logs.
     /// With the token put back it parses to an equal `Config`.
     pub fn redacted_json(&self) -> Value {
-        let servers: Vec<&str> = self.servers.iter().map(|s| s.url.as_str()).collect();
+        let servers: Vec<&str> = self.members_or_servers().map(|s| s.url.as_str()).collect();
+        let cluster = self.cluster.as_ref().map(|c| {
+            json!({
+                "name": self.servers.first().map(|s| s.url.as_str()),
+                "failover_after": c.failover_after,
+                "failback_interval": c.failback_interval.as_secs(),
+            })
+        });
         let skip_keys = if self.skip_keys.is_empty() {
             Value::Null
         } else {
@@ -64,6 +71,9 @@ impl Config {
             "tls": {
                 "ca_file": self.tls_ca_file.as_ref().map(|p| p.to_string_lossy()),
                 "verify": self.tls_verify,
+                "cert_file": self.tls_cert_file.as_ref().map(|p| p.to_string_lossy()),
+                "key_file": self.tls_key_file.as_ref().map(|p| p.to_string_lossy()),
+                "server_name": self.tls_server_name,
             },
             "max_response_bytes": self.max_response_bytes,
             "on_empty_prefix": self.on_empty_prefix.as_str(),
@@ -78,14 +88,31 @@ impl Config {
                 "group": self.share.group,
                 "previous_group": self.share.previous_group,
             },
+            "cluster": cluster,
+            "consistency": self.consistency.as_str(),
+            "max_stale": self.max_stale.map(|d| d.as_secs()),
+            "dc": self.scope.dc,
+            "namespace": self.scope.namespace,
+            "partition": self.scope.partition,
+            "token_file": self.token_file.as_ref().map(|f| f.path().to_string_lossy()),
         })
+    }
+
+    /// The configured `servers`: the cluster's members, or the sources.
+    fn members_or_servers(&self) -> impl Iterator<Item = &super::Server> {
+        match &self.cluster {
+            Some(c) => c.members.iter(),
+            None => self.servers.iter(),
+        }
     }
 
     /// A 128-bit fingerprint of everything that decides what a shared watch
     /// fetches (every field of [`Config::redacted_json`] except
     /// `default_service`, `dump` and `share`, plus the token), keyed by `key`
     /// (the instance's secret, e.g. its nonce): HMAC-SHA-256 cut to 16
-    /// bytes. Without the key nothing about the token can be learned from it,
+    /// bytes. With `token_file`, the file's path takes part and its content
+    /// does not, so that a rotation never makes two processes of one
+    /// instance stop sharing (they read the same file). Without the key nothing about the token can be learned from it,
     /// so it may appear in a name others can list. Processes with equal
     /// fingerprints under the same key may share one watch.
     pub fn share_fingerprint(&self, key: &[u8]) -> [u8; 16] {

@@ -6,7 +6,9 @@
 //! A new option is one entry here, one field on [`super::Config`], its read
 //! in `walk.rs` and its line in `effective.rs` (a test fails if the effective
 //! config lacks a field of this table), plus a README row and a `schema.lua`
-//! entry (`tests/config_docs.rs` fails until both agree with this table).
+//! entry (`tests/config_docs.rs` fails until both agree with this table);
+//! a ckv-only field that APISIX's schema need not describe is listed in
+//! [`NOT_IN_APISIX_SCHEMA`] instead of getting a `schema.lua` entry.
 //! `Debug` is derived and the share fingerprint covers the effective config,
 //! so neither needs an edit.
 
@@ -16,7 +18,7 @@ use serde_json::{json, Map, Value};
 
 use super::errors::{show, ConfigError};
 use super::reader::{int_value, Obj};
-use super::EmptyPrefixPolicy;
+use super::{Consistency, EmptyPrefixPolicy};
 
 /// Millisecond values must fit a signed 32-bit count, as nginx and OpenResty
 /// socket timeouts do.
@@ -199,7 +201,54 @@ fields! {
     /// The group this instance had before a reload (set by the Lua binding):
     /// its snapshot is served until the new group has one. ckv-only.
     SHARE_PREVIOUS_GROUP = other("share.previous_group", Rule::Custom("string"), Unset);
+    /// Unset: the first server's URL (so APISIX service names stay valid).
+    CLUSTER_NAME = other("cluster.name", Rule::Str, Unset);
+    CLUSTER_FAILOVER_AFTER = int("cluster.failover_after", 1, 1000, IfAbsent::Int(3), Unit::Count);
+    /// 0: never fail back to the first member.
+    CLUSTER_FAILBACK_INTERVAL = int(
+        "cluster.failback_interval",
+        0,
+        MAX_SECS,
+        IfAbsent::Int(30),
+        Unit::Secs
+    );
+    CONSISTENCY = other(
+        "consistency",
+        Rule::OneOf(&[
+            Consistency::ALL[0].as_str(),
+            Consistency::ALL[1].as_str(),
+            Consistency::ALL[2].as_str(),
+        ]),
+        IfAbsent::Str(Consistency::Default.as_str()),
+    );
+    /// Unset: any staleness is accepted.
+    MAX_STALE = int("max_stale", 1, MAX_SECS, Unset, Unit::Secs);
+    DC = other("dc", Rule::Str, Unset);
+    NAMESPACE = other("namespace", Rule::Str, Unset);
+    PARTITION = other("partition", Rule::Str, Unset);
+    TOKEN_FILE = other("token_file", Rule::Path, Unset);
+    TLS_CERT_FILE = other("tls.cert_file", Rule::Path, Unset);
+    TLS_KEY_FILE = other("tls.key_file", Rule::Path, Unset);
+    TLS_SERVER_NAME = other("tls.server_name", Rule::Str, Unset);
 }
+
+/// ckv-only fields that APISIX's schema (`schema.lua`) does not describe:
+/// its `discovery.consul_kv` schema allows unknown properties, so the
+/// drop-in accepts them as they are, and libckv checks them.
+pub const NOT_IN_APISIX_SCHEMA: &[Field] = &[
+    CLUSTER_NAME,
+    CLUSTER_FAILOVER_AFTER,
+    CLUSTER_FAILBACK_INTERVAL,
+    CONSISTENCY,
+    MAX_STALE,
+    DC,
+    NAMESPACE,
+    PARTITION,
+    TOKEN_FILE,
+    TLS_CERT_FILE,
+    TLS_KEY_FILE,
+    TLS_SERVER_NAME,
+];
 
 /// The three `metadata` integers APISIX fills in.
 pub(crate) const DEFAULT_SERVICE_METADATA: [Field; 3] = [

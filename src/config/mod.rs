@@ -18,6 +18,7 @@
 //! * `servers.rs`: server URLs;
 //! * `errors.rs`: [`ConfigError`] and how refused values are shown;
 //! * [`secret`]: the token type, which no `Debug`, log or hash can show;
+//! * [`token_file`]: the token read from a file, re-read when it changes;
 //! * `effective.rs`: the effective config as JSON, and the fingerprint that
 //!   decides which processes may share a watch.
 //!
@@ -42,6 +43,7 @@ pub mod fields;
 mod reader;
 pub mod secret;
 mod servers;
+pub mod token_file;
 mod walk;
 
 #[cfg(test)]
@@ -54,6 +56,7 @@ use serde_json::Value;
 
 pub use errors::ConfigError;
 pub use secret::{Secret, REDACTED};
+pub use token_file::TokenFile;
 
 /// One Consul agent to watch. Each server is an independent data source:
 /// its services are named after its URL, as in APISIX.
@@ -144,11 +147,65 @@ pub struct Share {
     pub previous_group: Option<String>,
 }
 
+/// `cluster`: the configured `servers` are members of one Consul cluster.
+/// ckv watches one member at a time and names the services after
+/// [`Cluster::name`] (the one entry of [`Config::servers`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    /// The configured `servers`, in order of preference.
+    pub members: Vec<Server>,
+    /// Consecutive failures on the active member before moving to the next.
+    pub failover_after: u32,
+    /// How often the first member is probed while another one is active;
+    /// zero: never fail back.
+    pub failback_interval: Duration,
+}
+
+/// `consistency`: Consul's read mode, sent as a query parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consistency {
+    /// No parameter: the leader answers.
+    Default,
+    /// `?stale`: any server answers, possibly behind the leader.
+    Stale,
+    /// `?consistent`: the leader answers after checking it still leads.
+    Consistent,
+}
+
+impl Consistency {
+    pub(crate) const ALL: [Consistency; 3] = [
+        Consistency::Default,
+        Consistency::Stale,
+        Consistency::Consistent,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Consistency::Default => "default",
+            Consistency::Stale => "stale",
+            Consistency::Consistent => "consistent",
+        }
+    }
+}
+
+/// `dc`, `namespace`, `partition`: where in Consul the prefix is read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope {
+    pub dc: Option<String>,
+    /// Sent as `ns` (Consul Enterprise; Consul CE refuses it with a 400).
+    pub namespace: Option<String>,
+    /// Consul Enterprise; Consul CE refuses it.
+    pub partition: Option<String>,
+}
+
 /// The parsed configuration, with every default applied (see [`fields`]).
 ///
 /// `Debug` and `Display` never show the token: it is a [`Secret`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
+    /// The data sources, each naming its services `{url}/v1/kv/...`: the
+    /// configured servers, or, with `cluster`, one entry whose `url` is the
+    /// cluster's name (its scheme, host and port are the first member's).
     pub servers: Vec<Server>,
     /// ACL token sent as `X-Consul-Token`. Never logged, dumped, hashed
     /// without a key, or shown in stats.
@@ -179,6 +236,23 @@ pub struct Config {
     pub gzip: bool,
     pub backoff: Backoff,
     pub share: Share,
+    /// `cluster`: the servers are members of one cluster (see [`Cluster`]).
+    pub cluster: Option<Cluster>,
+    pub consistency: Consistency,
+    /// With `stale`: an answer whose `X-Consul-LastContact` is above this is
+    /// not used (retried elsewhere or with default consistency).
+    pub max_stale: Option<Duration>,
+    pub scope: Scope,
+    /// `token_file`: the token is read from this file and re-read when it
+    /// changes (then `token` is empty).
+    pub token_file: Option<TokenFile>,
+    /// PEM client certificate chain and key for mutual TLS.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// The name the server certificates are verified against, instead of
+    /// the host of the URL, and sent as SNI to `https://` servers addressed
+    /// by IP (see `watcher::client::member_target`).
+    pub tls_server_name: Option<String>,
 }
 
 /// Parses the JSON configuration (the `discovery.consul_kv` table as `cjson`
@@ -222,5 +296,35 @@ impl Config {
     /// Same as [`parse`].
     pub fn from_json(json: &[u8]) -> Result<Config, ConfigError> {
         parse(json)
+    }
+
+    /// The servers the watch of source `source` may ask, in order of
+    /// preference: the cluster's members, or the one server.
+    pub fn members(&self, source: usize) -> &[Server] {
+        match &self.cluster {
+            Some(c) => &c.members,
+            None => self
+                .servers
+                .get(source)
+                .map_or(&[][..], std::slice::from_ref),
+        }
+    }
+
+    /// The token to send now: from `token_file` (re-read if the file
+    /// changed) or `token`.
+    pub fn current_token(&self) -> Secret {
+        match &self.token_file {
+            Some(f) => f.current(),
+            None => self.token.clone(),
+        }
+    }
+
+    /// `text` without any token this configuration has used.
+    pub fn scrub(&self, text: &str) -> String {
+        let text = self.token.scrub(text);
+        match &self.token_file {
+            Some(f) => f.scrub(&text),
+            None => text,
+        }
     }
 }

@@ -854,12 +854,19 @@ fn redacted_json_round_trips() {
             "skip_keys": null,
             "default_service": null,
             "dump": null,
-            "tls": {"ca_file": null, "verify": true},
+            "tls": {"ca_file": null, "verify": true, "cert_file": null, "key_file": null, "server_name": null},
             "max_response_bytes": 67108864,
             "on_empty_prefix": "clear",
             "gzip": false,
             "backoff": {"initial": 1000, "max": 30000},
             "share": {"enabled": true, "dir": "/dev/shm", "group": null, "previous_group": null},
+            "cluster": null,
+            "consistency": "default",
+            "max_stale": null,
+            "dc": null,
+            "namespace": null,
+            "partition": null,
+            "token_file": null,
         })
     );
     assert_eq!(ok(&j.to_string()), d);
@@ -875,12 +882,18 @@ fn redacted_json_has_every_field_of_the_table() {
     let full = ok(r#"{
         "servers": ["https://a:1"], "token": "t0ken-t0ken", "skip_keys": ["upstreams/x/"],
         "default_service": {"host": "h", "port": 8},
-        "dump": {"path": "d"}, "tls": {"ca_file": "/ca.pem"},
-        "share": {"group": "g", "previous_group": "p"}
+        "dump": {"path": "d"}, "share": {"group": "g", "previous_group": "p"},
+        "tls": {"ca_file": "/ca.pem", "cert_file": "/c.pem", "key_file": "/k.pem", "server_name": "consul"},
+        "cluster": {"name": "prod"}, "consistency": "stale", "max_stale": 5,
+        "dc": "dc2", "namespace": "ns1", "partition": "p1"
     }"#)
     .redacted_json();
     let defaults = ok(&with("")).redacted_json();
     for f in fields::ALL {
+        if f.path == fields::TOKEN_FILE.path {
+            // Excludes `token`: checked below.
+            continue;
+        }
         assert!(!at(&full, f.path).is_null(), "{} missing", f.path);
         let want = match f.default {
             fields::IfAbsent::Int(n) => json!(n as i64),
@@ -889,7 +902,10 @@ fn redacted_json_has_every_field_of_the_table() {
             fields::IfAbsent::Required | fields::IfAbsent::Unset => continue,
         };
         // Fields inside an unset object have no effective value.
-        if f.path.starts_with("default_service.") || f.path.starts_with("dump.") {
+        if f.path.starts_with("default_service.")
+            || f.path.starts_with("dump.")
+            || f.path.starts_with("cluster.")
+        {
             assert_eq!(at(&full, f.path), &want, "{}", f.path);
         } else {
             assert_eq!(at(&defaults, f.path), &want, "{}", f.path);
@@ -897,6 +913,8 @@ fn redacted_json_has_every_field_of_the_table() {
     }
     assert_eq!(full["token"], json!("<redacted>"));
     assert!(!full.to_string().contains("t0ken-t0ken"));
+    let with_file = ok(&with(r#""token_file":"/run/consul/token""#)).redacted_json();
+    assert_eq!(with_file["token_file"], json!("/run/consul/token"));
 }
 
 #[test]
@@ -935,6 +953,13 @@ fn share_fingerprint_is_stable_and_watch_sensitive() {
         r#"{"servers":["http://127.0.0.1:8501"]}"#.to_string(),
         r#"{"servers":["https://127.0.0.1:8500"]}"#.to_string(),
         r#"{"servers":["http://127.0.0.1:8500","http://b:1"]}"#.to_string(),
+        r#"{"servers":["http://127.0.0.1:8500","http://b:1"],"cluster":{}}"#.to_string(),
+        with(r#""consistency":"stale""#),
+        with(r#""dc":"dc2""#),
+        with(r#""namespace":"n""#),
+        with(r#""partition":"p""#),
+        with(r#""token_file":"/run/t""#),
+        with(r#""tls":{"server_name":"consul"}"#),
     ];
     let mut seen = vec![h];
     for json in &changed {
@@ -994,4 +1019,158 @@ fn metadata_numbers_survive_the_effective_config() {
     ));
     let again = ok(&c.redacted_json().to_string());
     assert_eq!(again, c);
+}
+
+#[test]
+fn cluster_field() {
+    let c = ok(r#"{"servers":["http://a:1","https://b:2"],"cluster":{}}"#);
+    let cluster = c.cluster.as_ref().unwrap();
+    // One source, named after the first server, so that APISIX's
+    // service_name values stay valid.
+    assert_eq!(c.servers.len(), 1);
+    assert_eq!(c.servers[0].url, "http://a:1");
+    assert_eq!(cluster.members.len(), 2);
+    assert_eq!(cluster.failover_after, 3);
+    assert_eq!(cluster.failback_interval, Duration::from_secs(30));
+    assert_eq!(c.members(0), &cluster.members[..]);
+    // cjson encodes an empty Lua table as an empty array.
+    assert!(
+        ok(r#"{"servers":["http://a:1","http://b:1"],"cluster":[]}"#)
+            .cluster
+            .is_some()
+    );
+
+    let c = ok(r#"{"servers":["http://a:1","http://b:1"],
+            "cluster":{"name":"consul-prod","failover_after":1,"failback_interval":0}}"#);
+    assert_eq!(c.servers[0].url, "consul-prod");
+    assert_eq!(
+        c.cluster.as_ref().unwrap().failback_interval,
+        Duration::ZERO
+    );
+
+    // Without cluster: every server is its own source, as before.
+    let c = ok(r#"{"servers":["http://a:1","http://b:1"]}"#);
+    assert!(c.cluster.is_none());
+    assert_eq!(c.servers.len(), 2);
+    assert_eq!(c.members(1), &c.servers[1..2]);
+
+    let two = r#""servers":["http://a:1","http://b:1"]"#;
+    for (cluster, want) in [
+        (
+            r#"{"name":""}"#,
+            r#"cluster.name: expected 1 to 255 printable ASCII characters without spaces, not ending in "/", got """#,
+        ),
+        (
+            r#"{"name":"a b"}"#,
+            r#"cluster.name: expected 1 to 255 printable ASCII characters without spaces, not ending in "/", got "a b""#,
+        ),
+        (
+            r#"{"name":"x/"}"#,
+            r#"cluster.name: expected 1 to 255 printable ASCII characters without spaces, not ending in "/", got "x/""#,
+        ),
+        (
+            r#"{"failover_after":0}"#,
+            "cluster.failover_after: expected an integer >= 1, got 0",
+        ),
+        (
+            r#"{"failback_interval":-1}"#,
+            "cluster.failback_interval: expected an integer >= 0, got -1",
+        ),
+        ("true", "cluster: expected an object, got true"),
+    ] {
+        assert_eq!(
+            err(&format!(r#"{{{two},"cluster":{cluster}}}"#)),
+            want,
+            "{cluster}"
+        );
+    }
+    let (_, w) = ok_warn(&with(r#""cluster":{}"#));
+    assert!(w.iter().any(|w| w.contains("no other member")), "{w:?}");
+}
+
+#[test]
+fn consistency_and_scope_fields() {
+    let c = ok(&with(
+        r#""consistency":"stale","max_stale":5,"dc":"dc-2","namespace":"team.a","partition":"p_1""#,
+    ));
+    assert_eq!(c.consistency, Consistency::Stale);
+    assert_eq!(c.max_stale, Some(Duration::from_secs(5)));
+    assert_eq!(c.scope.dc.as_deref(), Some("dc-2"));
+    assert_eq!(c.scope.namespace.as_deref(), Some("team.a"));
+    assert_eq!(c.scope.partition.as_deref(), Some("p_1"));
+    assert_eq!(ok(&with("")).consistency, Consistency::Default);
+    for (extra, want) in [
+        (
+            r#""consistency":"leader""#,
+            r#"consistency: expected "default" or "stale" or "consistent", got "leader""#,
+        ),
+        (
+            r#""max_stale":0"#,
+            "max_stale: expected an integer >= 1, got 0",
+        ),
+        (
+            r#""dc":"a/b""#,
+            r#"dc: expected 1 to 64 characters from A-Z a-z 0-9 . _ -, got "a/b""#,
+        ),
+        (
+            r#""namespace":"""#,
+            r#"namespace: expected 1 to 64 characters from A-Z a-z 0-9 . _ -, got """#,
+        ),
+        (r#""partition":5"#, "partition: expected a string, got 5"),
+    ] {
+        assert_eq!(err(&with(extra)), want, "{extra}");
+    }
+    let (_, w) = ok_warn(&with(r#""max_stale":5"#));
+    assert!(
+        w.iter()
+            .any(|w| w.contains("max_stale is set but consistency")),
+        "{w:?}"
+    );
+}
+
+#[test]
+fn token_file_field() {
+    let c = ok(&with(r#""token_file":"/run/consul/token""#));
+    assert_eq!(
+        c.token_file.as_ref().map(|f| f.path().to_path_buf()),
+        Some(PathBuf::from("/run/consul/token"))
+    );
+    assert!(c.token.is_empty());
+    assert_eq!(
+        err(&with(r#""token":"abc","token_file":"/t""#)),
+        "token_file: token and token_file are both set; give one of them"
+    );
+    assert_eq!(
+        err(&with(r#""token_file":"""#)),
+        r#"token_file: expected a non-empty path without NUL, got """#
+    );
+}
+
+#[test]
+fn the_fingerprint_does_not_see_the_token_files_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("token");
+    let write = |t: &str| {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::write(&path, t).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    };
+    write("first-token-value");
+    let c = ok(&with(&format!(r#""token_file":"{}""#, path.display())));
+    let f = c.token_file.as_ref().unwrap();
+    f.load().unwrap();
+    let before = c.share_fingerprint(KEY);
+    write("second-token-value-longer");
+    assert_eq!(c.current_token().expose(), "second-token-value-longer");
+    assert_eq!(
+        c.share_fingerprint(KEY),
+        before,
+        "a rotation must not split a share group"
+    );
+    let shown = format!("{c:?} {c} {}", c.redacted_json());
+    assert!(!shown.contains("token-value"), "{shown}");
+    assert_eq!(
+        c.scrub("x second-token-value-longer first-token-value"),
+        "x <redacted> <redacted>"
+    );
 }

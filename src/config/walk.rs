@@ -10,12 +10,20 @@ use super::fields::{self, Rule, MAX_MS};
 use super::reader::{as_array, as_object, int_value, path_string, string, Obj};
 use super::secret::Secret;
 use super::servers::parse_servers;
-use super::{Backoff, Config, DefaultService, Dump, EmptyPrefixPolicy, Scheme, Share, Timeouts};
+use super::token_file::TokenFile;
+use super::{
+    Backoff, Cluster, Config, Consistency, DefaultService, Dump, EmptyPrefixPolicy, Scheme, Scope,
+    Server, Share, Timeouts,
+};
 
-/// `tls` while it is read; [`Config`] keeps its two fields flat.
+/// `tls` while it is read; [`Config`] keeps its fields flat.
+#[derive(Default)]
 struct Tls {
     ca_file: Option<PathBuf>,
     verify: bool,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    server_name: Option<String>,
 }
 
 pub(crate) fn parse_config(
@@ -43,14 +51,59 @@ pub(crate) fn parse_config(
     let gzip = fields::GZIP.bool(&mut o)?;
     let backoff = parse_backoff(&mut o, warnings)?;
     let share = parse_share(&mut o, warnings)?;
+    let cluster = parse_cluster(&mut o, &servers, warnings)?;
+    let consistency = parse_consistency(&mut o)?;
+    let max_stale = fields::MAX_STALE
+        .read_int(&mut o)?
+        .map(|n| std::time::Duration::from_secs(u64::try_from(n).unwrap_or(u64::MAX)));
+    let scope = Scope {
+        dc: parse_name(&mut o, fields::DC)?,
+        namespace: parse_name(&mut o, fields::NAMESPACE)?,
+        partition: parse_name(&mut o, fields::PARTITION)?,
+    };
+    let token_file = match o.get(fields::TOKEN_FILE.key()) {
+        None => None,
+        Some(v) => Some(PathBuf::from(path_string(v, fields::TOKEN_FILE.path)?)),
+    };
     o.finish(warnings);
 
     if tls_given && !servers.iter().any(|s| s.scheme == Scheme::Https) {
         warnings.push("tls is set but no server uses https://; it has no effect".to_string());
     }
+    if token_file.is_some() && !token.is_empty() {
+        return Err(ConfigError::new(
+            fields::TOKEN_FILE.path,
+            "token and token_file are both set; give one of them",
+        ));
+    }
+    if max_stale.is_some() && consistency != Consistency::Stale {
+        warnings.push(format!(
+            "max_stale is set but consistency is \"{}\"; it has no effect",
+            consistency.as_str()
+        ));
+    }
+    // With a cluster, the one data source is the cluster, named `name`.
+    let (sources, cluster) = match cluster {
+        None => (servers, None),
+        Some((name, failover_after, failback_interval)) => {
+            let first = &servers[0];
+            let source = Server {
+                url: name,
+                scheme: first.scheme,
+                host: first.host.clone(),
+                port: first.port,
+            };
+            let cluster = Cluster {
+                members: servers,
+                failover_after,
+                failback_interval,
+            };
+            (vec![source], Some(cluster))
+        }
+    };
 
     Ok(Config {
-        servers,
+        servers: sources,
         token,
         prefix,
         weight: u32::try_from(weight).unwrap_or(u32::MAX),
@@ -67,7 +120,96 @@ pub(crate) fn parse_config(
         gzip,
         backoff,
         share,
+        cluster,
+        consistency,
+        max_stale,
+        scope,
+        token_file: token_file.map(TokenFile::new),
+        tls_cert_file: tls.cert_file,
+        tls_key_file: tls.key_file,
+        tls_server_name: tls.server_name,
     })
+}
+
+/// `cluster`: its name (default: the first server's URL), `failover_after`
+/// and `failback_interval`.
+fn parse_cluster(
+    o: &mut Obj<'_>,
+    servers: &[Server],
+    warnings: &mut Vec<String>,
+) -> Result<Option<(String, u32, std::time::Duration)>, ConfigError> {
+    let Some(mut sub) = o.object("cluster")? else {
+        return Ok(None);
+    };
+    let name = match sub.get(fields::CLUSTER_NAME.key()) {
+        None => servers[0].url.clone(),
+        Some(v) => {
+            let n = string(v, fields::CLUSTER_NAME.path)?;
+            let valid = (1..=255).contains(&n.len())
+                && !n.ends_with('/')
+                && n.bytes().all(|b| b.is_ascii_graphic());
+            if !valid {
+                return Err(ConfigError::new(
+                    fields::CLUSTER_NAME.path,
+                    format!(
+                        "expected 1 to 255 printable ASCII characters without spaces, not ending in \"/\", got {}",
+                        show(v)
+                    ),
+                ));
+            }
+            n.to_string()
+        }
+    };
+    let failover_after = fields::CLUSTER_FAILOVER_AFTER.int(&mut sub)?;
+    let failback = fields::CLUSTER_FAILBACK_INTERVAL.duration(&mut sub)?;
+    sub.finish(warnings);
+    if servers.len() == 1 {
+        warnings.push(
+            "cluster is set with a single server: there is no other member to fail over to"
+                .to_string(),
+        );
+    }
+    Ok(Some((
+        name,
+        u32::try_from(failover_after).unwrap_or(u32::MAX),
+        failback,
+    )))
+}
+
+fn parse_consistency(o: &mut Obj<'_>) -> Result<Consistency, ConfigError> {
+    let field = fields::CONSISTENCY;
+    let v = o.get(field.key());
+    let spelled = match v {
+        None => field.default_str(),
+        Some(Value::String(s)) => s.as_str(),
+        Some(_) => "",
+    };
+    Consistency::ALL
+        .into_iter()
+        .find(|c| c.as_str() == spelled)
+        .ok_or_else(|| one_of_error(field, v.unwrap_or(&Value::Null)))
+}
+
+/// `dc`, `namespace`, `partition`: 1 to 64 characters from `A-Z a-z 0-9 . _ -`
+/// (what Consul accepts for these names), sent as query parameters.
+fn parse_name(o: &mut Obj<'_>, field: fields::Field) -> Result<Option<String>, ConfigError> {
+    let Some(v) = o.get(field.key()) else {
+        return Ok(None);
+    };
+    let s = string(v, field.path)?;
+    let valid = (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if !valid {
+        return Err(ConfigError::new(
+            field.path,
+            format!(
+                "expected 1 to 64 characters from A-Z a-z 0-9 . _ -, got {}",
+                show(v)
+            ),
+        ));
+    }
+    Ok(Some(s.to_string()))
 }
 
 fn parse_token(o: &mut Obj<'_>) -> Result<Secret, ConfigError> {
@@ -244,19 +386,57 @@ fn parse_tls(o: &mut Obj<'_>, warnings: &mut Vec<String>) -> Result<(Tls, bool),
     let Some(mut sub) = o.object("tls")? else {
         return Ok((
             Tls {
-                ca_file: None,
                 verify: fields::TLS_VERIFY.default_bool(),
+                ..Tls::default()
             },
             false,
         ));
     };
-    let ca_file = match sub.get(fields::TLS_CA_FILE.key()) {
+    let mut path = |field: fields::Field| -> Result<Option<PathBuf>, ConfigError> {
+        match sub.get(field.key()) {
+            None => Ok(None),
+            Some(v) => Ok(Some(PathBuf::from(path_string(v, field.path)?))),
+        }
+    };
+    let ca_file = path(fields::TLS_CA_FILE)?;
+    let cert_file = path(fields::TLS_CERT_FILE)?;
+    let key_file = path(fields::TLS_KEY_FILE)?;
+    if cert_file.is_some() != key_file.is_some() {
+        let missing = if cert_file.is_some() {
+            fields::TLS_KEY_FILE
+        } else {
+            fields::TLS_CERT_FILE
+        };
+        return Err(ConfigError::new(
+            missing.path,
+            "required when tls.cert_file or tls.key_file is set (a client certificate needs both)",
+        ));
+    }
+    let server_name = match sub.get(fields::TLS_SERVER_NAME.key()) {
         None => None,
-        Some(v) => Some(PathBuf::from(path_string(v, fields::TLS_CA_FILE.path)?)),
+        Some(v) => {
+            let n = string(v, fields::TLS_SERVER_NAME.path)?;
+            if rustls::pki_types::ServerName::try_from(n).is_err() {
+                return Err(ConfigError::new(
+                    fields::TLS_SERVER_NAME.path,
+                    format!("expected a DNS name or an IP address, got {}", show(v)),
+                ));
+            }
+            Some(n.to_string())
+        }
     };
     let verify = fields::TLS_VERIFY.bool(&mut sub)?;
     sub.finish(warnings);
-    Ok((Tls { ca_file, verify }, true))
+    Ok((
+        Tls {
+            ca_file,
+            verify,
+            cert_file,
+            key_file,
+            server_name,
+        },
+        true,
+    ))
 }
 
 fn parse_on_empty_prefix(o: &mut Obj<'_>) -> Result<EmptyPrefixPolicy, ConfigError> {
@@ -274,7 +454,11 @@ fn parse_on_empty_prefix(o: &mut Obj<'_>) -> Result<EmptyPrefixPolicy, ConfigErr
 }
 
 fn on_empty_prefix_error(v: &Value) -> ConfigError {
-    let field = fields::ON_EMPTY_PREFIX;
+    one_of_error(fields::ON_EMPTY_PREFIX, v)
+}
+
+/// `expected "a" or "b", got ...` for a [`Rule::OneOf`] field.
+fn one_of_error(field: fields::Field, v: &Value) -> ConfigError {
     let allowed = match field.rule {
         Rule::OneOf(values) => values
             .iter()

@@ -5,14 +5,17 @@
 //! valid index is not from Consul and is an error). Errors back off
 //! exponentially with jitter, capped, and reset after a success; answers
 //! that do not advance the index are rate-limited. Each server has its own
-//! index: nothing is shared between them.
+//! index: nothing is shared between them, except between the members of a
+//! `cluster`, which are one source with one index.
 //!
 //! * [`client`]: the HTTP client and TLS configuration, built at start;
 //! * [`request`]: one exchange and its errors;
 //! * [`index`]: the index rules; `limit`: the busy-loop guard;
+//! * [`failover`]: which member of a `cluster` is asked, and when to move;
 //! * [`redact`]: the token, and its removal from what servers echo.
 
 pub mod client;
+pub mod failover;
 pub mod index;
 mod limit;
 pub mod redact;
@@ -31,8 +34,9 @@ use crate::stats::{now_ms, ServerState, ServerStats};
 
 pub use client::build_client;
 pub use index::{blocking_timeout, next_index, IndexStep};
-pub use request::{fetch, ErrorKind, FetchError, Fetched, Request};
+pub use request::{fetch, query_params, ErrorKind, FetchError, Fetched, Request};
 
+use failover::Failover;
 use limit::RateLimit;
 
 /// Where a watch delivers what it learns. Implemented by the engine; tests
@@ -81,7 +85,9 @@ enum Progress {
     Stalled,
 }
 
-/// Runs the watch of `config.servers[server]` until `stop` turns true.
+/// Runs the watch of source `server` (`config.servers[server]`) until
+/// `stop` turns true. With `cluster`, the watch asks one member at a time
+/// (see [`failover`]).
 pub async fn run(
     server: usize,
     config: Arc<Config>,
@@ -89,19 +95,44 @@ pub async fn run(
     sink: Arc<dyn WatchSink>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let Some(target) = config.servers.get(server).cloned() else {
+    let members = config.members(server).to_vec();
+    if members.is_empty() {
         mark_failed(&*sink, server, "no such server in the configuration");
         return;
-    };
-    let url = watch_url(&target, &config.prefix);
+    }
+    let urls: Vec<String> = members
+        .iter()
+        .map(|m| watch_url(m, &config.prefix))
+        .collect();
+    // Where each member's requests go (see `client::member_target`); the
+    // logs and stats keep naming the members by their URLs.
+    let mut targets = Vec::with_capacity(members.len());
+    for (m, display) in members.iter().zip(&urls) {
+        let (c, base) = client::member_target(&config, m, &client).unwrap_or_else(|e| {
+            sink.log(
+                Level::Err,
+                format!("ckv: {}: {e}; not sending tls.server_name as SNI", m.url),
+            );
+            (client.clone(), m.url.clone())
+        });
+        let fetch_url = format!("{base}{}", &display[m.url.len()..]);
+        targets.push((c, base, fetch_url));
+    }
+    let mut failover = Failover::new(&config, members.len());
     let mut backoff = Backoff::new(config.backoff.initial, config.backoff.max);
     let mut limiter = RateLimit::new();
     let mut stalled = false;
     let mut watch = WatchState::default();
     let mut streak: Option<(FetchError, Instant)> = None;
+    // Until then, reads use default consistency: a `stale` answer was older
+    // than `max_stale`.
+    let mut stale_holdoff: Option<Instant> = None;
+    let mut token_rotations_at_success = token_rotations(&config).0;
     let blocking = config.keepalive;
     let wait = config.timeout.wait;
-    announce(&*sink, &config, &target, &url);
+    let probe_timeout = config.timeout.connect + config.timeout.read;
+    failover.publish(&*sink, server, &urls);
+    announce(&*sink, &config, &members[0], &urls[0]);
 
     loop {
         if *stop.borrow() {
@@ -115,39 +146,62 @@ pub async fn run(
         if !pause.is_zero() && sleep_or_stop(pause, &mut stop).await {
             break;
         }
+        let active = failover.active;
+        let url = urls[active].clone();
         let index = watch.index;
         let (timeout, wait_arg) = if blocking && index > 0 {
             (blocking_timeout(wait, config.timeout.read), Some(wait))
         } else {
             (config.timeout.connect + config.timeout.read, None)
         };
+        let force_default = stale_holdoff.is_some_and(|t| Instant::now() < t);
+        let query = query_params(&config, force_default);
+        let (member_client, _, fetch_url) = &targets[active];
         let req = Request {
             config: &config,
-            url: &url,
+            url: fetch_url,
             index,
             wait: wait_arg,
             timeout,
+            query: &query,
         };
         sink.update_stats(server, &mut |s| s.requests_total += 1);
+        let probing = failover.may_fail_back();
         let result = tokio::select! {
-            r = fetch(&client, &req) => r,
+            r = fetch(member_client, &req) => Some(r),
             _ = stop.changed() => break,
+            _ = failover.first_is_back(&targets[0].0, &targets[0].1, probe_timeout), if probing => None,
         };
+        log_token_messages(&*sink, server, &config);
+        let Some(result) = result else {
+            // The first member answered a probe: return to it, keeping the
+            // index (the members share one Raft log).
+            failover.switch(&*sink, server, &urls, 0, watch.kept, "is healthy again");
+            watch.index = watch.kept;
+            continue;
+        };
+        let result = result.and_then(|f| check_freshness(&config, server, f, &*sink));
         let outcome = result.and_then(|f| watch.handle(server, f, &*sink, &config));
         let next_pause = match outcome {
             Ok(progress) => {
                 stalled = progress == Progress::Stalled;
                 let failures = backoff.failures();
                 backoff.reset();
+                failover.succeeded(active);
+                token_rotations_at_success = token_rotations(&config).0;
                 let state = if blocking {
                     ServerState::Watching
                 } else {
                     ServerState::Polling
                 };
+                let members_now = failover.members_json(&urls);
                 sink.update_stats(server, &mut |s| {
                     s.state = state;
                     s.consecutive_errors = 0;
                     s.last_success_ms = now_ms();
+                    if let Some(m) = &members_now {
+                        s.members.clone_from(m);
+                    }
                 });
                 if let Some((err, since)) = streak.take() {
                     sink.log(
@@ -166,8 +220,52 @@ pub async fn run(
                     config.fetch_interval
                 }
             }
-            Err(err) => {
+            Err(err) if err.kind == ErrorKind::TooStale => {
+                // Not a failure of the member: ask again at once, with
+                // default consistency (the leader answers), on the next
+                // member of a cluster.
+                stalled = true;
+                stale_holdoff = Some(Instant::now() + STALE_HOLDOFF);
+                let detail = err.detail.clone();
+                sink.update_stats(server, &mut |s| {
+                    err.kind.count(&mut s.errors_by_kind);
+                    s.last_error = Some(detail.clone());
+                    s.last_error_ms = now_ms();
+                });
+                sink.log_limited(
+                    LogClass::Retry,
+                    Level::Warn,
+                    format!(
+                        "ckv: {url}: {}; asking with default consistency for the next {}s",
+                        err.detail,
+                        STALE_HOLDOFF.as_secs()
+                    ),
+                );
+                if failover.len() > 1 {
+                    let next = (active + 1) % failover.len();
+                    failover.switch(
+                        &*sink,
+                        server,
+                        &urls,
+                        next,
+                        watch.index,
+                        "answered too stale",
+                    );
+                }
+                Duration::ZERO
+            }
+            Err(mut err) => {
                 stalled = false;
+                if err.class == "HTTP 403" {
+                    if let (n, Some(ago)) = token_rotations(&config) {
+                        if n != token_rotations_at_success {
+                            err.detail.push_str(&format!(
+                                "; the token read from token_file {:.0}s ago is refused (not known to Consul yet, or without key:read on the prefix)",
+                                ago.as_secs_f64()
+                            ));
+                        }
+                    }
+                }
                 let delay = backoff.next_delay();
                 let same = streak.as_ref().is_some_and(|(e, _)| e.class == err.class);
                 let level = if same { Level::Debug } else { Level::Err };
@@ -183,6 +281,8 @@ pub async fn run(
                 );
                 let detail = err.detail.clone();
                 let kind = err.kind;
+                failover.failed(active, &detail);
+                let members_now = failover.members_json(&urls);
                 sink.update_stats(server, &mut |s| {
                     s.state = ServerState::Backoff;
                     s.errors_total += 1;
@@ -190,13 +290,23 @@ pub async fn run(
                     s.consecutive_errors = s.consecutive_errors.saturating_add(1);
                     s.last_error_ms = now_ms();
                     s.last_error = Some(detail.clone());
+                    if let Some(m) = &members_now {
+                        s.members.clone_from(m);
+                    }
                 });
                 if !same {
                     streak = Some((err, Instant::now()));
                 }
                 // A failed request may have missed changes: read afresh.
                 watch.index = 0;
-                delay
+                if let Some(next) = failover.next_after_failure() {
+                    // The index of one member is valid on the others.
+                    failover.switch(&*sink, server, &urls, next, watch.kept, "keeps failing");
+                    watch.index = watch.kept;
+                    Duration::ZERO
+                } else {
+                    delay
+                }
             }
         };
         if !next_pause.is_zero() && sleep_or_stop(next_pause, &mut stop).await {
@@ -204,6 +314,79 @@ pub async fn run(
         }
     }
     sink.update_stats(server, &mut |s| s.state = ServerState::Stopped);
+}
+
+/// After a `stale` answer older than `max_stale`, reads use default
+/// consistency for this long before trying `stale` again.
+const STALE_HOLDOFF: Duration = Duration::from_secs(30);
+
+/// How many tokens `token_file` has read since start, and how long ago the
+/// last rotation was.
+fn token_rotations(config: &Config) -> (u64, Option<Duration>) {
+    config
+        .token_file
+        .as_ref()
+        .map_or((0, None), |f| f.rotations())
+}
+
+/// Logs what reading `token_file` had to say (rotations, unusable files).
+fn log_token_messages(sink: &dyn WatchSink, server: usize, config: &Config) {
+    let Some(f) = &config.token_file else {
+        return;
+    };
+    let messages = f.take_messages();
+    if messages.is_empty() {
+        return;
+    }
+    for (warning, line) in messages {
+        let level = if warning { Level::Warn } else { Level::Notice };
+        sink.log(level, line);
+    }
+    let rotations = f.rotations().0;
+    sink.update_stats(server, &mut |s| s.token_rotations = rotations);
+}
+
+/// Counts `X-Consul-KnownLeader: false`, and refuses a `stale` answer
+/// older than `max_stale`.
+fn check_freshness(
+    config: &Config,
+    server: usize,
+    fetched: Fetched,
+    sink: &dyn WatchSink,
+) -> Result<Fetched, FetchError> {
+    let no_leader = fetched.known_leader == Some(false);
+    let contact = fetched.last_contact_ms.unwrap_or(0);
+    let mut newly = false;
+    sink.update_stats(server, &mut |s| {
+        newly = no_leader && !s.no_known_leader;
+        s.no_known_leader = no_leader;
+        s.last_contact_ms = contact;
+        if no_leader {
+            s.known_leader_false += 1;
+        }
+    });
+    if newly {
+        sink.log(
+            Level::Warn,
+            format!(
+                "ckv: {}: Consul answered X-Consul-KnownLeader: false (last contact with a leader {contact} ms ago); its data may be behind",
+                config.servers[server].url
+            ),
+        );
+    }
+    if let Some(max) = config.max_stale {
+        let max_ms = u64::try_from(max.as_millis()).unwrap_or(u64::MAX);
+        if config.consistency == crate::config::Consistency::Stale && contact > max_ms {
+            return Err(FetchError::new(
+                ErrorKind::TooStale,
+                "too stale",
+                format!(
+                    "a stale answer with X-Consul-LastContact {contact} ms, above max_stale ({max_ms} ms), was not used"
+                ),
+            ));
+        }
+    }
+    Ok(fetched)
 }
 
 /// The first lines of a watch: what is watched, and how.
@@ -229,6 +412,9 @@ fn announce(sink: &dyn WatchSink, config: &Config, target: &Server, url: &str) {
 #[derive(Debug, Default)]
 struct WatchState {
     index: u64,
+    /// The last index adopted, kept through errors: where a cluster's watch
+    /// resumes on another member.
+    kept: u64,
     /// Index resets since the last answer that advanced: logged once.
     resetting: bool,
 }
@@ -248,6 +434,7 @@ impl WatchState {
             index: received,
             body,
             filtered_by_acls,
+            ..
         } = fetched;
         let bytes = body.len() as u64;
         let mut newly_filtered = false;
@@ -313,6 +500,7 @@ impl WatchState {
             }
         };
         let adopted = self.index;
+        self.kept = adopted;
         sink.update_stats(server, &mut |s| {
             s.last_index = adopted;
             if changed {

@@ -5,14 +5,16 @@
 
 use crate::config::Config;
 
-/// The ACL token sent as `X-Consul-Token` (empty: none).
-pub(crate) fn token_of(config: &Config) -> &str {
-    config.token.expose()
+/// The ACL token to send as `X-Consul-Token` now (empty: none): `token`,
+/// or the content of `token_file`, re-read when the file changed.
+pub(crate) fn token_of(config: &Config) -> crate::config::Secret {
+    config.current_token()
 }
 
-/// `text` without the configured token, in any of its obvious encodings.
+/// `text` without the configured token (with `token_file`, without every
+/// token read so far), in any of its obvious encodings.
 pub fn scrub(config: &Config, text: &str) -> String {
-    config.token.scrub(text)
+    config.scrub(text)
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use crate::config::Config;
+use crate::config::{Config, Consistency};
 use crate::log::{escape_untrusted, excerpt};
 use crate::stats::ErrorKinds;
 
@@ -31,6 +31,32 @@ pub struct Request<'a> {
     pub wait: Option<Duration>,
     /// For the whole exchange, body included.
     pub timeout: Duration,
+    /// Further query parameters: consistency, `dc`, `ns`, `partition`
+    /// (see [`query_params`]).
+    pub query: &'a [(&'static str, String)],
+}
+
+/// The query parameters that `consistency` (unless `force_default`), `dc`,
+/// `namespace` and `partition` add to every read.
+pub fn query_params(config: &Config, force_default: bool) -> Vec<(&'static str, String)> {
+    let mut q = Vec::new();
+    match config.consistency {
+        _ if force_default => {}
+        Consistency::Default => {}
+        Consistency::Stale => q.push(("stale", String::new())),
+        Consistency::Consistent => q.push(("consistent", String::new())),
+    }
+    let scope = &config.scope;
+    for (name, value) in [
+        ("dc", &scope.dc),
+        ("ns", &scope.namespace),
+        ("partition", &scope.partition),
+    ] {
+        if let Some(v) = value {
+            q.push((name, v.clone()));
+        }
+    }
+    q
 }
 
 /// A usable answer: 200 (entries) or 404 (empty prefix), with Consul's index.
@@ -43,6 +69,10 @@ pub struct Fetched {
     /// `X-Consul-Results-Filtered-By-Acls: true`: the token cannot read
     /// every key under the prefix.
     pub filtered_by_acls: bool,
+    /// `X-Consul-KnownLeader` (None: absent or not a boolean).
+    pub known_leader: Option<bool>,
+    /// `X-Consul-LastContact` in milliseconds (None: absent or bad).
+    pub last_contact_ms: Option<u64>,
 }
 
 /// What kind of failure, as counted per server in `stats()`.
@@ -56,6 +86,8 @@ pub enum ErrorKind {
     NotConsul,
     BadBody,
     TooLarge,
+    /// A `stale` answer older than `max_stale`.
+    TooStale,
 }
 
 impl ErrorKind {
@@ -70,6 +102,7 @@ impl ErrorKind {
             ErrorKind::NotConsul => &mut kinds.not_consul,
             ErrorKind::BadBody => &mut kinds.bad_body,
             ErrorKind::TooLarge => &mut kinds.too_large,
+            ErrorKind::TooStale => &mut kinds.too_stale,
         };
         *n += 1;
     }
@@ -116,9 +149,20 @@ pub async fn fetch(client: &reqwest::Client, req: &Request<'_>) -> Result<Fetche
             ]);
         }
     }
+    if !req.query.is_empty() {
+        builder = builder.query(req.query);
+    }
     let token = token_of(config);
     if !token.is_empty() {
-        builder = builder.header("X-Consul-Token", token);
+        let mut value = reqwest::header::HeaderValue::from_str(token.expose()).map_err(|_| {
+            FetchError::new(
+                ErrorKind::Http4xx,
+                "bad token",
+                "the token cannot be sent as an HTTP header value",
+            )
+        })?;
+        value.set_sensitive(true);
+        builder = builder.header("X-Consul-Token", value);
     }
     let mut resp = builder.send().await.map_err(transport_error)?;
     let status = resp.status().as_u16();
@@ -131,12 +175,24 @@ pub async fn fetch(client: &reqwest::Client, req: &Request<'_>) -> Result<Fetche
         .headers()
         .get("x-consul-results-filtered-by-acls")
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
+    let known_leader = match resp.headers().get("x-consul-knownleader") {
+        Some(v) if v.as_bytes().eq_ignore_ascii_case(b"true") => Some(true),
+        Some(v) if v.as_bytes().eq_ignore_ascii_case(b"false") => Some(false),
+        _ => None,
+    };
+    let last_contact_ms = resp
+        .headers()
+        .get("x-consul-lastcontact")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
     let body = read_body(&mut resp, config.max_response_bytes, true).await?;
     Ok(Fetched {
         status,
         index,
         body,
         filtered_by_acls,
+        known_leader,
+        last_contact_ms,
     })
 }
 
@@ -274,6 +330,34 @@ mod tests {
         let json =
             format!(r#"{{"servers":["http://127.0.0.1:8500"],"prefix":"p","token":"{token}"}}"#);
         crate::config::parse(json.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn query_params_follow_the_config() {
+        // None of the new fields: nothing is added to the request.
+        assert!(query_params(&config(""), false).is_empty());
+        let c = crate::config::parse(
+            br#"{"servers":["http://127.0.0.1:8500"],"consistency":"stale",
+                 "dc":"dc2","namespace":"team","partition":"p1"}"#,
+        )
+        .unwrap();
+        let q = query_params(&c, false);
+        assert_eq!(
+            q,
+            vec![
+                ("stale", String::new()),
+                ("dc", "dc2".into()),
+                ("ns", "team".into()),
+                ("partition", "p1".into())
+            ]
+        );
+        // After a too-stale answer: the scope stays, the mode goes.
+        assert_eq!(query_params(&c, true).len(), 3);
+        let c = crate::config::parse(
+            br#"{"servers":["http://127.0.0.1:8500"],"consistency":"consistent"}"#,
+        )
+        .unwrap();
+        assert_eq!(query_params(&c, false), vec![("consistent", String::new())]);
     }
 
     #[test]

@@ -12,6 +12,8 @@ use ckv::log::{Level, Record};
 /// A Consul double running on its own runtime.
 pub struct Double {
     pub addr: SocketAddr,
+    /// Every listener (several with `listen` set by `tweak`).
+    pub addrs: Vec<SocketAddr>,
     rt: tokio::runtime::Runtime,
     handle: Option<ckv_consul_double::Handle>,
 }
@@ -45,6 +47,7 @@ impl Double {
         let handle = rt.block_on(ckv_consul_double::spawn(config)).unwrap();
         Double {
             addr: handle.addr(),
+            addrs: handle.addrs.clone(),
             rt,
             handle: Some(handle),
         }

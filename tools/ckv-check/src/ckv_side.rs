@@ -16,15 +16,19 @@ pub fn parse_config(json: &[u8]) -> Result<(Config, Vec<String>), String> {
     config::parse_with_warnings(json).map_err(|e| e.to_string())
 }
 
-/// The token, for the `X-Consul-Token` header only.
-pub fn token_of(c: &Config) -> &str {
-    c.token.expose()
+/// The token, for the `X-Consul-Token` header only: `token`, or the
+/// content of `token_file` (read once, with ckv's own checks).
+pub fn token_of(c: &Config) -> Result<String, String> {
+    if let Some(f) = &c.token_file {
+        f.load()?;
+    }
+    Ok(c.current_token().expose().to_string())
 }
 
 /// Removes the token from a text that is about to be printed (a server's
 /// error body could echo it).
 pub fn redact(c: &Config, text: &str) -> String {
-    c.token.scrub(text)
+    c.scrub(text)
 }
 
 /// What ckv does with one entry: a node (service path and node object), or

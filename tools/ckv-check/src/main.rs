@@ -184,7 +184,19 @@ fn run(args: &Args) -> (Report, Option<String>) {
             return (report, token);
         }
     };
-    let token_value = ckv_side::token_of(&config).to_string();
+    let token_value = match ckv_side::token_of(&config) {
+        Ok(t) => t,
+        Err(e) => {
+            report.errors.push(ckv_side::redact(&config, &e));
+            return (report, token);
+        }
+    };
+    // A token read from `token_file` is hidden from the output too.
+    let token = if token_value.is_empty() {
+        token
+    } else {
+        Some(token_value.clone())
+    };
     for server in &settings.servers {
         let request = fetch::Request {
             url: &server.url,

@@ -43,6 +43,17 @@ pub struct Config {
     pub seed: Vec<(Vec<u8>, Vec<u8>)>,
     /// What `GET /v1/status/leader` answers while a leader is known.
     pub leader_addr: String,
+    /// Every listener speaks TLS with this certificate.
+    pub tls: Option<Tls>,
+}
+
+/// PEM files of a TLS listener, as `verify_incoming` Consul agents have.
+#[derive(Clone, Debug)]
+pub struct Tls {
+    pub cert_file: std::path::PathBuf,
+    pub key_file: std::path::PathBuf,
+    /// Clients must present a certificate issued by this CA (mutual TLS).
+    pub client_ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -62,6 +73,7 @@ impl Default for Config {
             max_conns_per_client: 0,
             seed: Vec::new(),
             leader_addr: "127.0.0.1:8300".to_string(),
+            tls: None,
         }
     }
 }

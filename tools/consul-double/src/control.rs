@@ -63,7 +63,9 @@ pub async fn handle(shared: &Arc<Shared>, conn: &ConnCtx, req: Request<Incoming>
                 let s = shared.read();
                 (s.raft_index(), s.table_index())
             };
-            ok(shared.stats.to_json(index, table))
+            let mut v = shared.stats.to_json(index, table);
+            v["tls_sni_seen"] = json!(*lock(&shared.sni_seen));
+            ok(v)
         }
         "/_double/stats/reset" => {
             if m != Method::POST {
@@ -185,6 +187,45 @@ pub async fn handle(shared: &Arc<Shared>, conn: &ConnCtx, req: Request<Incoming>
             let mut r = Reply::json(StatusCode::OK, json!({"closed": open}).to_string());
             r.set_header("connection", "close");
             Action::Reply(r)
+        }
+        "/_double/listener" => {
+            if m != Method::PUT && m != Method::POST {
+                return method_not_allowed(m, "PUT, POST");
+            }
+            let addr: std::net::SocketAddr = match q.get("addr").parse() {
+                Ok(a) => a,
+                Err(_) => return err(StatusCode::BAD_REQUEST, "addr must be an ip:port address"),
+            };
+            let up = match q.get("state") {
+                "up" => true,
+                "down" => false,
+                _ => return err(StatusCode::BAD_REQUEST, "state must be \"up\" or \"down\""),
+            };
+            if !shared.listening(addr) {
+                return err(
+                    StatusCode::NOT_FOUND,
+                    format!("{addr} is not one of this double's listeners"),
+                );
+            }
+            shared.down.send_modify(|d| {
+                if up {
+                    d.remove(&addr);
+                } else {
+                    d.insert(addr);
+                }
+            });
+            ok(json!({"listener": addr.to_string(), "state": if up { "up" } else { "down" }}))
+        }
+        "/_double/acl/revoke" => {
+            if m != Method::PUT && m != Method::POST {
+                return method_not_allowed(m, "PUT, POST");
+            }
+            let token = q.get("token");
+            if token.is_empty() {
+                return err(StatusCode::BAD_REQUEST, "token is required");
+            }
+            lock(&shared.revoked).insert(token.to_string());
+            ok(json!({"revoked": true}))
         }
         "/_double/conn_limit" => {
             if m != Method::PUT && m != Method::POST {

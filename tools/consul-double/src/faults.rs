@@ -40,6 +40,12 @@ pub enum FaultKind {
     Stale {
         last_contact_ms: u64,
     },
+    /// A lagging follower: `?stale` reads answer with these headers, other
+    /// reads as the leader would (they are forwarded to it).
+    Follower {
+        last_contact_ms: u64,
+        known_leader: bool,
+    },
     NotJson,
     NotArray,
     WrongTypes,
@@ -57,6 +63,7 @@ impl FaultKind {
             FaultKind::Hang => "hang",
             FaultKind::HeadersThenStall => "headers_then_stall",
             FaultKind::Stale { .. } => "stale",
+            FaultKind::Follower { .. } => "follower",
             FaultKind::NotJson => "not_json",
             FaultKind::NotArray => "not_array",
             FaultKind::WrongTypes => "wrong_types",
@@ -74,6 +81,9 @@ pub struct FaultSpec {
     pub path_prefix: Vec<u8>,
     /// HTTP methods the fault is limited to (upper case); empty = all.
     pub methods: Vec<String>,
+    /// The listener the fault is limited to (`None`: all), so that one
+    /// listener of a cluster-mode double can behave as one member.
+    pub listener: Option<std::net::SocketAddr>,
 }
 
 #[derive(Clone, Debug)]
@@ -146,6 +156,14 @@ pub fn parse_spec(body: &[u8]) -> Result<FaultSpec, String> {
         "stale" => FaultKind::Stale {
             last_contact_ms: opt_u64(&v, "last_contact_ms")?.unwrap_or(5000),
         },
+        "follower" => FaultKind::Follower {
+            last_contact_ms: opt_u64(&v, "last_contact_ms")?.unwrap_or(5000),
+            known_leader: match v.get("known_leader") {
+                None | Some(Value::Null) => true,
+                Some(Value::Bool(b)) => *b,
+                Some(_) => return Err("\"known_leader\" must be a boolean".into()),
+            },
+        },
         "not_json" => FaultKind::NotJson,
         "not_array" => FaultKind::NotArray,
         "wrong_types" => FaultKind::WrongTypes,
@@ -172,18 +190,28 @@ pub fn parse_spec(body: &[u8]) -> Result<FaultSpec, String> {
             .collect::<Result<_, _>>()?,
         Some(_) => return Err("\"methods\" must be an array of strings".into()),
     };
+    let listener = match v.get("listener") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(
+            s.parse()
+                .map_err(|_| format!("\"listener\" must be an ip:port address, got {s:?}"))?,
+        ),
+        Some(_) => return Err("\"listener\" must be a string".into()),
+    };
     Ok(FaultSpec {
         kind,
         count,
         path_prefix,
         methods,
+        listener,
     })
 }
 
 impl FaultSpec {
     /// Whether a request with this method and key is subject to the fault.
-    pub fn matches(&self, method: &str, key: &[u8]) -> bool {
-        key.starts_with(&self.path_prefix)
+    pub fn matches(&self, method: &str, key: &[u8], local: std::net::SocketAddr) -> bool {
+        self.listener.map_or(true, |l| l == local)
+            && key.starts_with(&self.path_prefix)
             && (self.methods.is_empty() || self.methods.iter().any(|m| m == method))
     }
 }
@@ -205,11 +233,16 @@ impl FaultTable {
     }
 
     /// The oldest fault matching the request, consuming one of its `count`.
-    pub fn take(&mut self, method: &str, key: &[u8]) -> Option<ActiveFault> {
+    pub fn take(
+        &mut self,
+        method: &str,
+        key: &[u8],
+        local: std::net::SocketAddr,
+    ) -> Option<ActiveFault> {
         let pos = self
             .faults
             .iter()
-            .position(|f| f.spec.matches(method, key))?;
+            .position(|f| f.spec.matches(method, key, local))?;
         let f = &mut self.faults[pos];
         f.hits += 1;
         let active = ActiveFault {
@@ -253,6 +286,7 @@ impl FaultTable {
                         "remaining": f.spec.count,
                         "path_prefix": String::from_utf8_lossy(&f.spec.path_prefix),
                         "methods": f.spec.methods,
+                        "listener": f.spec.listener.map(|l| l.to_string()),
                         "hits": f.hits,
                     })
                 })
@@ -271,10 +305,35 @@ mod tests {
         let spec = parse_spec(br#"{"kind":"rate_limit_429","count":2,"path_prefix":"/v1/kv/a/"}"#)
             .unwrap();
         t.add(spec);
-        assert!(t.take("GET", b"b/x").is_none());
-        assert!(t.take("GET", b"a/x").is_some());
-        assert!(t.take("PUT", b"a/y").is_some());
-        assert!(t.take("GET", b"a/x").is_none());
+        let l = "127.0.0.1:8500".parse().unwrap();
+        assert!(t.take("GET", b"b/x", l).is_none());
+        assert!(t.take("GET", b"a/x", l).is_some());
+        assert!(t.take("PUT", b"a/y", l).is_some());
+        assert!(t.take("GET", b"a/x", l).is_none());
+    }
+
+    #[test]
+    fn a_fault_can_target_one_listener() {
+        let mut t = FaultTable::default();
+        let spec = parse_spec(
+            br#"{"kind":"follower","listener":"127.0.0.1:8502","last_contact_ms":9000}"#,
+        )
+        .unwrap();
+        t.add(spec);
+        assert!(t
+            .take("GET", b"a", "127.0.0.1:8501".parse().unwrap())
+            .is_none());
+        let f = t
+            .take("GET", b"a", "127.0.0.1:8502".parse().unwrap())
+            .unwrap();
+        assert_eq!(
+            f.kind,
+            FaultKind::Follower {
+                last_contact_ms: 9000,
+                known_leader: true
+            }
+        );
+        assert!(parse_spec(br#"{"kind":"follower","listener":"nope"}"#).is_err());
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub enum Action {
 /// Per-connection context.
 pub struct ConnCtx {
     pub id: u64,
+    /// The listener this connection came in on (faults may target one).
+    pub local: std::net::SocketAddr,
     /// Notified to make the connection task drop the connection.
     pub kill: Notify,
 }
@@ -109,6 +111,7 @@ async fn route(shared: &Arc<Shared>, conn: &ConnCtx, req: Request<Incoming>) -> 
                 headers: parts.headers,
                 body,
                 path: String::from_utf8_lossy(&path).into_owned(),
+                local: conn.local,
             },
         )
         .await;

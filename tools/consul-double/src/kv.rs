@@ -19,7 +19,7 @@ use crate::gocompat::{
     self, parse_go_duration, parse_go_uint, parse_uint_error, write_json_string, GoDuration, Query,
 };
 use crate::http::Action;
-use crate::state::Shared;
+use crate::state::{lock, Shared};
 use crate::stats::BlockingGuard;
 use crate::store::{Entry, Store};
 
@@ -140,6 +140,21 @@ fn parse_common(q: &Query, headers: &HeaderMap) -> Result<Common, Box<Reply>> {
             "Invalid query parameter: \"ns\" - Namespaces are a Consul Enterprise feature",
         ));
     }
+    // CE's `parseEntMetaPartition`: the header first, then a non-empty
+    // query parameter.
+    if headers
+        .get("x-consul-partition")
+        .is_some_and(|v| !v.is_empty())
+    {
+        return Err(boxed_bad(
+            "Invalid header: \"X-Consul-Partition\" - Partitions are a Consul Enterprise feature",
+        ));
+    }
+    if !q.get("partition").is_empty() {
+        return Err(boxed_bad(
+            "Invalid query parameter: \"partition\" - Partitions are a Consul Enterprise feature",
+        ));
+    }
     Ok(Common {
         token,
         wait,
@@ -188,6 +203,8 @@ pub struct KvRequest {
     pub headers: HeaderMap,
     pub body: Incoming,
     pub path: String,
+    /// The listener the request came in on.
+    pub local: std::net::SocketAddr,
 }
 
 pub async fn handle(shared: &Arc<Shared>, req: KvRequest) -> Action {
@@ -218,6 +235,7 @@ async fn handle_inner(shared: &Arc<Shared>, req: KvRequest) -> Action {
         query: q,
         headers,
         body,
+        local,
         ..
     } = req;
     if method == Method::OPTIONS {
@@ -309,7 +327,7 @@ async fn handle_inner(shared: &Arc<Shared>, req: KvRequest) -> Action {
         last_contact_ms: 0,
     };
     let mut delivery = Delivery::Normal;
-    let fault = shared.faults().take(method.as_str(), &key);
+    let fault = shared.faults().take(method.as_str(), &key, local);
     if let Some(f) = fault {
         match f.kind {
             FaultKind::NoLeader { delay, prefix_rpc } => {
@@ -343,6 +361,17 @@ async fn handle_inner(shared: &Arc<Shared>, req: KvRequest) -> Action {
                 meta.known_leader = false;
                 meta.last_contact_ms = last_contact_ms;
             }
+            // A follower answers `?stale` reads itself; it forwards the
+            // others to the leader, which answers as usual.
+            FaultKind::Follower {
+                last_contact_ms,
+                known_leader,
+            } => {
+                if q.has("stale") {
+                    meta.known_leader = known_leader;
+                    meta.last_contact_ms = last_contact_ms;
+                }
+            }
             FaultKind::NotJson => {
                 return Action::Reply(bogus(shared, &op, meta, "<html>oops</html>"))
             }
@@ -357,6 +386,9 @@ async fn handle_inner(shared: &Arc<Shared>, req: KvRequest) -> Action {
                 ))
             }
         }
+    }
+    if lock(&shared.revoked).contains(&common.token) {
+        return Action::Reply(Reply::text(StatusCode::FORBIDDEN, acl::ACL_NOT_FOUND));
     }
     let authz = match acl::resolve(&shared.cfg, &common.token) {
         Ok(a) => a,

@@ -30,5 +30,5 @@ pub mod state;
 pub mod stats;
 pub mod store;
 
-pub use config::{Config, ReadToken};
+pub use config::{Config, ReadToken, Tls};
 pub use server::{spawn, Handle, Server};

@@ -29,6 +29,9 @@ Usage: ckv-consul-double --listen ADDR [options]
   --max-conns-per-client N per-IP connection cap, raw 429 beyond (default 0 = off)
   --seed-file F            JSON object {\"key\": \"value\", ...} written at start
   --pid-file F             write the process id to F (removed on exit)
+  --tls-cert F             every listener speaks TLS with this PEM certificate chain
+  --tls-key F              ... and this PEM private key
+  --tls-client-ca F        require client certificates issued by this PEM CA (mutual TLS)
   --help                   this text
 
 Durations use Go syntax: 250ms, 2s, 1m30s.
@@ -60,6 +63,7 @@ fn parse_args(args: Vec<String>) -> Result<Option<Cli>, String> {
     let mut default_wait_set = false;
     let mut seed_file = None;
     let mut pid_file = None;
+    let (mut tls_cert, mut tls_key, mut tls_client_ca) = (None, None, None);
     let mut it = args.into_iter();
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -113,12 +117,28 @@ fn parse_args(args: Vec<String>) -> Result<Option<Cli>, String> {
             "--max-conns-per-client" => cfg.max_conns_per_client = number(&flag, &value)?,
             "--seed-file" => seed_file = Some(PathBuf::from(value)),
             "--pid-file" => pid_file = Some(PathBuf::from(value)),
+            "--tls-cert" => tls_cert = Some(PathBuf::from(value)),
+            "--tls-key" => tls_key = Some(PathBuf::from(value)),
+            "--tls-client-ca" => tls_client_ca = Some(PathBuf::from(value)),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
     if cfg.listen.is_empty() {
         return Err("--listen is required".into());
     }
+    cfg.tls = match (tls_cert, tls_key) {
+        (Some(cert_file), Some(key_file)) => Some(ckv_consul_double::Tls {
+            cert_file,
+            key_file,
+            client_ca_file: tls_client_ca,
+        }),
+        (None, None) if tls_client_ca.is_none() => None,
+        _ => {
+            return Err(
+                "--tls-cert and --tls-key go together (and --tls-client-ca needs them)".into(),
+            )
+        }
+    };
     if !default_wait_set && cfg.default_wait > cfg.max_wait {
         cfg.default_wait = cfg.max_wait;
     }

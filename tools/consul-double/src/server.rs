@@ -13,7 +13,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -41,11 +41,54 @@ pub struct Server {
     shared: Arc<Shared>,
     listeners: Vec<TcpListener>,
     addrs: Vec<SocketAddr>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+/// The TLS acceptor of `--tls-cert`/`--tls-key`, requiring a client
+/// certificate from `--tls-client-ca` when given.
+fn tls_acceptor(tls: &crate::config::Tls) -> io::Result<tokio_rustls::TlsAcceptor> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |what: &str, e: &dyn std::fmt::Display| {
+        io::Error::new(io::ErrorKind::InvalidInput, format!("{what}: {e}"))
+    };
+    let certs = CertificateDer::pem_file_iter(&tls.cert_file)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| bad("--tls-cert", &e))?;
+    let key = PrivateKeyDer::from_pem_file(&tls.key_file).map_err(|e| bad("--tls-key", &e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad("tls", &e))?;
+    let builder = match &tls.client_ca_file {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_file_iter(ca).map_err(|e| bad("--tls-client-ca", &e))? {
+                roots
+                    .add(c.map_err(|e| bad("--tls-client-ca", &e))?)
+                    .map_err(|e| bad("--tls-client-ca", &e))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| bad("--tls-client-ca", &e))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| bad("--tls-cert/--tls-key", &e))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 impl Server {
     /// Binds every `config.listen` address.
     pub async fn bind(config: Config) -> io::Result<Server> {
+        let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
         let mut listeners = Vec::new();
         let mut addrs = Vec::new();
         for a in &config.listen {
@@ -59,10 +102,13 @@ impl Server {
                 "no listen address",
             ));
         }
+        let shared = Arc::new(Shared::new(config));
+        lock(&shared.bound).clone_from(&addrs);
         Ok(Server {
-            shared: Arc::new(Shared::new(config)),
+            shared,
             listeners,
             addrs,
+            tls,
         })
     }
 
@@ -76,7 +122,11 @@ impl Server {
         let reaper = tokio::spawn(reap_loop(shared.clone()));
         let mut accepts = Vec::new();
         for l in self.listeners {
-            accepts.push(tokio::spawn(accept_loop(shared.clone(), l)));
+            accepts.push(tokio::spawn(accept_loop(
+                shared.clone(),
+                l,
+                self.tls.clone(),
+            )));
         }
         let mut stop = shared.shutdown.subscribe();
         tokio::select! {
@@ -135,16 +185,68 @@ async fn reap_loop(shared: Arc<Shared>) {
     }
 }
 
-async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     let mut stop = shared.shutdown.subscribe();
+    let mut down = shared.down.subscribe();
+    let Ok(addr) = listener.local_addr() else {
+        return;
+    };
+    let mut listener = Some(listener);
     loop {
+        let is_down = down.borrow_and_update().contains(&addr);
+        match (&listener, is_down) {
+            (Some(_), true) => {
+                // Closed: new connections are refused, as by a stopped agent.
+                listener = None;
+                continue;
+            }
+            (None, false) => match TcpListener::bind(addr).await {
+                Ok(l) => listener = Some(l),
+                Err(_) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(20)) => continue,
+                        _ = stopped(&mut stop) => return,
+                    }
+                }
+            },
+            _ => {}
+        }
+        let Some(l) = &listener else {
+            tokio::select! {
+                _ = down.changed() => continue,
+                _ = stopped(&mut stop) => return,
+            }
+        };
         tokio::select! {
-            r = listener.accept() => match r {
+            r = l.accept() => match r {
                 Ok((stream, peer)) => {
-                    tokio::spawn(connection(shared.clone(), stream, peer));
+                    let _ = stream.set_nodelay(true);
+                    let shared = shared.clone();
+                    match tls.clone() {
+                        None => {
+                            tokio::spawn(connection(shared, stream, peer, addr));
+                        }
+                        Some(acceptor) => {
+                            tokio::spawn(async move {
+                                // A refused client certificate ends here,
+                                // with the TLS alert rustls sends.
+                                if let Ok(s) = acceptor.accept(stream).await {
+                                    if let Some(sni) = s.get_ref().1.server_name() {
+                                        lock(&shared.sni_seen).insert(sni.to_owned());
+                                    }
+                                    connection(shared, s, peer, addr).await;
+                                }
+                            });
+                        }
+                    }
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
             },
+            _ = down.changed() => {}
             _ = stopped(&mut stop) => return,
         }
     }
@@ -168,8 +270,10 @@ impl Drop for ClientSlot {
     }
 }
 
-async fn connection(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
-    let _ = stream.set_nodelay(true);
+async fn connection<S>(shared: Arc<Shared>, mut stream: S, peer: SocketAddr, local: SocketAddr)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let ip = peer.ip();
     let admitted = {
         let limit = shared.max_conns_per_client.load(Relaxed);
@@ -194,6 +298,7 @@ async fn connection(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr
     let _guard = ConnGuard::new(shared.stats.clone());
     let ctx = Arc::new(ConnCtx {
         id: shared.next_conn_id.fetch_add(1, Relaxed),
+        local,
         kill: Notify::new(),
     });
     let svc = {
@@ -210,8 +315,13 @@ async fn connection(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr
     let mut close = shared.close_conns.subscribe();
     close.borrow_and_update();
     let mut stop = shared.shutdown.subscribe();
+    let mut down = shared.down.subscribe();
     loop {
+        if down.borrow_and_update().contains(&local) {
+            return;
+        }
         tokio::select! {
+            _ = down.changed() => {}
             _ = &mut conn => return,
             _ = ctx.kill.notified() => return,
             r = close.changed() => {

@@ -48,6 +48,15 @@ pub struct Shared {
     pub next_conn_id: AtomicU64,
     /// The Raft index of the ACL bootstrap, once it happened (its "reset index").
     pub acl_bootstrap_index: Mutex<Option<u64>>,
+    /// Listeners stopped with `/_double/listener` (a cluster member that is
+    /// down): not bound, their connections dropped, until started again.
+    pub down: watch::Sender<std::collections::BTreeSet<std::net::SocketAddr>>,
+    /// The bound listener addresses.
+    pub bound: Mutex<Vec<std::net::SocketAddr>>,
+    /// Tokens deleted with `/_double/acl/revoke`: `403 ACL not found`.
+    pub revoked: Mutex<std::collections::HashSet<String>>,
+    /// Every SNI name TLS clients sent (`tls_sni_seen` in the stats).
+    pub sni_seen: Mutex<std::collections::BTreeSet<String>>,
 }
 
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -80,6 +89,10 @@ impl Shared {
             per_client: Mutex::new(HashMap::new()),
             next_conn_id: AtomicU64::new(1),
             acl_bootstrap_index: Mutex::new(None),
+            down: watch::Sender::new(Default::default()),
+            bound: Mutex::new(Vec::new()),
+            revoked: Mutex::new(Default::default()),
+            sni_seen: Mutex::new(Default::default()),
         }
     }
 
@@ -93,6 +106,11 @@ impl Shared {
 
     pub fn faults(&self) -> MutexGuard<'_, FaultTable> {
         lock(&self.faults)
+    }
+
+    /// Whether `addr` is one of the bound listeners (for port 0 in `listen`).
+    pub fn listening(&self, addr: std::net::SocketAddr) -> bool {
+        lock(&self.bound).contains(&addr)
     }
 
     /// Wakes blocked reads so they re-evaluate their view.
