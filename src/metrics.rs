@@ -93,6 +93,7 @@ pub fn render(stats: &Stats) -> String {
         "Nodes served from the server.",
         &|s| s.nodes as f64,
     );
+    cluster_figures(&mut out, stats);
     out.head(
         "ckv_snapshot_generation",
         "gauge",
@@ -137,7 +138,76 @@ fn is_up(s: &ServerStats) -> bool {
     matches!(s.state, ServerState::Watching | ServerState::Polling) && s.consecutive_errors == 0
 }
 
-fn error_kinds(s: &ServerStats) -> [(&'static str, u64); 8] {
+/// Issue 16's figures: Consul's own health headers, token rotations, and
+/// with `cluster` which member is asked and how each one fares.
+fn cluster_figures(out: &mut Out, stats: &Stats) {
+    let counters: [(&str, &str, fn(&ServerStats) -> u64); 4] = [
+        (
+            "ckv_failovers_total",
+            "Moves to the next cluster member after cluster.failover_after failures.",
+            |s| s.failovers,
+        ),
+        (
+            "ckv_failbacks_total",
+            "Returns to the first cluster member once it answered a probe.",
+            |s| s.failbacks,
+        ),
+        (
+            "ckv_known_leader_false_total",
+            "Answers with X-Consul-KnownLeader: false (the member knew no leader).",
+            |s| s.known_leader_false,
+        ),
+        (
+            "ckv_token_rotations_total",
+            "New tokens read from token_file.",
+            |s| s.token_rotations,
+        ),
+    ];
+    for (name, help, value) in counters {
+        out.head(name, "counter", help);
+        for s in &stats.servers {
+            out.sample(name, &[("server", &s.url)], value(s) as f64);
+        }
+    }
+    out.head(
+        "ckv_last_contact_seconds",
+        "gauge",
+        "X-Consul-LastContact of the last answer: how far behind the leader the member was.",
+    );
+    for s in &stats.servers {
+        out.sample(
+            "ckv_last_contact_seconds",
+            &[("server", &s.url)],
+            s.last_contact_ms as f64 / 1000.0,
+        );
+    }
+    let members = |name, help, value: fn(&crate::stats::MemberStats) -> bool, out: &mut Out| {
+        out.head(name, "gauge", help);
+        for s in &stats.servers {
+            for m in &s.members {
+                out.sample(
+                    name,
+                    &[("server", &s.url), ("member", &m.url)],
+                    f64::from(u8::from(value(m))),
+                );
+            }
+        }
+    };
+    members(
+        "ckv_cluster_member_active",
+        "1 for the cluster member the watch asks now.",
+        |m| m.active,
+        out,
+    );
+    members(
+        "ckv_cluster_member_up",
+        "1 when the member's last answer (or fail-back probe) was good.",
+        |m| m.healthy,
+        out,
+    );
+}
+
+fn error_kinds(s: &ServerStats) -> [(&'static str, u64); 9] {
     let k = &s.errors_by_kind;
     [
         ("transport", k.transport),
@@ -148,6 +218,7 @@ fn error_kinds(s: &ServerStats) -> [(&'static str, u64); 8] {
         ("not_consul", k.not_consul),
         ("bad_body", k.bad_body),
         ("too_large", k.too_large),
+        ("too_stale", k.too_stale),
     ]
 }
 
@@ -303,6 +374,40 @@ mod tests {
         assert!(text.contains("ckv_apply_seconds_count 2\n"));
         assert!(text.contains("ckv_propagation_seconds_bucket{pid=\"7\",le=\"0.005\"} 1\n"));
         assert!(text.ends_with('\n'));
+    }
+
+    #[test]
+    fn cluster_members_and_consul_health_are_shown() {
+        let mut stats = sample_stats("prod");
+        let member = |url: &str, active, healthy| crate::stats::MemberStats {
+            url: url.into(),
+            active,
+            healthy,
+            ..Default::default()
+        };
+        stats.servers[0].members = vec![
+            member("http://10.0.0.1:8500", false, false),
+            member("http://10.0.0.2:8500", true, true),
+        ];
+        stats.servers[0].failovers = 1;
+        stats.servers[0].known_leader_false = 4;
+        stats.servers[0].last_contact_ms = 1500;
+        stats.servers[0].errors_by_kind.too_stale = 2;
+        let text = render(&stats);
+        for line in [
+            "ckv_cluster_member_active{server=\"prod\",member=\"http://10.0.0.1:8500\"} 0\n",
+            "ckv_cluster_member_active{server=\"prod\",member=\"http://10.0.0.2:8500\"} 1\n",
+            "ckv_cluster_member_up{server=\"prod\",member=\"http://10.0.0.1:8500\"} 0\n",
+            "ckv_failovers_total{server=\"prod\"} 1\n",
+            "ckv_known_leader_false_total{server=\"prod\"} 4\n",
+            "ckv_last_contact_seconds{server=\"prod\"} 1.5\n",
+            "ckv_errors_total{server=\"prod\",kind=\"too_stale\"} 2\n",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        // Without a cluster, no member series at all.
+        let plain = render(&sample_stats("http://127.0.0.1:8500"));
+        assert!(!plain.contains("ckv_cluster_member_active{"));
     }
 
     #[test]
