@@ -138,10 +138,13 @@ fn is_up(s: &ServerStats) -> bool {
     matches!(s.state, ServerState::Watching | ServerState::Polling) && s.consecutive_errors == 0
 }
 
-/// Issue 16's figures: Consul's own health headers, token rotations, and
-/// with `cluster` which member is asked and how each one fares.
+/// A per-server counter: name, help, and how to read it.
+type Counter = (&'static str, &'static str, fn(&ServerStats) -> u64);
+
+/// Consul's own health headers, token rotations, and with `cluster` which
+/// member is asked and how each one fares.
 fn cluster_figures(out: &mut Out, stats: &Stats) {
-    let counters: [(&str, &str, fn(&ServerStats) -> u64); 4] = [
+    let counters: [Counter; 4] = [
         (
             "ckv_failovers_total",
             "Moves to the next cluster member after cluster.failover_after failures.",
