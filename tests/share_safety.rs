@@ -42,7 +42,22 @@ fn child(
     uid: Option<u32>,
 ) -> std::process::Output {
     use std::os::unix::process::CommandExt;
-    let exe = std::env::current_exe().unwrap();
+    let mut exe = std::env::current_exe().unwrap();
+    // Another uid may not be able to reach this binary (a checkout under a
+    // 0700 directory, as `mktemp -d` makes): run a copy from a directory
+    // everyone can traverse.
+    let _reachable = match uid {
+        Some(_) => {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+            let copy = dir.path().join("share_safety");
+            std::fs::copy(&exe, &copy).unwrap();
+            std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+            exe = copy;
+            Some(dir)
+        }
+        None => None,
+    };
     let mut cmd = match prefix.split_first() {
         Some((first, rest)) => {
             let mut c = Command::new(first);
