@@ -87,6 +87,8 @@ check clippy cargo clippy --workspace --all-targets -- -D warnings
 check luacheck luacheck --no-color lua t/lib
 check build cargo build --workspace
 check header bash scripts/check-header.sh
+# The bench crate is outside the workspace: keep it compiling with the library.
+check bench-build cargo check --quiet --manifest-path bench/rust/Cargo.toml --target-dir target/bench
 cargo_tests
 check c-example bash examples/test.sh
 check c-example-asan env SAN=asan bash examples/test.sh

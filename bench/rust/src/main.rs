@@ -69,6 +69,7 @@ fn snapshot_of(model: &ServerModel, seq: u64) -> Snapshot {
         services,
         from_dump: false,
         synced: true,
+        ..Snapshot::default()
     }
 }
 
