@@ -8,6 +8,8 @@ use TestCKV;
 # The reference parser (scripts/prom-venv.sh makes its venv once, cached).
 $ENV{CKV_PROM_PYTHON} = `bash scripts/prom-venv.sh`;
 chomp $ENV{CKV_PROM_PYTHON};
+# By absolute path: the server root may be anywhere (TEST_NGINX_SERVROOT).
+$ENV{CKV_PROM_PARSE} = "$TestCKV::pwd/scripts/prom_parse.py";
 die "no prometheus_client venv\n" unless -x $ENV{CKV_PROM_PYTHON};
 
 consul_double(8500, '--max-wait', '2s');
@@ -24,6 +26,7 @@ __DATA__
 === TEST 1: both workers render the leader's figures; a real parser reads them
 --- main_config
     env CKV_PROM_PYTHON;
+    env CKV_PROM_PARSE;
 --- http_config
     lua_shared_dict ckv_t 4m;
     init_by_lua_block { require("resty.consul_kv") }
@@ -63,8 +66,8 @@ __DATA__
             ngx.say("workers agree: ", same)
             local path = ngx.config.prefix() .. "logs/t080a.prom"
             t.write_file(path, text)
-            local p = io.popen(os.getenv("CKV_PROM_PYTHON") .. " " .. ngx.config.prefix()
-                               .. "../../scripts/prom_parse.py < " .. path)
+            local p = io.popen(os.getenv("CKV_PROM_PYTHON") .. " "
+                               .. os.getenv("CKV_PROM_PARSE") .. " < " .. path)
             local parsed = p:read("*a")
             p:close()
             local leader = t.client:stats().leader_pid
@@ -118,6 +121,7 @@ propagation seen in both: true
 === TEST 2: the drop-in's control routes: stats (JSON, token redacted) and metrics
 --- main_config
     env CKV_PROM_PYTHON;
+    env CKV_PROM_PARSE;
 --- http_config
     init_by_lua_block {
         require("ckvtest").dropin_conf({
@@ -156,8 +160,8 @@ propagation seen in both: true
             ngx.say("token in metrics: ", text:find("tok-t080b", 1, true) ~= nil)
             local path = ngx.config.prefix() .. "logs/t080b.prom"
             t.write_file(path, text)
-            local p = io.popen(os.getenv("CKV_PROM_PYTHON") .. " " .. ngx.config.prefix()
-                               .. "../../scripts/prom_parse.py < " .. path)
+            local p = io.popen(os.getenv("CKV_PROM_PYTHON") .. " "
+                               .. os.getenv("CKV_PROM_PARSE") .. " < " .. path)
             local parsed = p:read("*a")
             p:close()
             ngx.say("parsed: ", parsed:find("ckv_ready{} 1.0\n", 1, true) ~= nil)
