@@ -31,8 +31,9 @@ SOVERSION := 1
 SONAME    := libckv.so.$(SOVERSION)
 REALNAME  := libckv.so.$(VERSION)
 DIST      := target/dist
-LUA_FILES := resty/consul_kv.lua resty/consul_kv/cdefs.lua resty/consul_kv/clib.lua \
-             apisix/discovery/consul_kv/init.lua apisix/discovery/consul_kv/schema.lua
+# Every Lua module of the repository (a new file needs no edit here).
+LUA_FILES := $(shell cd lua && find resty apisix -name '*.lua' | LC_ALL=C sort)
+RESTY_FILES := $(filter resty/%,$(LUA_FILES))
 
 ifeq ($(GLIBC_FLOOR),)
 CARGO_LIB_BUILD := $(CARGO) build --release -p ckv
@@ -156,8 +157,9 @@ install-apisix:
 		$(INSTALL) -m 644 lua/apisix/discovery/consul_kv/$$f $(APISIX_MOD)/$$f || exit 1; \
 	done
 	$(INSTALL) -d $(APISIX_DEPS)/share/lua/5.1/resty/consul_kv $(APISIX_DEPS)/lib/lua/5.1
-	$(INSTALL) -m 644 lua/resty/consul_kv.lua $(APISIX_DEPS)/share/lua/5.1/resty/consul_kv.lua
-	$(INSTALL) -m 644 lua/resty/consul_kv/cdefs.lua lua/resty/consul_kv/clib.lua $(APISIX_DEPS)/share/lua/5.1/resty/consul_kv/
+	for f in $(RESTY_FILES); do \
+		$(INSTALL) -m 644 lua/$$f $(APISIX_DEPS)/share/lua/5.1/$$f || exit 1; \
+	done
 	$(INSTALL) -m 644 $(DIST)/$(REALNAME) $(APISIX_DEPS)/lib/lua/5.1/libckv.so
 
 # Puts APISIX's own module back and removes what install-apisix added.
@@ -165,8 +167,7 @@ uninstall-apisix:
 	for f in init.lua schema.lua; do \
 		[ ! -f $(APISIX_MOD)/$$f.apisix ] || mv $(APISIX_MOD)/$$f.apisix $(APISIX_MOD)/$$f || exit 1; \
 	done
-	rm -f $(APISIX_DEPS)/share/lua/5.1/resty/consul_kv.lua $(APISIX_DEPS)/share/lua/5.1/resty/consul_kv/cdefs.lua \
-	      $(APISIX_DEPS)/share/lua/5.1/resty/consul_kv/clib.lua $(APISIX_DEPS)/lib/lua/5.1/libckv.so
+	rm -f $(addprefix $(APISIX_DEPS)/share/lua/5.1/,$(RESTY_FILES)) $(APISIX_DEPS)/lib/lua/5.1/libckv.so
 	-rmdir $(APISIX_DEPS)/share/lua/5.1/resty/consul_kv 2>/dev/null
 
 # A Debian package of the glibc-2.28 build, in Debian's paths.

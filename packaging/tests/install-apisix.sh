@@ -25,7 +25,8 @@ grep -q 'APISIX init.lua' "$mod/init.lua.apisix" || fail "APISIX's init.lua was 
 grep -q 'APISIX schema.lua' "$mod/schema.lua.apisix" || fail "APISIX's schema.lua was not kept"
 cmp -s lua/apisix/discovery/consul_kv/init.lua "$mod/init.lua" || fail "init.lua is not ckv's"
 cmp -s lua/apisix/discovery/consul_kv/schema.lua "$mod/schema.lua" || fail "schema.lua is not ckv's"
-for f in resty/consul_kv.lua resty/consul_kv/cdefs.lua resty/consul_kv/clib.lua; do
+# Every module of the binding, as the tree has them (a new file must ship too).
+for f in $(cd lua && find resty -name '*.lua' | LC_ALL=C sort); do
     cmp -s "lua/$f" "$home/deps/share/lua/5.1/$f" || fail "$f is not in deps/share/lua/5.1"
 done
 lib=$home/deps/lib/lua/5.1/libckv.so

@@ -31,10 +31,8 @@ readelf -S "$lib" | grep '\.debug_info' >/dev/null && fail "the installed librar
 readelf -S "$lib" | grep '\.gnu_debuglink' >/dev/null || fail "no .gnu_debuglink in the installed library"
 dbg=$dest/usr/lib/debug/usr/local/lib/libckv.so.$version.debug
 readelf -S "$dbg" | grep '\.debug_info' >/dev/null || fail "$dbg has no debug info"
-for f in include/ckv.h lib/pkgconfig/ckv.pc share/lua/5.1/resty/consul_kv.lua \
-         share/lua/5.1/resty/consul_kv/clib.lua share/lua/5.1/resty/consul_kv/cdefs.lua \
-         share/lua/5.1/apisix/discovery/consul_kv/init.lua \
-         share/lua/5.1/apisix/discovery/consul_kv/schema.lua; do
+for f in include/ckv.h lib/pkgconfig/ckv.pc \
+         $(cd lua && find resty apisix -name '*.lua' | LC_ALL=C sort | sed 's|^|share/lua/5.1/|'); do
     [ -f "$root/$f" ] || fail "$f was not installed"
 done
 cmp -s include/ckv.h "$root/include/ckv.h" || fail "installed header differs from include/ckv.h"
