@@ -205,11 +205,10 @@ pub fn random_suffix() -> io::Result<String> {
 /// The marker every temp file name carries (see [`remove_temp_files`]).
 const TEMP_MARK: &str = ".tmp.";
 
-/// Replaces `name` in `dir` with `contents` so that a reader sees the old file
-/// or the new one, never a mix. The temp file has a random name and is created
-/// with `O_EXCL`, so a planted file or link is never written through. With
-/// `durable`, data and directory are synced (the dump); without, not (tmpfs).
-pub fn replace_file(dir: &impl AsFd, name: &str, contents: &[u8], durable: bool) -> io::Result<()> {
+/// A new temp file for `name` in `dir`: a random name carrying
+/// [`TEMP_MARK`], created 0600 with `O_EXCL`, so a planted file or link is
+/// never opened. Returns its name (to rename or unlink) and the file.
+fn create_temp(dir: &impl AsFd, name: &str) -> io::Result<(String, File)> {
     let tmp = format!(".{name}{TEMP_MARK}{}", random_suffix()?);
     let fd = rfs::openat(
         dir,
@@ -217,8 +216,16 @@ pub fn replace_file(dir: &impl AsFd, name: &str, contents: &[u8], durable: bool)
         OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | safe_flags(),
         Mode::RUSR | Mode::WUSR,
     )?;
+    Ok((tmp, File::from(fd)))
+}
+
+/// Replaces `name` in `dir` with `contents` so that a reader sees the old file
+/// or the new one, never a mix. The temp file has a random name and is created
+/// with `O_EXCL`, so a planted file or link is never written through. With
+/// `durable`, data and directory are synced (the dump); without, not (tmpfs).
+pub fn replace_file(dir: &impl AsFd, name: &str, contents: &[u8], durable: bool) -> io::Result<()> {
+    let (tmp, mut f) = create_temp(dir, name)?;
     let result = (|| {
-        let mut f = File::from(fd);
         f.write_all(contents)?;
         if durable {
             f.sync_all()?;
@@ -238,15 +245,9 @@ pub fn replace_file(dir: &impl AsFd, name: &str, contents: &[u8], durable: bool)
 /// Creates `name` in `dir` with `contents` unless it exists (then returns
 /// false and leaves it alone). Readers never see a partial file.
 pub fn create_file_once(dir: &impl AsFd, name: &str, contents: &[u8]) -> io::Result<bool> {
-    let tmp = format!(".{name}{TEMP_MARK}{}", random_suffix()?);
-    let fd = rfs::openat(
-        dir,
-        tmp.as_str(),
-        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | safe_flags(),
-        Mode::RUSR | Mode::WUSR,
-    )?;
+    let (tmp, mut f) = create_temp(dir, name)?;
     let result = (|| {
-        File::from(fd).write_all(contents)?;
+        f.write_all(contents)?;
         match rfs::renameat_with(dir, tmp.as_str(), dir, name, RenameFlags::NOREPLACE) {
             Ok(()) => Ok(true),
             Err(rustix::io::Errno::EXIST) => Ok(false),
