@@ -209,3 +209,56 @@ mod tests {
         assert!(Secret::new("abcd").appears_in("xabcdx"));
     }
 }
+
+#[cfg(test)]
+mod echoed {
+    //! Texts a server echoes the token in (red-team D16), moved here from
+    //! the watcher when its scrubber became this one.
+    use super::*;
+
+    fn scrub_token(token: &str, text: &str) -> String {
+        Secret::new(token).scrub(text)
+    }
+
+    const TOKEN: &str = "8f14e45f-ceea/467f \"a0e6\"-supersecret";
+
+    #[test]
+    fn every_obvious_encoding_is_removed() {
+        let json = serde_json::to_string(TOKEN).unwrap();
+        let texts = [
+            format!("x-consul-token: {TOKEN} | accept: */*"),
+            format!("{{\"headers\":{{\"X-Consul-Token\":{json}}}}}"),
+            format!("GET /v1/kv/p/?token={}", percent_encode(TOKEN, false)),
+            format!("token={}", percent_encode(TOKEN, true)),
+            format!("echo: {TOKEN:?}"),
+        ];
+        for t in &texts {
+            let s = scrub_token(TOKEN, t);
+            assert!(s.contains(REDACTED), "{t} -> {s}");
+            assert!(!s.contains("supersecret"), "{t} -> {s}");
+            assert!(!s.contains("8f14e45f"), "{t} -> {s}");
+        }
+    }
+
+    #[test]
+    fn a_token_cut_at_the_end_is_removed() {
+        for n in [8, 12, TOKEN.len() - 1] {
+            for tail in ["", "…", "\""] {
+                let t = format!("body: {}{tail}", &TOKEN[..n]);
+                let s = scrub_token(TOKEN, &t);
+                assert_eq!(s, format!("body: {REDACTED}{tail}"), "{t}");
+            }
+        }
+        // Shorter than the minimum, or not at the end: left alone.
+        assert_eq!(scrub_token(TOKEN, "id 8f14e45"), "id 8f14e45");
+        assert_eq!(
+            scrub_token(TOKEN, "8f14e45f-ceea and more"),
+            "8f14e45f-ceea and more"
+        );
+    }
+
+    #[test]
+    fn no_token_changes_nothing() {
+        assert_eq!(scrub_token("", "anything at all"), "anything at all");
+    }
+}

@@ -237,7 +237,7 @@ impl WatchSink for Sink {
             }
         };
         for (key, reason) in &applied.newly_malformed {
-            let key = watcher::redact::scrub(&shared.config, &escape_untrusted(key));
+            let key = shared.config.scrub(&escape_untrusted(key));
             let line = format!("ckv: {url}: skipped key \"{key}\": {reason}");
             shared
                 .logs

@@ -12,13 +12,11 @@
 //! * [`request`]: one exchange and its errors;
 //! * [`index`]: the index rules; `limit`: the busy-loop guard;
 //! * [`failover`]: which member of a `cluster` is asked, and when to move;
-//! * [`redact`]: the token, and its removal from what servers echo.
 
 pub mod client;
 pub mod failover;
 pub mod index;
 mod limit;
-pub mod redact;
 pub mod request;
 
 use std::sync::Arc;
@@ -468,7 +466,7 @@ impl WatchState {
             sink.apply_empty(server)
         } else {
             let bad_body = |e: String| {
-                let detail = redact::scrub(config, &crate::log::escape_untrusted(&e));
+                let detail = config.scrub(&crate::log::escape_untrusted(&e));
                 FetchError::new(ErrorKind::BadBody, "bad response body", detail)
             };
             let entries = kv::parse_response(&body).map_err(|e| bad_body(e.0))?;

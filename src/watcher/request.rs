@@ -11,8 +11,6 @@ use crate::config::{Config, Consistency};
 use crate::log::{escape_untrusted, excerpt};
 use crate::stats::ErrorKinds;
 
-use super::redact::{scrub, token_of};
-
 /// How much of an error body is kept for the message.
 const ERROR_BODY_SHOWN: usize = 300;
 /// How much of an error body is read at all.
@@ -152,7 +150,7 @@ pub async fn fetch(client: &reqwest::Client, req: &Request<'_>) -> Result<Fetche
     if !req.query.is_empty() {
         builder = builder.query(req.query);
     }
-    let token = token_of(config);
+    let token = config.current_token();
     if !token.is_empty() {
         let mut value = reqwest::header::HeaderValue::from_str(token.expose()).map_err(|_| {
             FetchError::new(
@@ -214,7 +212,7 @@ fn consul_index(
             Some(Ok(_)) => "X-Consul-Index 0".to_string(),
             _ => {
                 let raw = String::from_utf8_lossy(v.as_bytes());
-                let shown = scrub(config, &excerpt(&raw, 40));
+                let shown = config.scrub(&excerpt(&raw, 40));
                 format!("X-Consul-Index \"{shown}\" is not an unsigned integer")
             }
         },
@@ -292,7 +290,7 @@ fn transport_error(e: reqwest::Error) -> FetchError {
 pub(crate) fn status_error(config: &Config, status: u16, body: &[u8]) -> FetchError {
     // The token goes first, from the whole body, so that a cut cannot
     // leave a piece of it behind.
-    let text = scrub(config, String::from_utf8_lossy(body).trim());
+    let text = config.scrub(String::from_utf8_lossy(body).trim());
     let shown = excerpt(&text, ERROR_BODY_SHOWN);
     let (kind, hint) = match status {
         403 if text.contains("ACL not found") => {
