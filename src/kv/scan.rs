@@ -1,0 +1,742 @@
+//! The `?recurse` response reader: one pass over the body that checks it is
+//! JSON and picks `Key`, `Value` and `ModifyIndex` out of each element,
+//! skipping every other field without decoding it.
+//!
+//! It accepts and refuses the same documents as the serde_json reader it
+//! replaced (kept in `tests/serde_oracle/` and compared by
+//! `tests/parse_differential.rs` and the `response` fuzz target):
+//! * the text returned or compared (the three fields, an entry's field
+//!   names, any other string serde_json decoded) must be UTF-8 with
+//!   paired surrogate escapes;
+//! * a number serde_json decoded (the three fields, a top-level or element
+//!   number) must be finite as an `f64`;
+//! * everything skipped (other fields' values, what an array or object in
+//!   the three fields holds) is checked for JSON syntax only, as serde_json's
+//!   `IgnoredAny` does;
+//! * nesting is unlimited, as in `IgnoredAny`: open brackets are kept on a
+//!   heap stack of one byte per level (at most the body's length), never in
+//!   recursion.
+
+use std::borrow::Cow;
+
+use super::{Field, RawEntry, ResponseError};
+
+/// Parses a whole `?recurse` response body (see [`super::parse_response`]).
+pub(super) fn parse_response(body: &[u8]) -> Result<Vec<RawEntry<'_>>, ResponseError> {
+    let mut r = Reader {
+        body,
+        pos: 0,
+        frames: Vec::new(),
+    };
+    let entries = r.document().map_err(|e| {
+        ResponseError(format!(
+            "response is not valid JSON ({} bytes): {}",
+            body.len(),
+            e.located(body)
+        ))
+    })?;
+    if r.skip_ws().is_some() {
+        let e = Syntax {
+            what: "trailing characters",
+            at: r.pos,
+        };
+        return Err(ResponseError(format!(
+            "trailing data after JSON array: {}",
+            e.located(body)
+        )));
+    }
+    entries.ok_or_else(|| {
+        ResponseError(format!(
+            "response is not a JSON array (starts with {:?})",
+            super::preview(body)
+        ))
+    })
+}
+
+/// What was wrong, and the byte offset where it was seen.
+struct Syntax {
+    what: &'static str,
+    at: usize,
+}
+
+impl Syntax {
+    /// `what at line L column C` (both from 1, column in bytes).
+    fn located(&self, body: &[u8]) -> String {
+        let before = &body[..self.at.min(body.len())];
+        let line_start = before.iter().rposition(|&c| c == b'\n').map_or(0, |i| i + 1);
+        let line = 1 + before.iter().filter(|&&c| c == b'\n').count();
+        let column = self.at - line_start + 1;
+        format!("{} at line {line} column {column}", self.what)
+    }
+}
+
+type Res<T> = Result<T, Syntax>;
+
+const EOF_VALUE: &str = "EOF while parsing a value";
+const EOF_LIST: &str = "EOF while parsing a list";
+const EOF_OBJECT: &str = "EOF while parsing an object";
+const EOF_STRING: &str = "EOF while parsing a string";
+const CONTROL: &str = "control character (\\u0000-\\u001F) found while parsing a string";
+const INVALID_ESCAPE: &str = "invalid escape";
+const LONE_SURROGATE: &str = "lone leading surrogate in hex escape";
+const END_OF_HEX_ESCAPE: &str = "unexpected end of hex escape";
+const NOT_UTF8: &str = "invalid unicode code point";
+const INVALID_NUMBER: &str = "invalid number";
+const OUT_OF_RANGE: &str = "number out of range";
+const EXPECTED_VALUE: &str = "expected value";
+const EXPECTED_IDENT: &str = "expected ident";
+const EXPECTED_COLON: &str = "expected `:`";
+const LIST_COMMA: &str = "expected `,` or `]`";
+const OBJECT_COMMA: &str = "expected `,` or `}`";
+const KEY_NOT_STRING: &str = "key must be a string";
+const TRAILING_COMMA: &str = "trailing comma";
+
+/// An entry's field name that matters.
+#[derive(Clone, Copy)]
+enum Name {
+    Key,
+    Value,
+    ModifyIndex,
+    Other,
+}
+
+impl Name {
+    fn of(text: &[u8]) -> Name {
+        match text {
+            b"Key" => Name::Key,
+            b"Value" => Name::Value,
+            b"ModifyIndex" => Name::ModifyIndex,
+            _ => Name::Other,
+        }
+    }
+}
+
+/// A value read where its type matters (the three fields, an element, the
+/// whole document).
+enum Any<'a> {
+    Str(Cow<'a, str>),
+    Null,
+    Bool,
+    Num(Number),
+    Array,
+    Object,
+}
+
+/// A number as serde_json classifies it: u64, negative i64, or f64.
+#[derive(Clone, Copy)]
+enum Number {
+    Unsigned(u64),
+    Negative,
+    Float,
+}
+
+struct Reader<'a> {
+    body: &'a [u8],
+    pos: usize,
+    /// `[` or `{` for each container open in the value being skipped.
+    frames: Vec<u8>,
+}
+
+const ONES: u64 = u64::MAX / 255;
+const HIGHS: u64 = ONES << 7;
+
+/// Where the string starting at `from` stops: the index of the first `"`,
+/// `\` or control byte (or `body.len()`), and whether a byte ≥ 0x80 comes
+/// before it. Eight bytes at a time (as serde_json does).
+#[inline]
+fn string_stop(body: &[u8], from: usize) -> (usize, bool) {
+    let mut i = from;
+    let mut high = 0u64;
+    let mut rest = body.get(from..).unwrap_or_default();
+    while let Some(chunk) = rest.first_chunk::<8>() {
+        let w = u64::from_le_bytes(*chunk);
+        let control = w.wrapping_sub(ONES * 0x20) & !w;
+        let q = w ^ (ONES * u64::from(b'"'));
+        let quote = q.wrapping_sub(ONES) & !q;
+        let s = w ^ (ONES * u64::from(b'\\'));
+        let backslash = s.wrapping_sub(ONES) & !s;
+        // The lowest flagged byte is exact (borrows only run upwards).
+        let stops = (control | quote | backslash) & HIGHS;
+        if stops != 0 {
+            let before = (stops & stops.wrapping_neg()) - 1;
+            high |= w & HIGHS & before;
+            return (i + stops.trailing_zeros() as usize / 8, high != 0);
+        }
+        high |= w & HIGHS;
+        i += 8;
+        rest = &rest[8..];
+    }
+    for &c in rest {
+        if c == b'"' || c == b'\\' || c < 0x20 {
+            break;
+        }
+        high |= u64::from(c & 0x80);
+        i += 1;
+    }
+    (i, high != 0)
+}
+
+fn hex_digit(c: u8) -> Option<u16> {
+    match c {
+        b'0'..=b'9' => Some(u16::from(c - b'0')),
+        b'a'..=b'f' => Some(u16::from(c - b'a' + 10)),
+        b'A'..=b'F' => Some(u16::from(c - b'A' + 10)),
+        _ => None,
+    }
+}
+
+impl<'a> Reader<'a> {
+    #[inline]
+    fn fail<T>(&self, what: &'static str) -> Res<T> {
+        Err(Syntax { what, at: self.pos })
+    }
+
+    /// Skips JSON whitespace; the next byte, if any.
+    #[inline]
+    fn skip_ws(&mut self) -> Option<u8> {
+        while let Some(&c) = self.body.get(self.pos) {
+            match c {
+                b' ' | b'\n' | b'\t' | b'\r' => self.pos += 1,
+                _ => return Some(c),
+            }
+        }
+        None
+    }
+
+    /// The whole document: the entries, or `None` for valid JSON that is
+    /// not an array.
+    fn document(&mut self) -> Res<Option<Vec<RawEntry<'a>>>> {
+        if self.skip_ws() == Some(b'[') {
+            self.pos += 1;
+            return self.entries().map(Some);
+        }
+        self.any_value()?;
+        Ok(None)
+    }
+
+    /// The elements of the top-level array, after its `[`.
+    fn entries(&mut self) -> Res<Vec<RawEntry<'a>>> {
+        // A Consul entry takes well over 100 bytes; the guess saves most
+        // of the regrowth without reserving much more than is used.
+        let mut out = Vec::with_capacity(self.body.len() / 128);
+        match self.skip_ws() {
+            Some(b']') => {
+                self.pos += 1;
+                return Ok(out);
+            }
+            None => return self.fail(EOF_LIST),
+            Some(_) => {}
+        }
+        loop {
+            let entry = if self.skip_ws() == Some(b'{') {
+                self.pos += 1;
+                self.entry()?
+            } else {
+                self.any_value()?;
+                RawEntry {
+                    key: Field::WrongType("entry is not a JSON object"),
+                    ..RawEntry::default()
+                }
+            };
+            out.push(entry);
+            match self.skip_ws() {
+                Some(b',') => {
+                    self.pos += 1;
+                    match self.skip_ws() {
+                        Some(b']') => return self.fail(TRAILING_COMMA),
+                        None => return self.fail(EOF_VALUE),
+                        Some(_) => {}
+                    }
+                }
+                Some(b']') => {
+                    self.pos += 1;
+                    return Ok(out);
+                }
+                Some(_) => return self.fail(LIST_COMMA),
+                None => return self.fail(EOF_LIST),
+            }
+        }
+    }
+
+    /// One entry object, after its `{`. A field given twice keeps its last
+    /// value.
+    fn entry(&mut self) -> Res<RawEntry<'a>> {
+        let mut e = RawEntry::default();
+        self.members(|r, name| {
+            match name {
+                Name::Key => e.key = r.any_value()?.as_str_field(),
+                Name::Value => e.value = r.any_value()?.as_str_field(),
+                Name::ModifyIndex => e.modify_index = r.any_value()?.as_u64_field(),
+                Name::Other => r.skip_value()?,
+            }
+            Ok(())
+        })?;
+        Ok(e)
+    }
+
+    /// The members of an object whose names are decoded (an entry, or an
+    /// object read by [`Self::any_value`]), after its `{`; `value` reads
+    /// each member's value.
+    #[inline]
+    fn members(&mut self, mut value: impl FnMut(&mut Self, Name) -> Res<()>) -> Res<()> {
+        match self.skip_ws() {
+            Some(b'}') => {
+                self.pos += 1;
+                return Ok(());
+            }
+            Some(b'"') => {}
+            Some(_) => return self.fail(KEY_NOT_STRING),
+            None => return self.fail(EOF_OBJECT),
+        }
+        loop {
+            // At the opening quote of a name.
+            self.pos += 1;
+            let name = self.name()?;
+            self.colon()?;
+            value(self, name)?;
+            match self.skip_ws() {
+                Some(b',') => {
+                    self.pos += 1;
+                    match self.skip_ws() {
+                        Some(b'"') => {}
+                        Some(b'}') => return self.fail(TRAILING_COMMA),
+                        Some(_) => return self.fail(KEY_NOT_STRING),
+                        None => return self.fail(EOF_VALUE),
+                    }
+                }
+                Some(b'}') => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                Some(_) => return self.fail(OBJECT_COMMA),
+                None => return self.fail(EOF_OBJECT),
+            }
+        }
+    }
+
+    /// A decoded member name, after its opening quote.
+    #[inline]
+    fn name(&mut self) -> Res<Name> {
+        let start = self.pos;
+        let (end, non_ascii) = string_stop(self.body, start);
+        if !non_ascii && self.body.get(end) == Some(&b'"') {
+            self.pos = end + 1;
+            return Ok(Name::of(&self.body[start..end]));
+        }
+        Ok(Name::of(self.string()?.as_bytes()))
+    }
+
+    fn colon(&mut self) -> Res<()> {
+        match self.skip_ws() {
+            Some(b':') => {
+                self.pos += 1;
+                Ok(())
+            }
+            Some(_) => self.fail(EXPECTED_COLON),
+            None => self.fail(EOF_OBJECT),
+        }
+    }
+
+    /// A value whose type matters, decoded as serde_json's `deserialize_any`
+    /// does: strings checked and unescaped, numbers classified, an object's
+    /// member names checked; what arrays and objects hold is skipped.
+    fn any_value(&mut self) -> Res<Any<'a>> {
+        match self.skip_ws() {
+            Some(b'"') => {
+                self.pos += 1;
+                self.string().map(Any::Str)
+            }
+            Some(b'-' | b'0'..=b'9') => self.number().map(Any::Num),
+            Some(b'{') => {
+                self.pos += 1;
+                self.members(|r, _| r.skip_value())?;
+                Ok(Any::Object)
+            }
+            Some(b'[') => {
+                self.skip_value()?;
+                Ok(Any::Array)
+            }
+            Some(b'n') => self.literal(b"null").map(|()| Any::Null),
+            Some(b't') => self.literal(b"true").map(|()| Any::Bool),
+            Some(b'f') => self.literal(b"false").map(|()| Any::Bool),
+            Some(_) => self.fail(EXPECTED_VALUE),
+            None => self.fail(EOF_VALUE),
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Res<()> {
+        let rest = &self.body[self.pos..];
+        if rest.starts_with(word) {
+            self.pos += word.len();
+            return Ok(());
+        }
+        let same = rest.iter().zip(word).take_while(|(a, b)| a == b).count();
+        self.pos += same;
+        self.fail(if same == rest.len() {
+            EOF_VALUE
+        } else {
+            EXPECTED_IDENT
+        })
+    }
+
+    /// A decoded string, after its opening quote: borrowed from the body
+    /// unless it holds escapes.
+    #[inline]
+    fn string(&mut self) -> Res<Cow<'a, str>> {
+        let start = self.pos;
+        let (end, non_ascii) = string_stop(self.body, start);
+        match self.body.get(end) {
+            Some(b'"') => {
+                let raw = &self.body[start..end];
+                self.pos = end + 1;
+                if non_ascii {
+                    std::str::from_utf8(raw).map(Cow::Borrowed).map_err(|e| Syntax {
+                        what: NOT_UTF8,
+                        at: start + e.valid_up_to(),
+                    })
+                } else {
+                    ascii(raw).map(Cow::Borrowed).ok_or(Syntax {
+                        what: NOT_UTF8,
+                        at: start,
+                    })
+                }
+            }
+            Some(b'\\') => self.escaped_string(start, end).map(Cow::Owned),
+            Some(_) => {
+                self.pos = end;
+                self.fail(CONTROL)
+            }
+            None => {
+                self.pos = end;
+                self.fail(EOF_STRING)
+            }
+        }
+    }
+
+    /// The rest of a string that holds an escape at `at`, decoded.
+    #[cold]
+    fn escaped_string(&mut self, start: usize, mut at: usize) -> Res<String> {
+        let mut out = Vec::with_capacity(at - start + 16);
+        let mut from = start;
+        loop {
+            // body[at] is a backslash.
+            out.extend_from_slice(&self.body[from..at]);
+            self.pos = at + 1;
+            self.unescape(&mut out)?;
+            from = self.pos;
+            let (end, _) = string_stop(self.body, from);
+            match self.body.get(end) {
+                Some(b'"') => {
+                    out.extend_from_slice(&self.body[from..end]);
+                    self.pos = end + 1;
+                    return String::from_utf8(out).map_err(|_| Syntax {
+                        what: NOT_UTF8,
+                        at: end,
+                    });
+                }
+                Some(b'\\') => at = end,
+                Some(_) => {
+                    self.pos = end;
+                    return self.fail(CONTROL);
+                }
+                None => {
+                    self.pos = end;
+                    return self.fail(EOF_STRING);
+                }
+            }
+        }
+    }
+
+    /// One escape, after its backslash, appended to `out`; surrogates must
+    /// come in pairs (as serde_json wants for a `str`).
+    fn unescape(&mut self, out: &mut Vec<u8>) -> Res<()> {
+        let Some(&c) = self.body.get(self.pos) else {
+            return self.fail(EOF_STRING);
+        };
+        self.pos += 1;
+        let byte = match c {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            b'/' => b'/',
+            b'b' => 0x08,
+            b'f' => 0x0c,
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b't' => b'\t',
+            b'u' => {
+                let first = self.hex4()?;
+                let code = match first {
+                    0xDC00..=0xDFFF => return self.fail(LONE_SURROGATE),
+                    0xD800..=0xDBFF => {
+                        if self.body.get(self.pos..self.pos + 2) != Some(b"\\u") {
+                            return match self.body.get(self.pos) {
+                                None => self.fail(EOF_STRING),
+                                Some(&b'\\') if self.pos + 1 == self.body.len() => {
+                                    self.fail(EOF_STRING)
+                                }
+                                Some(_) => self.fail(END_OF_HEX_ESCAPE),
+                            };
+                        }
+                        self.pos += 2;
+                        let second = self.hex4()?;
+                        if !(0xDC00..=0xDFFF).contains(&second) {
+                            return self.fail(LONE_SURROGATE);
+                        }
+                        0x1_0000 + ((u32::from(first) - 0xD800) << 10) + (u32::from(second) - 0xDC00)
+                    }
+                    _ => u32::from(first),
+                };
+                let Some(ch) = char::from_u32(code) else {
+                    return self.fail(LONE_SURROGATE);
+                };
+                out.extend_from_slice(ch.encode_utf8(&mut [0; 4]).as_bytes());
+                return Ok(());
+            }
+            _ => return self.fail(INVALID_ESCAPE),
+        };
+        out.push(byte);
+        Ok(())
+    }
+
+    /// Four hex digits of a `\u` escape.
+    fn hex4(&mut self) -> Res<u16> {
+        let Some(digits) = self.body.get(self.pos..self.pos + 4) else {
+            self.pos = self.body.len();
+            return self.fail(EOF_STRING);
+        };
+        self.pos += 4;
+        let mut n = 0;
+        for &d in digits {
+            let Some(v) = hex_digit(d) else {
+                return self.fail(INVALID_ESCAPE);
+            };
+            n = n << 4 | v;
+        }
+        Ok(n)
+    }
+
+    /// A number, classified as serde_json does: a u64, a negative i64, or
+    /// (fraction, exponent, `-0`, or too large) an f64, which must be finite.
+    fn number(&mut self) -> Res<Number> {
+        let start = self.pos;
+        let negative = self.body[start] == b'-';
+        let integer = self.scan_number()?;
+        let text = &self.body[start..self.pos];
+        if integer {
+            let digits = if negative { &text[1..] } else { text };
+            let mut n: u64 = 0;
+            let fits = digits.iter().all(|&d| {
+                match n.checked_mul(10).and_then(|m| m.checked_add(u64::from(d - b'0'))) {
+                    Some(m) => {
+                        n = m;
+                        true
+                    }
+                    None => false,
+                }
+            });
+            if fits {
+                return Ok(match (negative, n) {
+                    (false, n) => Number::Unsigned(n),
+                    // -0 and anything below i64::MIN are floats.
+                    (true, 0) => Number::Float,
+                    (true, n) if n > 1 << 63 => Number::Float,
+                    (true, _) => Number::Negative,
+                });
+            }
+        }
+        // JSON number syntax is a subset of what `f64::from_str` reads.
+        let value = std::str::from_utf8(text)
+            .ok()
+            .and_then(|t| t.parse::<f64>().ok());
+        match value {
+            Some(f) if f.is_finite() => Ok(Number::Float),
+            Some(_) => self.fail(OUT_OF_RANGE),
+            None => self.fail(INVALID_NUMBER),
+        }
+    }
+
+    /// Moves past a number (at its `-` or first digit) after checking its
+    /// syntax; true when it has neither fraction nor exponent.
+    #[inline]
+    fn scan_number(&mut self) -> Res<bool> {
+        if self.body.get(self.pos) == Some(&b'-') {
+            self.pos += 1;
+        }
+        match self.body.get(self.pos) {
+            Some(b'0') => {
+                self.pos += 1;
+                if matches!(self.body.get(self.pos), Some(b'0'..=b'9')) {
+                    return self.fail(INVALID_NUMBER);
+                }
+            }
+            Some(b'1'..=b'9') => {
+                self.pos += 1;
+                self.digits();
+            }
+            _ => return self.fail(INVALID_NUMBER),
+        }
+        let mut integer = true;
+        if self.body.get(self.pos) == Some(&b'.') {
+            integer = false;
+            self.pos += 1;
+            if self.digits() == 0 {
+                return self.fail(INVALID_NUMBER);
+            }
+        }
+        if matches!(self.body.get(self.pos), Some(b'e' | b'E')) {
+            integer = false;
+            self.pos += 1;
+            if matches!(self.body.get(self.pos), Some(b'+' | b'-')) {
+                self.pos += 1;
+            }
+            if self.digits() == 0 {
+                return self.fail(INVALID_NUMBER);
+            }
+        }
+        Ok(integer)
+    }
+
+    #[inline]
+    fn digits(&mut self) -> usize {
+        let start = self.pos;
+        while matches!(self.body.get(self.pos), Some(b'0'..=b'9')) {
+            self.pos += 1;
+        }
+        self.pos - start
+    }
+
+    /// Moves past a value whose content does not matter, checking only its
+    /// syntax (serde_json's `IgnoredAny`).
+    fn skip_value(&mut self) -> Res<()> {
+        self.frames.clear();
+        loop {
+            // A value is expected here.
+            match self.skip_ws() {
+                Some(b'"') => {
+                    self.pos += 1;
+                    self.skip_string()?;
+                }
+                Some(b'-' | b'0'..=b'9') => {
+                    self.scan_number()?;
+                }
+                Some(open @ (b'[' | b'{')) => {
+                    self.pos += 1;
+                    let close = open + 2; // `]` and `}` follow `[` and `{` by two
+                    if self.skip_ws() == Some(close) {
+                        self.pos += 1;
+                    } else {
+                        self.frames.push(open);
+                        if open == b'{' {
+                            self.skip_member_name()?;
+                        }
+                        continue;
+                    }
+                }
+                Some(b'n') => self.literal(b"null")?,
+                Some(b't') => self.literal(b"true")?,
+                Some(b'f') => self.literal(b"false")?,
+                Some(_) => return self.fail(EXPECTED_VALUE),
+                None => return self.fail(EOF_VALUE),
+            }
+            // A value ended: close what it ends, up to the next comma.
+            loop {
+                let Some(&open) = self.frames.last() else {
+                    return Ok(());
+                };
+                match self.skip_ws() {
+                    Some(b',') => {
+                        self.pos += 1;
+                        if open == b'{' {
+                            self.skip_member_name()?;
+                        }
+                        break;
+                    }
+                    Some(c) if c == open + 2 => {
+                        self.pos += 1;
+                        self.frames.pop();
+                    }
+                    Some(_) if open == b'[' => return self.fail(LIST_COMMA),
+                    Some(_) => return self.fail(OBJECT_COMMA),
+                    None if open == b'[' => return self.fail(EOF_LIST),
+                    None => return self.fail(EOF_OBJECT),
+                }
+            }
+        }
+    }
+
+    /// A skipped object's member name and colon.
+    fn skip_member_name(&mut self) -> Res<()> {
+        match self.skip_ws() {
+            Some(b'"') => self.pos += 1,
+            Some(_) => return self.fail(KEY_NOT_STRING),
+            None => return self.fail(EOF_OBJECT),
+        }
+        self.skip_string()?;
+        self.colon()
+    }
+
+    /// Moves past a string (after its opening quote) checking only the
+    /// syntax of its escapes.
+    #[inline]
+    fn skip_string(&mut self) -> Res<()> {
+        loop {
+            let (end, _) = string_stop(self.body, self.pos);
+            self.pos = end;
+            match self.body.get(end) {
+                Some(b'"') => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                Some(b'\\') => {
+                    self.pos += 1;
+                    match self.body.get(self.pos) {
+                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {
+                            self.pos += 1
+                        }
+                        Some(b'u') => {
+                            self.pos += 1;
+                            self.hex4()?;
+                        }
+                        Some(_) => return self.fail(INVALID_ESCAPE),
+                        None => return self.fail(EOF_STRING),
+                    }
+                }
+                Some(_) => return self.fail(CONTROL),
+                None => return self.fail(EOF_STRING),
+            }
+        }
+    }
+}
+
+/// `bytes` as text when they are all ASCII (checked by the caller's scan;
+/// checked again here, cheaply, rather than trusted).
+#[inline]
+fn ascii(bytes: &[u8]) -> Option<&str> {
+    std::str::from_utf8(bytes).ok()
+}
+
+impl<'a> Any<'a> {
+    fn as_str_field(self) -> Field<Cow<'a, str>> {
+        match self {
+            Any::Str(s) => Field::Ok(s),
+            Any::Null => Field::Null,
+            Any::Bool => Field::WrongType("a boolean"),
+            Any::Num(_) => Field::WrongType("a number"),
+            Any::Array => Field::WrongType("an array"),
+            Any::Object => Field::WrongType("an object"),
+        }
+    }
+
+    fn as_u64_field(self) -> Field<u64> {
+        match self {
+            Any::Num(Number::Unsigned(n)) => Field::Ok(n),
+            Any::Num(Number::Negative) => Field::WrongType("a negative number"),
+            Any::Num(Number::Float) => Field::WrongType("a fractional number"),
+            Any::Null => Field::Null,
+            Any::Bool => Field::WrongType("a boolean"),
+            Any::Str(_) => Field::WrongType("a string"),
+            Any::Array => Field::WrongType("an array"),
+            Any::Object => Field::WrongType("an object"),
+        }
+    }
+}
