@@ -176,6 +176,12 @@ fn string_stop(body: &[u8], from: usize) -> (usize, bool) {
     (i, high != 0)
 }
 
+/// Whether `rest` starts with `word` (a fixed size: compared inline).
+#[inline]
+fn is<const N: usize>(rest: &[u8], word: &[u8; N]) -> bool {
+    rest.first_chunk::<N>() == Some(word)
+}
+
 fn hex_digit(c: u8) -> Option<u16> {
     match c {
         b'0'..=b'9' => Some(u16::from(c - b'0')),
@@ -228,17 +234,18 @@ impl<'a> Reader<'a> {
             Some(_) => {}
         }
         loop {
-            let entry = if self.skip_ws() == Some(b'{') {
+            // Filled in place: no copy of the entry through the stack.
+            out.push(RawEntry::default());
+            let Some(entry) = out.last_mut() else {
+                return self.fail(EOF_LIST); // unreachable: just pushed
+            };
+            if self.skip_ws() == Some(b'{') {
                 self.pos += 1;
-                self.entry()?
+                self.entry(entry)?;
             } else {
                 self.any_value()?;
-                RawEntry {
-                    key: Field::WrongType("entry is not a JSON object"),
-                    ..RawEntry::default()
-                }
-            };
-            out.push(entry);
+                entry.key = Field::WrongType("entry is not a JSON object");
+            }
             match self.skip_ws() {
                 Some(b',') => {
                     self.pos += 1;
@@ -258,20 +265,59 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// One entry object, after its `{`. A field given twice keeps its last
-    /// value.
-    fn entry(&mut self) -> Res<RawEntry<'a>> {
-        let mut e = RawEntry::default();
+    /// One entry object, after its `{`, into `e` (empty). A field given
+    /// twice keeps its last value.
+    #[inline]
+    fn entry(&mut self, e: &mut RawEntry<'a>) -> Res<()> {
         self.members(|r, name| {
             match name {
-                Name::Key => e.key = r.any_value()?.as_str_field(),
-                Name::Value => e.value = r.any_value()?.as_str_field(),
-                Name::ModifyIndex => e.modify_index = r.any_value()?.as_u64_field(),
+                Name::Key => e.key = r.str_field()?,
+                Name::Value => e.value = r.str_field()?,
+                Name::ModifyIndex => e.modify_index = r.u64_field()?,
                 Name::Other => r.skip_value()?,
             }
             Ok(())
-        })?;
-        Ok(e)
+        })
+    }
+
+    /// `Key` or `Value`: the usual case (ASCII, no escapes) right here,
+    /// anything else through [`Self::any_value`].
+    #[inline]
+    fn str_field(&mut self) -> Res<Field<Cow<'a, str>>> {
+        if self.body.get(self.pos) == Some(&b'"') {
+            let start = self.pos + 1;
+            let (end, non_ascii) = string_stop(self.body, start);
+            if !non_ascii && self.body.get(end) == Some(&b'"') {
+                self.pos = end + 1;
+                return Ok(Field::Ok(Cow::Borrowed(ascii_text(&self.body[start..end]))));
+            }
+        }
+        self.any_value().map(Any::as_str_field)
+    }
+
+    /// `ModifyIndex`: the usual case (up to 19 digits) right here, anything
+    /// else through [`Self::any_value`].
+    #[inline]
+    fn u64_field(&mut self) -> Res<Field<u64>> {
+        let start = self.pos;
+        let mut n = 0u64;
+        let mut i = start;
+        while let Some(&d @ b'0'..=b'9') = self.body.get(i) {
+            n = n * 10 + u64::from(d - b'0');
+            i += 1;
+            if i - start == 19 {
+                break;
+            }
+        }
+        let leading_zero = self.body.get(start) == Some(&b'0') && i - start > 1;
+        if i > start
+            && !leading_zero
+            && !matches!(self.body.get(i), Some(b'0'..=b'9' | b'.' | b'e' | b'E'))
+        {
+            self.pos = i;
+            return Ok(Field::Ok(n));
+        }
+        self.any_value().map(Any::as_u64_field)
     }
 
     /// The members of an object whose names are decoded (an entry, or an
@@ -318,6 +364,22 @@ impl<'a> Reader<'a> {
     #[inline]
     fn name(&mut self) -> Res<Name> {
         let start = self.pos;
+        // Consul's own names, compared whole (with the closing quote).
+        let rest = &self.body[start..];
+        let known = match rest.first() {
+            Some(b'K') if is(rest, b"Key\"") => Some((4, Name::Key)),
+            Some(b'V') if is(rest, b"Value\"") => Some((6, Name::Value)),
+            Some(b'M') if is(rest, b"ModifyIndex\"") => Some((12, Name::ModifyIndex)),
+            Some(b'L') if is(rest, b"LockIndex\"") => Some((10, Name::Other)),
+            Some(b'F') if is(rest, b"Flags\"") => Some((6, Name::Other)),
+            Some(b'C') if is(rest, b"CreateIndex\"") => Some((12, Name::Other)),
+            Some(b'S') if is(rest, b"Session\"") => Some((8, Name::Other)),
+            _ => None,
+        };
+        if let Some((len, name)) = known {
+            self.pos += len;
+            return Ok(name);
+        }
         let (end, non_ascii) = string_stop(self.body, start);
         if !non_ascii && self.body.get(end) == Some(&b'"') {
             self.pos = end + 1;
@@ -395,10 +457,7 @@ impl<'a> Reader<'a> {
                         at: start + e.valid_up_to(),
                     })
                 } else {
-                    ascii(raw).map(Cow::Borrowed).ok_or(Syntax {
-                        what: NOT_UTF8,
-                        at: start,
-                    })
+                    Ok(Cow::Borrowed(ascii_text(raw)))
                 }
             }
             Some(b'\\') => self.escaped_string(start, end).map(Cow::Owned),
@@ -519,6 +578,22 @@ impl<'a> Reader<'a> {
     /// (fraction, exponent, `-0`, or too large) an f64, which must be finite.
     fn number(&mut self) -> Res<Number> {
         let start = self.pos;
+        // The usual case (an index): at most 19 digits cannot overflow.
+        if let Some(b'1'..=b'9') = self.body.get(start) {
+            let mut n = 0u64;
+            let mut i = start;
+            while let Some(&d @ b'0'..=b'9') = self.body.get(i) {
+                if i - start == 19 {
+                    break;
+                }
+                n = n * 10 + u64::from(d - b'0');
+                i += 1;
+            }
+            if !matches!(self.body.get(i), Some(b'0'..=b'9' | b'.' | b'e' | b'E')) {
+                self.pos = i;
+                return Ok(Number::Unsigned(n));
+            }
+        }
         let negative = self.body[start] == b'-';
         let integer = self.scan_number()?;
         let text = &self.body[start..self.pos];
@@ -607,7 +682,20 @@ impl<'a> Reader<'a> {
 
     /// Moves past a value whose content does not matter, checking only its
     /// syntax (serde_json's `IgnoredAny`).
+    #[inline]
     fn skip_value(&mut self) -> Res<()> {
+        match self.skip_ws() {
+            Some(b'"') => {
+                self.pos += 1;
+                self.skip_string()
+            }
+            Some(b'-' | b'0'..=b'9') => self.scan_number().map(drop),
+            _ => self.skip_nested(),
+        }
+    }
+
+    /// [`Self::skip_value`] for any value, containers included.
+    fn skip_nested(&mut self) -> Res<()> {
         self.frames.clear();
         loop {
             // A value is expected here.
@@ -708,11 +796,15 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// `bytes` as text when they are all ASCII (checked by the caller's scan;
-/// checked again here, cheaply, rather than trusted).
+/// `bytes`, in which [`string_stop`] saw no byte ≥ 0x80, as text.
 #[inline]
-fn ascii(bytes: &[u8]) -> Option<&str> {
-    std::str::from_utf8(bytes).ok()
+fn ascii_text(bytes: &[u8]) -> &str {
+    debug_assert!(bytes.is_ascii());
+    // SAFETY: every byte is below 0x80 (string_stop's second result, whose
+    // bit tracking the tests and the fuzz target check against
+    // `from_utf8`), and ASCII is valid UTF-8. This saves the second pass
+    // `from_utf8` would make over every key and value.
+    unsafe { std::str::from_utf8_unchecked(bytes) }
 }
 
 impl<'a> Any<'a> {
