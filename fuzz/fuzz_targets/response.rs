@@ -1,6 +1,8 @@
 //! bytes → kv::parse_response → model::ServerModel::apply (twice).
 //!
-//! Invariants: no panic; every rendered service is a JSON array of nodes with
+//! Invariants: no panic; `parse_response` (the scanner) gives the same
+//! entries, or the same refusal, as the serde_json parser it replaced
+//! (`tests/serde_oracle/`, included by path); every rendered service is a JSON array of nodes with
 //! host, port and weight; a refused response (`Err`: every entry malformed)
 //! changes nothing; applying the same response again changes nothing;
 //! when the input holds a 0xFF byte (never valid in a JSON body) it is split
@@ -16,6 +18,9 @@ use ckv::model::ServerModel;
 use ckv::snapshot::Service;
 use ckv_fuzz::check_nodes_json;
 use libfuzzer_sys::fuzz_target;
+
+#[path = "../../tests/serde_oracle/mod.rs"]
+mod serde_oracle;
 
 const URL: &str = "http://127.0.0.1:8500";
 
@@ -53,8 +58,11 @@ fn nodes(m: &ServerModel) -> BTreeMap<Arc<str>, Arc<str>> {
 }
 
 fuzz_target!(|data: &[u8]| {
+    serde_oracle::assert_same(data);
     if let Some(cut) = data.iter().position(|&b| b == 0xff) {
         let (a, b) = (&data[..cut], &data[cut + 1..]);
+        serde_oracle::assert_same(a);
+        serde_oracle::assert_same(b);
         let (Ok(ea), Ok(eb)) = (parse_response(a), parse_response(b)) else {
             return;
         };

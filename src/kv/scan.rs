@@ -63,7 +63,10 @@ impl Syntax {
     /// `what at line L column C` (both from 1, column in bytes).
     fn located(&self, body: &[u8]) -> String {
         let before = &body[..self.at.min(body.len())];
-        let line_start = before.iter().rposition(|&c| c == b'\n').map_or(0, |i| i + 1);
+        let line_start = before
+            .iter()
+            .rposition(|&c| c == b'\n')
+            .map_or(0, |i| i + 1);
         let line = 1 + before.iter().filter(|&&c| c == b'\n').count();
         let column = self.at - line_start + 1;
         format!("{} at line {line} column {column}", self.what)
@@ -292,7 +295,7 @@ impl<'a> Reader<'a> {
                 return Ok(Field::Ok(Cow::Borrowed(ascii_text(&self.body[start..end]))));
             }
         }
-        self.any_value().map(Any::as_str_field)
+        self.any_value().map(Any::into_str_field)
     }
 
     /// `ModifyIndex`: the usual case (up to 19 digits) right here, anything
@@ -317,7 +320,7 @@ impl<'a> Reader<'a> {
             self.pos = i;
             return Ok(Field::Ok(n));
         }
-        self.any_value().map(Any::as_u64_field)
+        self.any_value().map(Any::into_u64_field)
     }
 
     /// The members of an object whose names are decoded (an entry, or an
@@ -452,10 +455,12 @@ impl<'a> Reader<'a> {
                 let raw = &self.body[start..end];
                 self.pos = end + 1;
                 if non_ascii {
-                    std::str::from_utf8(raw).map(Cow::Borrowed).map_err(|e| Syntax {
-                        what: NOT_UTF8,
-                        at: start + e.valid_up_to(),
-                    })
+                    std::str::from_utf8(raw)
+                        .map(Cow::Borrowed)
+                        .map_err(|e| Syntax {
+                            what: NOT_UTF8,
+                            at: start + e.valid_up_to(),
+                        })
                 } else {
                     Ok(Cow::Borrowed(ascii_text(raw)))
                 }
@@ -541,7 +546,9 @@ impl<'a> Reader<'a> {
                         if !(0xDC00..=0xDFFF).contains(&second) {
                             return self.fail(LONE_SURROGATE);
                         }
-                        0x1_0000 + ((u32::from(first) - 0xD800) << 10) + (u32::from(second) - 0xDC00)
+                        0x1_0000
+                            + ((u32::from(first) - 0xD800) << 10)
+                            + (u32::from(second) - 0xDC00)
                     }
                     _ => u32::from(first),
                 };
@@ -578,22 +585,6 @@ impl<'a> Reader<'a> {
     /// (fraction, exponent, `-0`, or too large) an f64, which must be finite.
     fn number(&mut self) -> Res<Number> {
         let start = self.pos;
-        // The usual case (an index): at most 19 digits cannot overflow.
-        if let Some(b'1'..=b'9') = self.body.get(start) {
-            let mut n = 0u64;
-            let mut i = start;
-            while let Some(&d @ b'0'..=b'9') = self.body.get(i) {
-                if i - start == 19 {
-                    break;
-                }
-                n = n * 10 + u64::from(d - b'0');
-                i += 1;
-            }
-            if !matches!(self.body.get(i), Some(b'0'..=b'9' | b'.' | b'e' | b'E')) {
-                self.pos = i;
-                return Ok(Number::Unsigned(n));
-            }
-        }
         let negative = self.body[start] == b'-';
         let integer = self.scan_number()?;
         let text = &self.body[start..self.pos];
@@ -601,7 +592,10 @@ impl<'a> Reader<'a> {
             let digits = if negative { &text[1..] } else { text };
             let mut n: u64 = 0;
             let fits = digits.iter().all(|&d| {
-                match n.checked_mul(10).and_then(|m| m.checked_add(u64::from(d - b'0'))) {
+                match n
+                    .checked_mul(10)
+                    .and_then(|m| m.checked_add(u64::from(d - b'0')))
+                {
                     Some(m) => {
                         n = m;
                         true
@@ -808,7 +802,7 @@ fn ascii_text(bytes: &[u8]) -> &str {
 }
 
 impl<'a> Any<'a> {
-    fn as_str_field(self) -> Field<Cow<'a, str>> {
+    fn into_str_field(self) -> Field<Cow<'a, str>> {
         match self {
             Any::Str(s) => Field::Ok(s),
             Any::Null => Field::Null,
@@ -819,7 +813,7 @@ impl<'a> Any<'a> {
         }
     }
 
-    fn as_u64_field(self) -> Field<u64> {
+    fn into_u64_field(self) -> Field<u64> {
         match self {
             Any::Num(Number::Unsigned(n)) => Field::Ok(n),
             Any::Num(Number::Negative) => Field::WrongType("a negative number"),

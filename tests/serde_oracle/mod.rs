@@ -266,3 +266,48 @@ impl<'de> Deserialize<'de> for U64Field {
     }
 }
 
+/// Which of the three refusals an error is (the text before the details).
+fn refusal(e: &ResponseError) -> &str {
+    let text = e.0.as_str();
+    text.find([':', '(']).map_or(text, |i| text[..i].trim_end())
+}
+
+/// Panics unless `kv::parse_response` and this parser give the same result
+/// for `body`: the same entries field by field (borrowed from the body in
+/// both or in neither), or the same refusal.
+pub fn assert_same(body: &[u8]) {
+    let new = ckv::kv::parse_response(body);
+    let old = parse_response(body);
+    let shown = || String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
+    match (&new, &old) {
+        (Ok(a), Ok(b)) => {
+            assert_eq!(a.len(), b.len(), "entry count differs for {:?}", shown());
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                let same = x.key == y.key
+                    && x.value == y.value
+                    && x.modify_index == y.modify_index
+                    && borrowed(&x.key) == borrowed(&y.key)
+                    && borrowed(&x.value) == borrowed(&y.value);
+                assert!(
+                    same,
+                    "entry {i}: scanner {x:?}, serde {y:?}, body {:?}",
+                    shown()
+                );
+            }
+        }
+        (Err(a), Err(b)) => {
+            assert_eq!(refusal(a), refusal(b), "{a} / {b}: body {:?}", shown());
+            assert!(a.0.len() < 200, "long reason: {a}");
+        }
+        _ => panic!(
+            "scanner {:?}, serde {:?}, body {:?}",
+            new.as_ref().map(Vec::len),
+            old.as_ref().map(Vec::len),
+            shown()
+        ),
+    }
+}
+
+fn borrowed(f: &Field<Cow<'_, str>>) -> bool {
+    matches!(f, Field::Ok(Cow::Borrowed(_)))
+}
