@@ -62,13 +62,14 @@ struct Syntax {
 impl Syntax {
     /// `what at line L column C` (both from 1, column in bytes).
     fn located(&self, body: &[u8]) -> String {
-        let before = &body[..self.at.min(body.len())];
+        let at = self.at.min(body.len());
+        let before = &body[..at];
         let line_start = before
             .iter()
             .rposition(|&c| c == b'\n')
             .map_or(0, |i| i + 1);
         let line = 1 + before.iter().filter(|&&c| c == b'\n').count();
-        let column = self.at - line_start + 1;
+        let column = at - line_start + 1;
         format!("{} at line {line} column {column}", self.what)
     }
 }
@@ -823,6 +824,87 @@ impl<'a> Any<'a> {
             Any::Str(_) => Field::WrongType("a string"),
             Any::Array => Field::WrongType("an array"),
             Any::Object => Field::WrongType("an object"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `string_stop` must return, a byte at a time.
+    fn naive(body: &[u8], from: usize) -> (usize, bool) {
+        let end = body[from..]
+            .iter()
+            .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+            .map_or(body.len(), |i| from + i);
+        (end, body[from..end].iter().any(|&c| c >= 0x80))
+    }
+
+    #[test]
+    fn string_stop_agrees_with_a_byte_loop() {
+        // Every stop byte and every byte ≥ 0x80 at every place of the 8-byte
+        // steps, before, at and after the stop; also no stop at all.
+        let fillers: &[u8] = &[b'a', 0x7f, 0x80, 0xc3, 0xff, b' '];
+        let stops: &[u8] = &[b'"', b'\\', 0x00, 0x1f, 0x0a];
+        for len in 0..26 {
+            for stop_at in 0..=len {
+                for &stop in stops {
+                    for high_at in 0..=len {
+                        for &high in fillers {
+                            let mut body = vec![b'x'; len];
+                            if high_at < len {
+                                body[high_at] = high;
+                            }
+                            if stop_at < len {
+                                body[stop_at] = stop;
+                            }
+                            for from in 0..=len.min(3) {
+                                assert_eq!(
+                                    string_stop(&body, from),
+                                    naive(&body, from),
+                                    "{body:?} from {from}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn reasons_name_what_and_where() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"[1,]", "trailing comma at line 1 column 4"),
+            (b"[\n {\"Key\": \"a\x01\"}]", "control character"),
+            (b"[\n {\"Key\":\n 1e999}]", "number out of range at line 3"),
+            (b"[{\"Key\":\"\\udc00\"}]", "lone leading surrogate"),
+            (b"[{\"Key\":\"\\ud800\"}]", "unexpected end of hex escape"),
+            (
+                b"[{\"Key\":\"\xff\"}]",
+                "invalid unicode code point at line 1 column 10",
+            ),
+            (b"[{\"Key\" 1}]", "expected `:` at line 1 column 9"),
+            (b"", "EOF while parsing a value at line 1 column 1"),
+            (b"[", "EOF while parsing a list"),
+            (
+                b"[{\"Flags\":[[[1",
+                "EOF while parsing a list at line 1 column 15",
+            ),
+            (b"[tru]", "expected ident"),
+            (
+                b"[] []",
+                "trailing data after JSON array: trailing characters at line 1 column 4",
+            ),
+        ];
+        for (body, want) in cases {
+            let e = parse_response(body).expect_err(want);
+            assert!(
+                e.0.contains(want),
+                "{:?}: {e}",
+                String::from_utf8_lossy(body)
+            );
         }
     }
 }
