@@ -451,7 +451,24 @@ fn deep_nesting_is_treated_the_same() {
         let close = "]".repeat(depth);
         let objects = "{\"a\":".repeat(depth);
         let objects_close = "}".repeat(depth);
+        // Alternating brackets: a wrong closer anywhere must be seen.
+        let mixed = "[{\"a\":".repeat(depth);
+        let mixed_close = "}]".repeat(depth);
+        let swapped = format!("]}}{}", "}]".repeat(depth - 1));
+        let nested = format!(r#"[{{"Flags":{mixed}1{mixed_close}}}]"#);
+        assert!(
+            ckv::kv::parse_response(nested.as_bytes()).is_ok(),
+            "{depth}"
+        );
+        let wrong = format!(r#"[{{"Flags":{mixed}1{swapped}}}]"#);
+        assert!(
+            ckv::kv::parse_response(wrong.as_bytes()).is_err(),
+            "{depth}"
+        );
         for doc in [
+            format!(r#"[{{"Flags":{mixed}1{mixed_close}}}]"#),
+            format!(r#"[{{"Flags":{mixed}1{swapped}}}]"#),
+            format!(r#"[{{"Flags":{mixed}1{}}}]"#, &mixed_close[2..]),
             format!(r#"[{{"Key":"k","Session":{open}{close}}}]"#),
             format!(r#"[{{"Key":{open}{close}}}]"#),
             format!(r#"[{{"Key":{objects}1{objects_close}}}]"#),

@@ -14,8 +14,8 @@
 //!   the three fields holds) is checked for JSON syntax only, as serde_json's
 //!   `IgnoredAny` does;
 //! * nesting is unlimited, as in `IgnoredAny`: open brackets are kept on a
-//!   heap stack of one byte per level (at most the body's length), never in
-//!   recursion.
+//!   heap stack of one bit per level (at most an eighth of the body's
+//!   length), never in recursion.
 
 use std::borrow::Cow;
 
@@ -26,7 +26,7 @@ pub(super) fn parse_response(body: &[u8]) -> Result<Vec<RawEntry<'_>>, ResponseE
     let mut r = Reader {
         body,
         pos: 0,
-        frames: Vec::new(),
+        frames: Frames::default(),
     };
     let entries = r.document().map_err(|e| {
         ResponseError(format!(
@@ -137,8 +137,45 @@ enum Number {
 struct Reader<'a> {
     body: &'a [u8],
     pos: usize,
-    /// `[` or `{` for each container open in the value being skipped.
-    frames: Vec<u8>,
+    /// The containers open in the value being skipped.
+    frames: Frames,
+}
+
+/// A stack of `[` and `{`, one bit each: a hostile `[[[[…` body of the
+/// largest accepted size (64 MiB by default) costs an eighth of its size.
+#[derive(Default)]
+struct Frames {
+    bits: Vec<u64>,
+    depth: usize,
+}
+
+impl Frames {
+    fn clear(&mut self) {
+        self.bits.clear();
+        self.depth = 0;
+    }
+
+    fn push(&mut self, open: u8) {
+        let (word, bit) = (self.depth / 64, self.depth % 64);
+        if word == self.bits.len() {
+            self.bits.push(0);
+        }
+        if let Some(w) = self.bits.get_mut(word) {
+            *w = (*w & !(1 << bit)) | (u64::from(open == b'{') << bit);
+        }
+        self.depth += 1;
+    }
+
+    /// The innermost open bracket, `[` or `{`.
+    fn last(&self) -> Option<u8> {
+        let d = self.depth.checked_sub(1)?;
+        let object = self.bits.get(d / 64)? >> (d % 64) & 1 == 1;
+        Some(if object { b'{' } else { b'[' })
+    }
+
+    fn pop(&mut self) {
+        self.depth = self.depth.saturating_sub(1);
+    }
 }
 
 const ONES: u64 = u64::MAX / 255;
@@ -723,7 +760,7 @@ impl<'a> Reader<'a> {
             }
             // A value ended: close what it ends, up to the next comma.
             loop {
-                let Some(&open) = self.frames.last() else {
+                let Some(open) = self.frames.last() else {
                     return Ok(());
                 };
                 match self.skip_ws() {
