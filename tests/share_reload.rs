@@ -218,7 +218,7 @@ fn an_untrusted_previous_directory_is_ignored_with_a_warning() {
         r#""group":"r5new","previous_group":"r5old""#,
     );
     assert_eq!(stats(&e)["source"], "none");
-    assert_eq!(e.snapshot().services.len(), 0);
+    assert_eq!(e.snapshot().len(), 0);
     let logs = logs_of(&e);
     assert_eq!(
         count(&logs, Level::Warn, "only 0700 is trusted"),
