@@ -143,15 +143,13 @@ pub fn parse(bytes: &[u8], now: u64, expire: u64) -> Result<(Loaded, Vec<String>
         synced: false,
         received_us: 0,
     };
-    let services = kept
-        .iter()
-        .map(|(name, json, node_count)| ServiceRef {
-            name,
-            generation: 1,
-            server: u16::MAX,
-            node_count: *node_count,
-            nodes_json: json,
-        });
+    let services = kept.iter().map(|(name, json, node_count)| ServiceRef {
+        name,
+        generation: 1,
+        server: u16::MAX,
+        node_count: *node_count,
+        nodes_json: json,
+    });
     Ok((Loaded::Fresh(Snapshot::new(meta, services)), warnings))
 }
 

@@ -93,7 +93,7 @@ fn big_file() -> Vec<u8> {
         node_count: 1,
         nodes_json: json,
     });
-    codec::encode(&Snapshot::new(Meta::default(), services)).into_owned()
+    codec::encode(&Snapshot::new(Meta::default(), services))
 }
 
 #[test]
@@ -105,7 +105,10 @@ fn opening_a_file_never_copies_it() {
     let s = opened.unwrap().unwrap();
     assert_eq!(s.len(), 100_000);
     // The validation keeps one bit per service.
-    assert!(largest <= 100_000 / 8 + 64, "largest allocation {largest} for {len} bytes");
+    assert!(
+        largest <= 100_000 / 8 + 64,
+        "largest allocation {largest} for {len} bytes"
+    );
 }
 
 #[test]

@@ -330,7 +330,7 @@ fn snapshot_file(seq: u64, json: &str) -> Vec<u8> {
         synced: true,
         ..Meta::default()
     };
-    codec::encode(&Snapshot::new(meta, [web])).into_owned()
+    codec::encode(&Snapshot::new(meta, [web]))
 }
 
 /// A follower maps the leader's file; a corrupt one (a count that lies) is

@@ -156,7 +156,7 @@ fn share_current(shared: &Shared) {
         return;
     };
     let snapshot = shared.current.load_full();
-    match group.publish(snapshot.seq, &codec::encode(&snapshot)) {
+    match group.publish(snapshot.seq, &codec::file_bytes(&snapshot)) {
         Ok(()) => {
             if shared.publish_pending.swap(false, Ordering::AcqRel) {
                 shared.log(

@@ -133,15 +133,21 @@ pub struct Table {
 }
 
 fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(b.get(at..at.checked_add(2)?)?.try_into().ok()?))
+    Some(u16::from_le_bytes(
+        b.get(at..at.checked_add(2)?)?.try_into().ok()?,
+    ))
 }
 
 fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(at..at.checked_add(4)?)?.try_into().ok()?))
+    Some(u32::from_le_bytes(
+        b.get(at..at.checked_add(4)?)?.try_into().ok()?,
+    ))
 }
 
 fn u64_at(b: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(b.get(at..at.checked_add(8)?)?.try_into().ok()?))
+    Some(u64::from_le_bytes(
+        b.get(at..at.checked_add(8)?)?.try_into().ok()?,
+    ))
 }
 
 /// The fixed part and the extent of the record at `at`, within `end`.
@@ -182,10 +188,7 @@ impl Table {
             return Ok(Table::build(&meta, services));
         }
         let layout = validate(b)?;
-        Ok(Table {
-            bytes,
-            ..layout
-        })
+        Ok(Table { bytes, ..layout })
     }
 
     /// Lays out `services` (any order; sorted here) in this format, in the
@@ -389,9 +392,14 @@ fn encode_sorted(meta: &Meta, services: &[ServiceRef<'_>]) -> Vec<u8> {
     out
 }
 
+/// The file bytes of `snapshot`, copied (see [`file_bytes`]).
+pub fn encode(snapshot: &Snapshot) -> Vec<u8> {
+    file_bytes(snapshot).into_owned()
+}
+
 /// The file bytes of `snapshot`: its table's, unless the snapshot's fields
 /// were changed after it was built (then a copy with the header rewritten).
-pub fn encode(snapshot: &Snapshot) -> Cow<'_, [u8]> {
+pub fn file_bytes(snapshot: &Snapshot) -> Cow<'_, [u8]> {
     let table = snapshot.table();
     let meta = snapshot.meta();
     if *table.meta() == meta {

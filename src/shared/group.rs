@@ -482,7 +482,8 @@ impl Group {
                 return Ok(None);
             }
             let name = format!("snap.{seq}");
-            match fsutil::map_capped(&self.dir, &name, self.limits.snapshot_bytes, SNAPSHOT_MAGIC)? {
+            match fsutil::map_capped(&self.dir, &name, self.limits.snapshot_bytes, SNAPSHOT_MAGIC)?
+            {
                 Some(b) => return Ok(Some((seq, b))),
                 // Replaced meanwhile by a newer one: read the header again.
                 None => continue,
