@@ -199,8 +199,11 @@ impl Table {
         let fits = |n: usize| u32::try_from(n).is_ok();
         services.retain(|s| fits(s.name.len()) && fits(s.nodes_json.len()));
         services.truncate(u32::MAX as usize / 4);
-        services.sort_unstable_by(|a, b| a.name.cmp(b.name));
-        services.dedup_by(|a, b| a.name == b.name);
+        let names: Vec<&[u8]> = services.iter().map(|s| s.name.as_bytes()).collect();
+        let mut order: Vec<u32> = (0..services.len() as u32).collect();
+        sort_by_name(&names, &mut order, 0);
+        order.dedup_by(|a, b| names[*a as usize] == names[*b as usize]);
+        let services: Vec<ServiceRef<'_>> = order.iter().map(|&i| services[i as usize]).collect();
         let bytes = encode_sorted(meta, &services);
         let count = services.len();
         let offsets_at = HEADER_LEN
@@ -279,35 +282,36 @@ impl Table {
         usize::try_from(u64_at(self.as_bytes(), self.offsets_at + 8 * i)?).ok()
     }
 
-    fn name_of(&self, i: usize) -> Option<&[u8]> {
-        if i >= self.count {
-            return None;
-        }
-        name_in(self.as_bytes(), self.offsets_at, i)
-    }
-
     /// Service number `i` in name order.
     pub fn nth(&self, i: usize) -> Option<ServiceRef<'_>> {
         self.record_at(self.offset_of(i)?)
     }
 
-    /// The position of service `name` in name order.
-    pub fn position(&self, name: &str) -> Option<usize> {
+    /// The position of service `name` in name order, and its record's
+    /// offset.
+    fn find(&self, name: &str) -> Option<(usize, usize)> {
         let b = self.as_bytes();
         let mut slot = home(name_hash(name.as_bytes()), self.mask);
         for _ in 0..=self.mask {
             let entry = u32_at(b, self.index_at + 4 * slot)? as usize;
             let i = entry.checked_sub(1)?;
-            if self.name_of(i)? == name.as_bytes() {
-                return Some(i);
+            let at = self.offset_of(i)?;
+            let r = raw_record(b, at, self.offsets_at)?;
+            if b.get(r.name.0..r.name.0 + r.name.1)? == name.as_bytes() {
+                return Some((i, at));
             }
             slot = (slot + 1) & self.mask;
         }
         None
     }
 
+    /// The position of service `name` in name order.
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.find(name).map(|(i, _)| i)
+    }
+
     pub fn get(&self, name: &str) -> Option<ServiceRef<'_>> {
-        self.nth(self.position(name)?)
+        self.record_at(self.find(name)?.1)
     }
 
     /// Every service in name order.
@@ -321,6 +325,62 @@ impl Table {
             at += RECORD_FIXED + s.name.len() + s.nodes_json.len();
             Some(s)
         })
+    }
+}
+
+/// The 8 bytes of `name` from `at` as a big-endian number, zero-padded: a
+/// smaller key means a smaller name, equal keys decide nothing.
+fn key8(name: &[u8], at: usize) -> u64 {
+    let mut k = [0u8; 8];
+    let tail = name.get(at..).unwrap_or_default();
+    let n = tail.len().min(8);
+    k[..n].copy_from_slice(&tail[..n]);
+    u64::from_be_bytes(k)
+}
+
+/// Sorts `order` (indexes into `names`) by name, byte order. All names in
+/// `order` share their first `known` bytes. A comparison sort of full names
+/// spends its time comparing the long prefix they share (the server URL and
+/// the prefix): this sorts by 8-byte keys taken after the common prefix,
+/// then each run of equal keys by the next 8 bytes, and so on.
+fn sort_by_name(names: &[&[u8]], order: &mut [u32], known: usize) {
+    let name = |i: u32| names[i as usize];
+    if order.len() <= 32 {
+        order.sort_unstable_by(|&a, &b| name(a)[known..].cmp(&name(b)[known..]));
+        return;
+    }
+    let first = name(order[0]);
+    let mut lcp = first.len();
+    for &i in &order[1..] {
+        let same = first[known..lcp]
+            .iter()
+            .zip(&name(i)[known..])
+            .take_while(|(a, b)| a == b)
+            .count();
+        lcp = known + same;
+    }
+    let mut keyed: Vec<(u64, u32)> = order.iter().map(|&i| (key8(name(i), lcp), i)).collect();
+    keyed.sort_unstable_by_key(|k| k.0);
+    for (o, k) in order.iter_mut().zip(&keyed) {
+        *o = k.1;
+    }
+    let mut start = 0;
+    while start < keyed.len() {
+        let end = start
+            + keyed[start..]
+                .iter()
+                .take_while(|k| k.0 == keyed[start].0)
+                .count();
+        let run = &mut order[start..end];
+        if run.len() > 1 {
+            if run.iter().all(|&i| name(i).len() >= lcp + 8) {
+                // They share 8 more bytes.
+                sort_by_name(names, run, lcp + 8);
+            } else {
+                run.sort_unstable_by(|&a, &b| name(a)[lcp..].cmp(&name(b)[lcp..]));
+            }
+        }
+        start = end;
     }
 }
 

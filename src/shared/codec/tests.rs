@@ -419,3 +419,29 @@ fn encode_follows_fields_changed_after_building() {
     assert_eq!((again.seq, again.from_dump, again.synced), (43, true, true));
     assert!(again.iter().eq(refs(&m).iter().copied()));
 }
+
+#[test]
+fn the_name_sort_is_byte_order() {
+    let mut rng = Rng(11);
+    // Long shared prefixes, names ending inside a key, NUL and 0xff bytes,
+    // long runs of equal keys: every branch of the sort.
+    for _ in 0..20 {
+        let prefix = "p".repeat(rng.below(40) as usize);
+        let names: Vec<Vec<u8>> = (0..rng.below(3000))
+            .map(|_| {
+                let mut n = prefix.clone().into_bytes();
+                for _ in 0..rng.below(24) {
+                    n.push([0u8, b'a', b'b', 0xff][rng.below(4) as usize]);
+                }
+                n
+            })
+            .collect();
+        let refs: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
+        let mut order: Vec<u32> = (0..refs.len() as u32).collect();
+        sort_by_name(&refs, &mut order, 0);
+        let sorted: Vec<&[u8]> = order.iter().map(|&i| refs[i as usize]).collect();
+        let mut want = refs.clone();
+        want.sort();
+        assert_eq!(sorted, want);
+    }
+}
