@@ -445,3 +445,30 @@ fn the_name_sort_is_byte_order() {
         assert_eq!(sorted, want);
     }
 }
+
+/// The table a follower serves: a read-only mapping of the file.
+fn mapped(file: &[u8]) -> Table {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("snap.1"), file).unwrap();
+    let fd = crate::fsutil::open_dir(dir.path()).unwrap();
+    let map = crate::fsutil::map_capped(&fd, "snap.1", 1 << 30, MAGIC_PREFIX)
+        .unwrap()
+        .unwrap();
+    // The file goes at once: the mapping stays.
+    drop(dir);
+    Table::open(Bytes::from(map)).unwrap()
+}
+
+#[test]
+fn mapped_files_read_as_the_heap_tables_they_were_written_from() {
+    let mut rng = Rng(0x51ab);
+    for count in [0, 1, 2, 500, 20_000] {
+        let m = random_model(&mut rng, count);
+        let file = file_of(&m, &mut rng);
+        let heap = Table::open(Bytes::from(file.clone())).unwrap();
+        let map = mapped(&file);
+        assert!(map.is_mapped() && !heap.is_mapped());
+        assert_same(&map, &m);
+        assert!(map.iter().eq(heap.iter()));
+    }
+}
