@@ -4,12 +4,10 @@
 //! Loading reads at most a size derived from the configuration and only a
 //! regular file.
 
-use std::collections::HashMap;
 use std::fs;
 use std::path::Path;
-use std::sync::Arc;
 
-use crate::snapshot::{Service, Snapshot};
+use crate::snapshot::{Meta, ServiceRef, Snapshot};
 
 /// Renders the dump for `snapshot`.
 pub fn render(snapshot: &Snapshot, last_update: u64, expire: u64) -> String {
@@ -116,7 +114,7 @@ pub fn parse(bytes: &[u8], now: u64, expire: u64) -> Result<(Loaded, Vec<String>
         ));
     }
     let mut warnings = Vec::new();
-    let mut map = HashMap::with_capacity(services.len());
+    let mut kept = Vec::with_capacity(services.len());
     for (name, nodes) in services {
         let Some(list) = nodes.as_array() else {
             warnings.push(format!(
@@ -136,26 +134,23 @@ pub fn parse(bytes: &[u8], now: u64, expire: u64) -> Result<(Loaded, Vec<String>
             ));
             continue;
         }
-        map.insert(
-            Arc::<str>::from(name.as_str()),
-            Service {
-                generation: 1,
-                server: u16::MAX,
-                node_count: u32::try_from(list.len()).unwrap_or(u32::MAX),
-                nodes_json: Arc::from(nodes.to_string()),
-            },
-        );
+        let node_count = u32::try_from(list.len()).unwrap_or(u32::MAX);
+        kept.push((name.as_str(), nodes.to_string(), node_count));
     }
-    Ok((
-        Loaded::Fresh(Snapshot {
-            seq: 1,
-            services: map,
-            from_dump: true,
-            synced: false,
-            received_us: 0,
-        }),
-        warnings,
-    ))
+    let meta = Meta {
+        seq: 1,
+        from_dump: true,
+        synced: false,
+        received_us: 0,
+    };
+    let services = kept.iter().map(|(name, json, node_count)| ServiceRef {
+        name,
+        generation: 1,
+        server: u16::MAX,
+        node_count: *node_count,
+        nodes_json: json,
+    });
+    Ok((Loaded::Fresh(Snapshot::new(meta, services)), warnings))
 }
 
 #[cfg(test)]
@@ -164,17 +159,14 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     fn snapshot() -> Snapshot {
-        let mut s = Snapshot::default();
-        s.services.insert(
-            "http://127.0.0.1:8500/v1/kv/upstreams/web/".into(),
-            Service {
-                generation: 3,
-                server: 0,
-                node_count: 1,
-                nodes_json: r#"[{"host":"10.0.0.1","port":80,"weight":1}]"#.into(),
-            },
-        );
-        s
+        let web = ServiceRef {
+            name: "http://127.0.0.1:8500/v1/kv/upstreams/web/",
+            generation: 3,
+            server: 0,
+            node_count: 1,
+            nodes_json: r#"[{"host":"10.0.0.1","port":80,"weight":1}]"#,
+        };
+        Snapshot::new(Meta::default(), [web])
     }
 
     #[test]
@@ -192,7 +184,7 @@ mod tests {
         assert!(s.from_dump);
         let web = s.get("http://127.0.0.1:8500/v1/kv/upstreams/web/").unwrap();
         assert_eq!(
-            &*web.nodes_json,
+            web.nodes_json,
             r#"[{"host":"10.0.0.1","port":80,"weight":1}]"#
         );
         // No temp file is left behind.
@@ -241,7 +233,7 @@ mod tests {
         )
         .unwrap();
         let Loaded::Fresh(s) = loaded else { panic!() };
-        assert_eq!(s.services.len(), 1);
+        assert_eq!(s.len(), 1);
         assert_eq!(warnings.len(), 2);
     }
 

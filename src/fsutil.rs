@@ -143,15 +143,10 @@ fn open_error(e: rustix::io::Errno, name: &str) -> io::Error {
     }
 }
 
-/// Reads `name` from `dir` whole, refusing files over `cap` bytes and files
-/// that do not start with `magic` (checked before the rest is read). `Ok(None)`
-/// when the file does not exist.
-pub fn read_capped(
-    dir: &impl AsFd,
-    name: &str,
-    cap: u64,
-    magic: &[u8],
-) -> io::Result<Option<Vec<u8>>> {
+/// Opens `name` in `dir` for reading: a regular file of ours with one link,
+/// of at most `cap` bytes. Returns the file and its size; `Ok(None)` when it
+/// does not exist.
+fn open_capped(dir: &impl AsFd, name: &str, cap: u64) -> io::Result<Option<(File, usize)>> {
     let fd = match rfs::openat(dir, name, OFlags::RDONLY | safe_flags(), Mode::empty()) {
         Ok(fd) => fd,
         Err(rustix::io::Errno::NOENT) => return Ok(None),
@@ -167,7 +162,28 @@ pub fn read_capped(
     }
     let size =
         usize::try_from(size).map_err(|_| io::Error::other(format!("{name} is too large")))?;
-    let mut file = File::from(fd);
+    Ok(Some((File::from(fd), size)))
+}
+
+fn magic_error(name: &str, magic: &[u8]) -> io::Error {
+    io::Error::other(format!(
+        "{name} does not start with {}",
+        String::from_utf8_lossy(magic)
+    ))
+}
+
+/// Reads `name` from `dir` whole, refusing files over `cap` bytes and files
+/// that do not start with `magic` (checked before the rest is read). `Ok(None)`
+/// when the file does not exist.
+pub fn read_capped(
+    dir: &impl AsFd,
+    name: &str,
+    cap: u64,
+    magic: &[u8],
+) -> io::Result<Option<Vec<u8>>> {
+    let Some((mut file, size)) = open_capped(dir, name, cap)? else {
+        return Ok(None);
+    };
     let mut out = Vec::new();
     out.try_reserve_exact(size)
         .map_err(|_| io::Error::other(format!("cannot allocate {size} bytes for {name}")))?;
@@ -175,10 +191,7 @@ pub fn read_capped(
     out.resize(head, 0);
     file.read_exact(&mut out)?;
     if out.as_slice() != magic {
-        return Err(io::Error::other(format!(
-            "{name} does not start with {}",
-            String::from_utf8_lossy(magic)
-        )));
+        return Err(magic_error(name, magic));
     }
     // Exactly the size seen by fstat: the writer never changes a file after
     // renaming it into place, so more bytes would mean someone else's file.
@@ -189,6 +202,37 @@ pub fn read_capped(
         return Err(io::Error::other(format!("{name} shrank while being read")));
     }
     Ok(Some(out))
+}
+
+/// Maps `name` from `dir` read-only, with the checks of [`read_capped`]:
+/// a regular file of ours with one link, at most `cap` bytes, starting with
+/// `magic`. The mapping stays valid after the file is unlinked or replaced
+/// (a rename), so a reader may hold it as long as it likes.
+pub fn map_capped(
+    dir: &impl AsFd,
+    name: &str,
+    cap: u64,
+    magic: &[u8],
+) -> io::Result<Option<memmap2::Mmap>> {
+    let Some((file, size)) = open_capped(dir, name, cap)? else {
+        return Ok(None);
+    };
+    if size < magic.len() {
+        return Err(magic_error(name, magic));
+    }
+    // SAFETY: the file is a regular file of our uid with a single link,
+    // opened without following links inside a directory only our uid can
+    // write (callers pass such a directory). Its writer (the leader) fills a
+    // temp file and renames it into place, and never writes or truncates it
+    // afterwards; so the mapped bytes never change and never shrink under
+    // the mapping. Only a process of our own uid could truncate it (turning
+    // an access into SIGBUS) or rewrite it, and that uid is trusted, as for
+    // the shared header. The mapping is read-only.
+    let map = unsafe { memmap2::MmapOptions::new().len(size).map(&file)? };
+    if !map.starts_with(magic) {
+        return Err(magic_error(name, magic));
+    }
+    Ok(Some(map))
 }
 
 /// 16 random hex digits for a temp file name.

@@ -5,11 +5,19 @@
 //! service carries its node list already rendered as JSON and the generation
 //! at which it last changed, so a caller can tell cheaply whether one service
 //! moved.
+//!
+//! The services live in one table in the shared file format
+//! (`shared::codec`): built in the heap by the leader (or from the dump), or
+//! a read-only mapping of the leader's file in a follower. Either way a
+//! lookup borrows from the table, and the table lives as long as any holder
+//! of the snapshot, even after the leader removed the file.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-/// One service: its nodes, pre-rendered, and when they last changed.
+use crate::shared::codec::Table;
+
+/// One service as the leader's models hold it: its nodes, pre-rendered, and
+/// when they last changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Service {
     /// Snapshot sequence number at which this service last changed.
@@ -21,13 +29,55 @@ pub struct Service {
     pub nodes_json: Arc<str>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+impl Service {
+    /// This service under `name`, borrowed.
+    pub fn as_ref<'a>(&'a self, name: &'a str) -> ServiceRef<'a> {
+        ServiceRef {
+            name,
+            generation: self.generation,
+            server: self.server,
+            node_count: self.node_count,
+            nodes_json: &self.nodes_json,
+        }
+    }
+}
+
+/// One service of a snapshot, borrowed from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceRef<'a> {
+    /// The full APISIX service name, `{server url}/v1/kv/{prefix}/{service}/`.
+    pub name: &'a str,
+    pub generation: u64,
+    pub server: u16,
+    pub node_count: u32,
+    pub nodes_json: &'a str,
+}
+
+impl ServiceRef<'_> {
+    /// An owned copy (new allocations), for the models.
+    pub fn to_service(&self) -> Service {
+        Service {
+            generation: self.generation,
+            server: self.server,
+            node_count: self.node_count,
+            nodes_json: Arc::from(self.nodes_json),
+        }
+    }
+}
+
+/// What a snapshot says besides its services.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Meta {
+    pub seq: u64,
+    pub from_dump: bool,
+    pub synced: bool,
+    pub received_us: u64,
+}
+
+#[derive(Debug, Clone)]
 pub struct Snapshot {
     /// Increases by one for every published change; 0 is "nothing yet".
     pub seq: u64,
-    /// Keyed by the full APISIX service name,
-    /// `{server url}/v1/kv/{prefix}/{service}/`.
-    pub services: HashMap<Arc<str>, Service>,
     /// True when the content came from the dump file, not from Consul.
     pub from_dump: bool,
     /// True once every configured server has answered at least once.
@@ -37,45 +87,123 @@ pub struct Snapshot {
     /// a dump). Wall-clock, so that every process of the host can measure
     /// propagation against it.
     pub received_us: u64,
+    /// The services, keyed by the full APISIX service name.
+    table: Arc<Table>,
 }
 
+impl Default for Snapshot {
+    fn default() -> Snapshot {
+        static EMPTY: OnceLock<Arc<Table>> = OnceLock::new();
+        let table = EMPTY
+            .get_or_init(|| Arc::new(Table::build(&Meta::default(), Vec::new())))
+            .clone();
+        Snapshot::with_table(table)
+    }
+}
+
+impl PartialEq for Snapshot {
+    fn eq(&self, other: &Snapshot) -> bool {
+        self.meta() == other.meta() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Snapshot {}
+
 impl Snapshot {
-    pub fn get(&self, name: &str) -> Option<&Service> {
-        self.services.get(name)
+    /// A snapshot of `services` (in any order) with the given fields.
+    pub fn new<'a>(meta: Meta, services: impl IntoIterator<Item = ServiceRef<'a>>) -> Snapshot {
+        Snapshot::from_table(Table::build(&meta, services.into_iter().collect()))
+    }
+
+    /// [`Snapshot::new`] from `(name, service)` pairs such as a model's.
+    pub fn from_services<'a>(
+        meta: Meta,
+        services: impl IntoIterator<Item = (&'a Arc<str>, &'a Service)>,
+    ) -> Snapshot {
+        Snapshot::new(meta, services.into_iter().map(|(k, v)| v.as_ref(k)))
+    }
+
+    /// The snapshot a table holds (fields from its header).
+    pub fn from_table(table: Table) -> Snapshot {
+        Snapshot::with_table(Arc::new(table))
+    }
+
+    fn with_table(table: Arc<Table>) -> Snapshot {
+        let m = *table.meta();
+        Snapshot {
+            seq: m.seq,
+            from_dump: m.from_dump,
+            synced: m.synced,
+            received_us: m.received_us,
+            table,
+        }
+    }
+
+    /// Everything but the services.
+    pub fn meta(&self) -> Meta {
+        Meta {
+            seq: self.seq,
+            from_dump: self.from_dump,
+            synced: self.synced,
+            received_us: self.received_us,
+        }
+    }
+
+    pub(crate) fn table(&self) -> &Table {
+        &self.table
+    }
+
+    /// True when the services are read from a mapping of the leader's file.
+    pub fn is_mapped(&self) -> bool {
+        self.table.is_mapped()
+    }
+
+    pub fn get(&self, name: &str) -> Option<ServiceRef<'_>> {
+        self.table.get(name)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.table.position(name).is_some()
+    }
+
+    /// Number of services.
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    /// Service `i` in name order (0 ≤ i < len).
+    pub fn nth(&self, i: usize) -> Option<ServiceRef<'_>> {
+        self.table.nth(i)
+    }
+
+    /// Every service, names in byte order.
+    pub fn iter(&self) -> impl Iterator<Item = ServiceRef<'_>> + '_ {
+        self.table.iter()
     }
 
     pub fn node_count(&self) -> u64 {
-        self.services
-            .values()
-            .map(|s| u64::from(s.node_count))
-            .sum()
-    }
-
-    /// Service names in byte order, for output that must be stable.
-    pub fn sorted_names(&self) -> Vec<&Arc<str>> {
-        let mut names: Vec<_> = self.services.keys().collect();
-        names.sort_unstable();
-        names
+        self.table.node_count()
     }
 
     /// `{"<name>":[nodes],...}` in name order: APISIX's `all_nodes()` shape.
     pub fn all_nodes_json(&self) -> String {
         let total: usize = self
-            .services
             .iter()
-            .map(|(k, v)| k.len() + v.nodes_json.len() + 4)
+            .map(|s| s.name.len() + s.nodes_json.len() + 4)
             .sum();
         let mut out = String::with_capacity(total + 2);
         out.push('{');
-        for (i, name) in self.sorted_names().into_iter().enumerate() {
+        for (i, s) in self.iter().enumerate() {
             if i > 0 {
                 out.push(',');
             }
-            push_json_string(&mut out, name);
+            push_json_string(&mut out, s.name);
             out.push(':');
-            if let Some(s) = self.services.get(name) {
-                out.push_str(&s.nodes_json);
-            }
+            out.push_str(s.nodes_json);
         }
         out.push('}');
         out
@@ -103,21 +231,25 @@ pub fn push_json_string(out: &mut String, s: &str) {
 mod tests {
     use super::*;
 
-    fn svc(json: &str, n: u32) -> Service {
-        Service {
+    fn svc<'a>(name: &'a str, json: &'a str, n: u32) -> ServiceRef<'a> {
+        ServiceRef {
+            name,
             generation: 1,
             server: 0,
             node_count: n,
-            nodes_json: json.into(),
+            nodes_json: json,
         }
     }
 
     #[test]
     fn all_nodes_is_sorted_and_valid_json() {
-        let mut s = Snapshot::default();
-        s.services
-            .insert("b/".into(), svc(r#"[{"host":"h","port":1,"weight":1}]"#, 1));
-        s.services.insert("a\"/".into(), svc("[]", 0));
+        let s = Snapshot::new(
+            Meta::default(),
+            [
+                svc("b/", r#"[{"host":"h","port":1,"weight":1}]"#, 1),
+                svc("a\"/", "[]", 0),
+            ],
+        );
         let out = s.all_nodes_json();
         assert_eq!(
             out,
@@ -126,5 +258,9 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(v["b/"][0]["port"], 1);
         assert_eq!(s.node_count(), 1);
+        assert_eq!(s.len(), 2);
+        assert_eq!(s.nth(0).unwrap().name, "a\"/");
+        assert!(s.contains("b/") && !s.contains("c/"));
+        assert_eq!(Snapshot::default().all_nodes_json(), "{}");
     }
 }

@@ -234,7 +234,7 @@ fn consul_down_at_start_then_up() {
     assert!(wait_until(WAIT, || {
         stats(&e)["servers"][0]["errors_total"].as_u64().unwrap() >= 3
     }));
-    assert!(e.snapshot().services.is_empty());
+    assert!(e.snapshot().is_empty());
     assert_eq!(stats(&e)["ready"], false);
     let d = Double::start_on(addr, |_| {});
     d.put("p/web/10.0.0.1:80", "{}");
@@ -389,9 +389,9 @@ fn whole_prefix_deleted_clears_by_default() {
     d.put("p/web/10.0.0.1:80", "{}");
     d.put("p/api/10.0.0.1:80", "{}");
     let e = engine(std::slice::from_ref(&url), "p", "");
-    assert!(wait_until(WAIT, || e.snapshot().services.len() == 2));
+    assert!(wait_until(WAIT, || e.snapshot().len() == 2));
     d.delete("p/", true);
-    assert!(wait_until(WAIT, || e.snapshot().services.is_empty()));
+    assert!(wait_until(WAIT, || e.snapshot().is_empty()));
     let mut logs = Vec::new();
     drain(&e, &mut logs);
     assert_eq!(count(&logs, Level::Warn, "its services were removed"), 1);
@@ -458,7 +458,7 @@ fn one_failing_server_does_not_disturb_the_other() {
     a.put("p/web/10.0.0.1:80", "{}");
     b.put("p/web/10.0.0.1:80", "{}");
     let e = engine(&[a.url(), b.url()], "p", "");
-    assert!(wait_until(WAIT, || e.snapshot().services.len() == 2));
+    assert!(wait_until(WAIT, || e.snapshot().len() == 2));
     a.fault(r#"{"kind":"no_leader"}"#);
     a.control("/_double/close_connections");
     b.put("p/web/10.0.0.2:80", "{}");

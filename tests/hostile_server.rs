@@ -427,7 +427,7 @@ fn one_deep_value_does_not_poison_its_service_all_nodes_or_the_dump() {
     d.put("p/api/10.0.1.1:80", "{}");
     let e = engine(&d.url(), "");
     let url = d.url();
-    assert!(wait_until(WAIT, || e.snapshot().services.len() == 2));
+    assert!(wait_until(WAIT, || e.snapshot().len() == 2));
     let web = nodes(&e, &url, "p/web/").unwrap();
     let parsed: serde_json::Value = serde_json::from_str(&web).expect("web decodes");
     assert_eq!(parsed.as_array().unwrap().len(), 2, "{web}");
@@ -437,7 +437,7 @@ fn one_deep_value_does_not_poison_its_service_all_nodes_or_the_dump() {
     assert_eq!(all.as_object().unwrap().len(), 2);
     let dump = ckv::dump::render(&snap, 1000, 0);
     let (loaded, _) = ckv::dump::parse(dump.as_bytes(), 1000, 0).expect("the dump loads");
-    assert!(matches!(loaded, ckv::dump::Loaded::Fresh(s) if s.services.len() == 2));
+    assert!(matches!(loaded, ckv::dump::Loaded::Fresh(s) if s.len() == 2));
     let logs = records_of(&e);
     assert!(
         logs.iter().any(
@@ -764,7 +764,7 @@ fn https_trusts_the_ca_file_and_only_it() {
     let s = stats(&other);
     let err = s["servers"][0]["last_error"].as_str().unwrap();
     assert!(err.contains("UnknownIssuer"), "{err}");
-    assert!(other.snapshot().services.is_empty());
+    assert!(other.snapshot().is_empty());
     // The built-in web PKI roots do not vouch for a private CA either.
     let web_pki = engine(&url, "");
     assert!(wait_until(WAIT, || {
@@ -773,5 +773,5 @@ fn https_trusts_the_ca_file_and_only_it() {
             .unwrap()
             >= 1
     }));
-    assert!(web_pki.snapshot().services.is_empty());
+    assert!(web_pki.snapshot().is_empty());
 }

@@ -218,7 +218,7 @@ fn an_untrusted_previous_directory_is_ignored_with_a_warning() {
         r#""group":"r5new","previous_group":"r5old""#,
     );
     assert_eq!(stats(&e)["source"], "none");
-    assert_eq!(e.snapshot().services.len(), 0);
+    assert_eq!(e.snapshot().len(), 0);
     let logs = logs_of(&e);
     assert_eq!(
         count(&logs, Level::Warn, "only 0700 is trusted"),
@@ -340,4 +340,46 @@ fn the_inherited_snapshot_is_passed_on_through_reloads() {
     );
     assert_eq!(nodes(&third, &url, "p/web/").as_deref(), Some(ONE_NODE));
     assert_eq!(stats(&third)["source"], "previous");
+}
+
+/// A reload onto this release while the previous generation is an older
+/// release: its `CKVSNAP1` file is read (decoded into the heap) and served.
+#[test]
+fn a_previous_release_snapshot_file_is_inherited() {
+    use ckv::shared::codec_v1;
+    use ckv::snapshot::{Meta, ServiceRef};
+    let dir = tempfile::tempdir().unwrap();
+    let (old, d, url) = old_generation(dir.path(), "r8old");
+    d.stop();
+    let name = format!("{url}/v1/kv/p/web/");
+    let two =
+        r#"[{"host":"10.0.0.1","port":80,"weight":1},{"host":"10.0.0.2","port":80,"weight":1}]"#;
+    let web = ServiceRef {
+        name: &name,
+        generation: 500,
+        server: 0,
+        node_count: 2,
+        nodes_json: two,
+    };
+    let meta = Meta {
+        seq: 500,
+        synced: true,
+        ..Meta::default()
+    };
+    // Newer than anything the old leader wrote, in the old layout.
+    let v1 = codec_v1::encode(&meta, &[web], true);
+    let file = group_dir(dir.path(), "r8old").join("snap.500");
+    std::fs::write(&file, v1).unwrap();
+    let e = start(
+        &url,
+        "p",
+        dir.path(),
+        r#""group":"r8new","previous_group":"r8old""#,
+    );
+    assert_eq!(nodes(&e, &url, "p/web/").as_deref(), Some(two));
+    let s = stats(&e);
+    assert_eq!(s["source"], "previous", "{s}");
+    assert_eq!(s["generation"], 500, "{s}");
+    assert!(!e.snapshot().is_mapped(), "decoded into the heap");
+    drop(old);
 }

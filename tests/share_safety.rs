@@ -15,6 +15,7 @@ use ckv::engine::{Engine, Role};
 use ckv::fsutil::euid;
 use ckv::log::Level;
 use ckv::shared::{codec, group::dir_name, Group, Limits};
+use ckv::snapshot::{Meta, ServiceRef, Snapshot};
 use common::*;
 
 const LIMITS: Limits = Limits {
@@ -301,27 +302,85 @@ fn a_follower_read_error_is_logged_once_per_streak() {
         "{logs:#?}"
     );
     // The leader publishes something readable: served, and said so.
-    let mut good = ckv::snapshot::Snapshot {
-        seq: 2,
-        synced: true,
-        ..Default::default()
-    };
-    good.services.insert(
-        "http://127.0.0.1:1/v1/kv/p/web/".into(),
-        ckv::snapshot::Service {
-            generation: 2,
-            server: 0,
-            node_count: 1,
-            nodes_json: r#"[{"host":"10.0.0.1","port":80,"weight":1}]"#.into(),
-        },
-    );
-    fake.publish(2, &codec::encode(&good)).unwrap();
+    fake.publish(2, &snapshot_file(2, ONE_NODE)).unwrap();
     assert!(wait_until(WAIT, || e.snapshot().seq == 2));
     drain(&e, &mut logs);
     assert_eq!(
         count(&logs, Level::Notice, "reading the leader's snapshots again"),
         1
     );
+}
+
+const WEB: &str = "http://127.0.0.1:1/v1/kv/p/web/";
+const ONE_NODE: &str = r#"[{"host":"10.0.0.1","port":80,"weight":1}]"#;
+const TWO_NODES: &str =
+    r#"[{"host":"10.0.0.1","port":80,"weight":1},{"host":"10.0.0.2","port":80,"weight":1}]"#;
+
+/// A snapshot file with service `WEB` holding `json`, as a leader writes it.
+fn snapshot_file(seq: u64, json: &str) -> Vec<u8> {
+    let web = ServiceRef {
+        name: WEB,
+        generation: seq,
+        server: 0,
+        node_count: json.matches("host").count() as u32,
+        nodes_json: json,
+    };
+    let meta = Meta {
+        seq,
+        synced: true,
+        ..Meta::default()
+    };
+    codec::encode(&Snapshot::new(meta, [web]))
+}
+
+/// A follower maps the leader's file; a corrupt one (a count that lies) is
+/// refused with what is wrong and the previous snapshot stays served; a
+/// reader holding a snapshot keeps reading it after its file is removed.
+#[test]
+fn a_corrupt_snapshot_is_refused_and_a_held_one_outlives_its_file() {
+    let base = tempfile::tempdir().unwrap();
+    let share = format!(r#"{{"dir":"{}","group":"corrupt"}}"#, base.path().display());
+    let json = config_json("http://127.0.0.1:1", &share, "");
+    let config = ckv::config::parse(json.as_bytes()).unwrap();
+    let fake = Group::join(
+        base.path(),
+        "corrupt",
+        ckv::engine::config_fingerprint(&config, "corrupt"),
+        LIMITS,
+    )
+    .unwrap();
+    assert!(fake.try_lead().unwrap());
+    let e = Engine::start(config).unwrap();
+    assert_eq!(e.role(), Role::Follower);
+    fake.publish(1, &snapshot_file(1, ONE_NODE)).unwrap();
+    assert!(wait_until(WAIT, || e.snapshot().seq == 1));
+    let held = e.snapshot();
+    assert!(held.is_mapped(), "a follower serves from the mapping");
+    assert_eq!(held.get(WEB).unwrap().nodes_json, ONE_NODE);
+
+    let mut bad = snapshot_file(2, TWO_NODES);
+    bad[28] = 0; // no services claimed, one present
+    fake.publish(2, &bad).unwrap();
+    let mut logs = Vec::new();
+    assert!(wait_until(WAIT, || {
+        drain(&e, &mut logs);
+        count(&logs, Level::Err, "shared snapshot 2 is unusable") == 1
+    }));
+    assert_eq!(
+        count(&logs, Level::Err, "header counts lie"),
+        1,
+        "{logs:#?}"
+    );
+    assert_eq!(e.snapshot().seq, 1);
+    assert_eq!(e.snapshot().get(WEB).unwrap().nodes_json, ONE_NODE);
+
+    fake.publish(3, &snapshot_file(3, TWO_NODES)).unwrap();
+    assert!(wait_until(WAIT, || e.snapshot().seq == 3));
+    assert_eq!(e.snapshot().get(WEB).unwrap().nodes_json, TWO_NODES);
+    // The leader keeps the newest two files: snap.1 is gone, its mapping not.
+    assert!(!fake.dir().join("snap.1").exists());
+    assert_eq!(held.get(WEB).unwrap().nodes_json, ONE_NODE);
+    assert_eq!(held.all_nodes_json(), format!(r#"{{"{WEB}":{ONE_NODE}}}"#));
 }
 
 /// D13: a child forked by the leader does not keep the leader lock. The

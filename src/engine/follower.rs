@@ -1,6 +1,10 @@
 //! A process of a group that is not the leader: it serves the leader's
 //! snapshots and takes the leader lock when the leader goes.
 //!
+//! A follower serves each snapshot from a read-only mapping of the leader's
+//! file, validated once when mapped (`shared::codec`); the mapping lives as
+//! long as a reader holds that snapshot.
+//!
 //! A publish wakes the follower at once (futex in the shared header); the
 //! leader lock is tried without blocking every `ELECTION_POLL`, so a dead
 //! leader is replaced within that time. A snapshot that cannot be read is
@@ -77,11 +81,10 @@ pub fn follow(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
                     )
                 })
                 .and_then(|found| match found {
-                    Some((seq, bytes)) => {
-                        let previous = shared.current.load_full();
-                        // A snapshot that does not decode is never retried.
+                    Some((seq, map)) => {
+                        // A snapshot that does not validate is never retried.
                         seen_seq = seq;
-                        codec::decode(&bytes, Some(&previous))
+                        codec::open(map)
                             .map(Some)
                             .map_err(|e| format!("shared snapshot {seq} is unusable: {e}"))
                     }
@@ -90,6 +93,9 @@ pub fn follow(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
             match result {
                 Ok(Some(s)) => {
                     shared.publish_observed(s);
+                    // The previous snapshot may be gone now (unless a reader
+                    // still holds it): give its heap back.
+                    crate::memory::release_free_memory();
                     if reading.succeed() {
                         shared.log(
                             Level::Notice,

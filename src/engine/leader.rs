@@ -15,7 +15,7 @@ use crate::log::{escape_untrusted, Level, LogClass};
 use crate::model::ServerModel;
 use crate::policy::{self, EmptyOutcome};
 use crate::shared::codec;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Meta, Snapshot};
 use crate::stats::ServerStats;
 use crate::watcher::{self, WatchSink};
 
@@ -74,7 +74,7 @@ pub fn take_leadership(shared: &Shared) {
         .enumerate()
         .map(|(i, s)| {
             let mut m = ServerModel::new(i as u16, &s.url, rules.clone());
-            m.seed(current.services.iter().map(|(k, v)| (k.clone(), v.clone())));
+            m.seed(current.iter().map(|s| (Arc::from(s.name), s.to_service())));
             m
         })
         .collect();
@@ -125,19 +125,13 @@ fn pass_on_inherited(shared: &Shared, current: &Snapshot) {
 /// response received at `received_us`.
 fn publish_from(shared: &Shared, leader: &mut Leader, received_us: u64) {
     leader.seq += 1;
-    let mut services = std::collections::HashMap::new();
-    for m in &leader.models {
-        for (k, v) in m.services() {
-            services.insert(k.clone(), v.clone());
-        }
-    }
-    let snapshot = Snapshot {
+    let meta = Meta {
         seq: leader.seq,
-        services,
         from_dump: false,
         synced: leader.synced.iter().all(|s| *s),
         received_us,
     };
+    let snapshot = Snapshot::from_services(meta, leader.models.iter().flat_map(|m| m.services()));
     for (i, m) in leader.models.iter().enumerate() {
         let (services, nodes) = (m.services().len() as u64, m.node_count());
         if let Some(s) = shared.stats.lock().get_mut(i) {
@@ -162,7 +156,7 @@ fn share_current(shared: &Shared) {
         return;
     };
     let snapshot = shared.current.load_full();
-    match group.publish(snapshot.seq, &codec::encode(&snapshot)) {
+    match group.publish(snapshot.seq, &codec::file_bytes(&snapshot)) {
         Ok(()) => {
             if shared.publish_pending.swap(false, Ordering::AcqRel) {
                 shared.log(
@@ -396,7 +390,7 @@ async fn write_dumps(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 format!(
                     "ckv: wrote dump {} ({} services)",
                     d.path.display(),
-                    snap.services.len()
+                    snap.len()
                 ),
             ),
             Ok(Err(e)) => shared.log(

@@ -91,7 +91,7 @@ pub fn join_group(config: &Config) -> (Option<Group>, Option<String>) {
 pub fn load_initial(shared: &Shared) {
     if let Some(group) = shared.group.load_full() {
         match group.read_latest() {
-            Ok(Some((seq, bytes))) => match codec::decode(&bytes, None) {
+            Ok(Some((seq, map))) => match codec::open(map) {
                 Ok(s) => {
                     shared.publish_local(s);
                     return;
@@ -126,7 +126,7 @@ pub fn load_initial(shared: &Shared) {
                 Level::Notice,
                 format!(
                     "ckv: loaded {} services ({} nodes) from dump {}",
-                    s.services.len(),
+                    s.len(),
                     s.node_count(),
                     d.path.display()
                 ),
@@ -176,14 +176,14 @@ fn inherit_previous(shared: &Shared) -> bool {
         fingerprint,
         read_limits(config),
     ) {
-        Ok(Some(found)) => match codec::decode(&found.bytes, None) {
+        Ok(Some(found)) => match codec::open(found.bytes) {
             Ok(s) => {
                 shared.log(
                     Level::Notice,
                     format!(
                         "ckv: serving snapshot {} ({} services, {} nodes) of the previous group in {} until this group's first Consul answer",
                         found.seq,
-                        s.services.len(),
+                        s.len(),
                         s.node_count(),
                         found.path.display()
                     ),

@@ -200,7 +200,7 @@ impl Shared {
                 .as_ref()
                 .map_or(std::process::id(), |g| g.leader_pid()),
             generation: snap.seq,
-            services: snap.services.len() as u64,
+            services: snap.len() as u64,
             nodes: snap.node_count(),
             source: if snap.from_dump {
                 "dump"

@@ -3,8 +3,10 @@
 //! The snapshot keeps each service's nodes as pre-rendered JSON (what the
 //! Lua binding copies). A C caller gets them decoded once per version of a
 //! service's node list: the cache below remembers, per service name, the
-//! decoded list and the exact JSON allocation it came from, so a reader
-//! decodes again only when the watcher replaced that service's nodes. A
+//! decoded list and the generation it came from (a service's nodes change
+//! only with its generation), so a reader decodes again only when the
+//! watcher replaced that service's nodes. The key holds for a snapshot in
+//! the heap as for one mapped from the leader's file, across snapshots. A
 //! view holds an `Arc` of the decoded list, which pins every byte it points
 //! to until `ckv_node_list_free`.
 
@@ -19,7 +21,7 @@ use super::args::{boundary, name_arg, out_arg, put};
 use super::ckv_status;
 use super::handle::{ckv_handle, handle};
 use crate::log::Level;
-use crate::snapshot::{Service, Snapshot};
+use crate::snapshot::{ServiceRef, Snapshot};
 
 /// `ckv_node.present` bit: `max_fails` was given in Consul's value.
 pub const CKV_NODE_HAS_MAX_FAILS: u32 = 1;
@@ -75,8 +77,9 @@ pub struct ckv_node_list {
 /// One service's nodes, decoded from one `nodes_json`.
 #[derive(Debug)]
 pub(crate) struct TypedNodes {
-    /// The JSON this was decoded from; identifies the version in the cache.
-    source: Arc<str>,
+    /// The version decoded: the service's generation and, as a second
+    /// guard, the length of its JSON.
+    version: (u64, usize),
     nodes: Vec<TypedNode>,
 }
 
@@ -117,8 +120,8 @@ fn nul_terminated(text: &str) -> Box<[u8]> {
 }
 
 impl TypedNodes {
-    fn decode(source: Arc<str>) -> Result<TypedNodes, serde_json::Error> {
-        let wire: Vec<WireNode<'_>> = serde_json::from_str(&source)?;
+    fn decode(service: &ServiceRef<'_>) -> Result<TypedNodes, serde_json::Error> {
+        let wire: Vec<WireNode<'_>> = serde_json::from_str(service.nodes_json)?;
         let nodes = wire
             .into_iter()
             .map(|n| TypedNode {
@@ -131,8 +134,15 @@ impl TypedNodes {
                 port: n.port,
             })
             .collect();
-        Ok(TypedNodes { source, nodes })
+        Ok(TypedNodes {
+            version: version_of(service),
+            nodes,
+        })
     }
+}
+
+fn version_of(service: &ServiceRef<'_>) -> (u64, usize) {
+    (service.generation, service.nodes_json.len())
 }
 
 /// Decoded node lists by service name, shared by a handle and its views.
@@ -142,25 +152,24 @@ pub(crate) struct NodeCache {
 }
 
 impl NodeCache {
-    /// The typed nodes of `service` (named `name` in `snap`), decoded at most
-    /// once per version of its node list.
+    /// The typed nodes of `service` (of `snap`), decoded at most once per
+    /// version of its node list.
     fn typed(
         &self,
         snap: &Snapshot,
-        name: &Arc<str>,
-        service: &Service,
+        service: &ServiceRef<'_>,
     ) -> Result<Arc<TypedNodes>, serde_json::Error> {
-        if let Some(t) = self.by_name.read().get(name) {
-            if Arc::ptr_eq(&t.source, &service.nodes_json) {
+        if let Some(t) = self.by_name.read().get(service.name) {
+            if t.version == version_of(service) {
                 return Ok(t.clone());
             }
         }
-        let typed = Arc::new(TypedNodes::decode(service.nodes_json.clone())?);
+        let typed = Arc::new(TypedNodes::decode(service)?);
         let mut map = self.by_name.write();
-        map.insert(name.clone(), typed.clone());
+        map.insert(Arc::from(service.name), typed.clone());
         // Services that left the snapshot are forgotten now and then.
-        if map.len() > snap.services.len() + 64 {
-            map.retain(|k, _| snap.services.contains_key(k));
+        if map.len() > snap.len() + 64 {
+            map.retain(|k, _| snap.contains(k));
         }
         Ok(typed)
     }
@@ -172,11 +181,8 @@ impl NodeCache {
         name: &str,
         logs: Option<&crate::log::LogQueue>,
     ) -> Result<Box<ckv_node_list>, ckv_status> {
-        let (key, service) = snap
-            .services
-            .get_key_value(name)
-            .ok_or(ckv_status::CKV_ERR_NOT_FOUND)?;
-        let nodes = self.typed(snap, key, service).map_err(|e| {
+        let service = snap.get(name).ok_or(ckv_status::CKV_ERR_NOT_FOUND)?;
+        let nodes = self.typed(snap, &service).map_err(|e| {
             // Our own rendering did not decode: a bug, reported as one.
             if let Some(logs) = logs {
                 logs.push(

@@ -17,8 +17,8 @@ use crate::snapshot::Snapshot;
 /// Thread safety: immutable; any thread may read it concurrently.
 #[derive(Debug)]
 pub struct ckv_service_list {
+    /// Its services are in name order already.
     snapshot: Arc<Snapshot>,
-    names: Vec<Arc<str>>,
     cache: Arc<NodeCache>,
 }
 
@@ -32,8 +32,8 @@ unsafe fn list_ref<'a>(list: *const ckv_service_list) -> Option<&'a ckv_service_
 /// Takes a pinned view of every service in the current snapshot into
 /// `*out`. Returns `CKV_OK`, `CKV_ERR_NULL_ARGUMENT` or `CKV_ERR_FORKED`.
 ///
-/// Ownership: free `*out` with `ckv_service_list_free`. Costs one sort of
-/// the names. Thread safety: any thread of the creating process.
+/// Ownership: free `*out` with `ckv_service_list_free`. Costs no copy: the
+/// list pins the snapshot. Thread safety: any thread of the creating process.
 #[no_mangle]
 pub extern "C" fn ckv_services_get(
     h: *const ckv_handle,
@@ -43,11 +43,8 @@ pub extern "C" fn ckv_services_get(
         // SAFETY: `h` is NULL or live, per the contract.
         let h = try_arg!(unsafe { handle(h) });
         let out = try_arg!(out_arg(out));
-        let snapshot = h.engine().snapshot();
-        let names = snapshot.sorted_names().into_iter().cloned().collect();
         let list = Box::new(ckv_service_list {
-            snapshot,
-            names,
+            snapshot: h.engine().snapshot(),
             cache: h.node_cache().clone(),
         });
         // SAFETY: checked non-NULL; the caller gives a writable slot.
@@ -61,7 +58,7 @@ pub extern "C" fn ckv_services_get(
 pub extern "C" fn ckv_service_list_len(list: *const ckv_service_list) -> usize {
     boundary(0, || {
         // SAFETY: NULL or live, per the contract.
-        unsafe { list_ref(list) }.map_or(0, |l| l.names.len())
+        unsafe { list_ref(list) }.map_or(0, |l| l.snapshot.len())
     })
 }
 
@@ -85,13 +82,14 @@ pub extern "C" fn ckv_service_list_name(
         };
         let out_name = try_arg!(out_arg(out_name));
         let out_len = try_arg!(out_arg(out_len));
-        let Some(name) = list.names.get(index) else {
+        let Some(service) = list.snapshot.nth(index) else {
             return ckv_status::CKV_ERR_NOT_FOUND;
         };
         // SAFETY: both checked non-NULL; the caller gives writable slots.
+        // The name points into the snapshot, which the list pins.
         unsafe {
-            put(out_name, name.as_ptr());
-            put(out_len, name.len());
+            put(out_name, service.name.as_ptr());
+            put(out_len, service.name.len());
         }
         ckv_status::CKV_OK
     })
@@ -114,10 +112,10 @@ pub extern "C" fn ckv_service_list_nodes(
             return ckv_status::CKV_ERR_NULL_ARGUMENT;
         };
         let out = try_arg!(out_arg(out));
-        let Some(name) = list.names.get(index) else {
+        let Some(service) = list.snapshot.nth(index) else {
             return ckv_status::CKV_ERR_NOT_FOUND;
         };
-        let view = try_arg!(list.cache.view(&list.snapshot, name, None));
+        let view = try_arg!(list.cache.view(&list.snapshot, service.name, None));
         // SAFETY: checked non-NULL; the caller gives a writable slot.
         unsafe { put(out, Box::into_raw(view).cast_const()) };
         ckv_status::CKV_OK

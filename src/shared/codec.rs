@@ -1,234 +1,648 @@
-//! The snapshot as bytes, for the shared directory. Little-endian, length
-//! prefixed, checked on read: a truncated or foreign file is an error, never a
-//! panic.
+//! The snapshot as bytes: the file the leader writes into the shared
+//! directory, laid out so that a follower serves lookups straight from a
+//! read-only mapping of it, without decoding it into the heap. The leader
+//! serves from the same layout in memory, so there is one lookup path.
+//!
+//! All integers are little-endian and unaligned; offsets count from the
+//! first byte of the file.
 //!
 //! ```text
-//! "CKVSNAP1" seq:u64 flags:u8 [received_us:u64] count:u32
-//! count × { server:u16 generation:u64 node_count:u32
-//!           name_len:u32 name[name_len] json_len:u32 json[json_len] }
+//! header (64 bytes)
+//!    0  magic        "CKVSNAP2"
+//!    8  seq          u64
+//!   16  received_us  u64   unix µs the Consul response arrived (0: none)
+//!   24  flags        u32   1 = from the dump, 2 = synced; other bits 0
+//!   28  count        u32   number of services
+//!   32  slots        u32   index slots: a power of two, more than count
+//!   36  reserved     u32   0
+//!   40  offsets_at   u64   end of the records, start of the offset table
+//!   48  index_at     u64   = offsets_at + 8 × count
+//!   56  file_len     u64   = index_at + 4 × slots, the file's size
+//! records, from byte 64, back to back, in strict byte order of name
+//!   generation u64, node_count u32, server u16, name_len u32, json_len u32,
+//!   name[name_len] (UTF-8), json[json_len] (UTF-8, the nodes array)
+//! offset table: count × u64, the offset of each record, in record order
+//! index: slots × u32, 0 = empty, else record number + 1
 //! ```
 //!
-//! `received_us` is present when flag `FLAG_RECEIVED` is set (this release
-//! always sets it); a snapshot without it (the previous release) reads with
-//! `received_us = 0`.
+//! The index is an open-addressing table with linear probing: the service
+//! named `n` sits at the first slot from `home(n)` (wrapping) that holds its
+//! record number, and every slot from `home(n)` to there is occupied. The
+//! hash is [`name_hash`], fixed by this format (a leader and a follower of
+//! different releases share files during a reload), never a std hash.
+//!
+//! A file is validated once, when opened ([`Table::open`]): sizes, every
+//! offset and length, UTF-8 of names and JSON, name order, and that the
+//! index reaches every record exactly once. After that, lookups only read
+//! proven data. A bad file is an error naming what is wrong.
+//!
+//! Files of the previous release (`CKVSNAP1`) still open: they are decoded
+//! into a table in the heap (see `codec_v1`).
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::borrow::Cow;
+use std::fmt;
 
-use crate::snapshot::{Service, Snapshot};
+use memmap2::Mmap;
 
-const MAGIC: &[u8; 8] = b"CKVSNAP1";
-const FLAG_FROM_DUMP: u8 = 1;
-const FLAG_SYNCED: u8 = 2;
-/// `received_us` follows the flags.
-const FLAG_RECEIVED: u8 = 4;
+use super::codec_v1;
+use crate::snapshot::{Meta, ServiceRef, Snapshot};
 
-pub fn encode(s: &Snapshot) -> Vec<u8> {
-    let size: usize = s
-        .services
-        .iter()
-        .map(|(n, v)| n.len() + v.nodes_json.len() + 22)
-        .sum();
-    let mut out = Vec::with_capacity(size + 29);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&s.seq.to_le_bytes());
-    let mut flags = FLAG_RECEIVED;
-    if s.from_dump {
+/// What every snapshot file starts with, whatever its version.
+pub const MAGIC_PREFIX: &[u8] = b"CKVSNAP";
+const MAGIC: &[u8; 8] = b"CKVSNAP2";
+const HEADER_LEN: usize = 64;
+/// generation, node_count, server, name_len, json_len.
+const RECORD_FIXED: usize = 8 + 4 + 2 + 4 + 4;
+const FLAG_FROM_DUMP: u32 = 1;
+const FLAG_SYNCED: u32 = 2;
+
+/// The format's name hash, version 1: 64-bit FNV-1a over the name's bytes
+/// (offset basis 0xcbf29ce484222325, prime 0x100000001b3).
+pub fn name_hash(name: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in name {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// The home slot of a hash: its two halves xored (FNV's low bits alone mix
+/// poorly), masked to the table size.
+fn home(hash: u64, mask: usize) -> usize {
+    ((hash ^ (hash >> 32)) as usize) & mask
+}
+
+/// Index slots for `count` services: a power of two of at least twice the
+/// count (half full at most, so probes stay short), and at least one.
+fn slots_for(count: usize) -> usize {
+    count.saturating_mul(2).max(1).next_power_of_two()
+}
+
+/// The bytes behind a table.
+pub enum Bytes {
+    /// Built by this process (leader, dump, a previous-release file).
+    Heap(Box<[u8]>),
+    /// A read-only mapping of a file in the shared directory.
+    Mapped(Mmap),
+}
+
+impl Bytes {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Bytes::Heap(b) => b,
+            Bytes::Mapped(m) => m,
+        }
+    }
+}
+
+impl fmt::Debug for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self {
+            Bytes::Heap(_) => "heap",
+            Bytes::Mapped(_) => "mapped",
+        };
+        write!(f, "{kind} {} bytes", self.as_slice().len())
+    }
+}
+
+impl From<Vec<u8>> for Bytes {
+    fn from(v: Vec<u8>) -> Bytes {
+        Bytes::Heap(v.into_boxed_slice())
+    }
+}
+
+impl From<Mmap> for Bytes {
+    fn from(m: Mmap) -> Bytes {
+        Bytes::Mapped(m)
+    }
+}
+
+/// A validated snapshot in the format above: lookups by name in O(1), and
+/// the services in name order.
+#[derive(Debug)]
+pub struct Table {
+    bytes: Bytes,
+    meta: Meta,
+    count: usize,
+    offsets_at: usize,
+    index_at: usize,
+    mask: usize,
+    /// Sum of every service's node count.
+    nodes: u64,
+}
+
+fn u16_at(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(
+        b.get(at..at.checked_add(2)?)?.try_into().ok()?,
+    ))
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(
+        b.get(at..at.checked_add(4)?)?.try_into().ok()?,
+    ))
+}
+
+fn u64_at(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(
+        b.get(at..at.checked_add(8)?)?.try_into().ok()?,
+    ))
+}
+
+/// The fixed part and the extent of the record at `at`, within `end`.
+struct RawRecord {
+    generation: u64,
+    node_count: u32,
+    server: u16,
+    name: (usize, usize),
+    json: (usize, usize),
+    end: usize,
+}
+
+fn raw_record(b: &[u8], at: usize, end: usize) -> Option<RawRecord> {
+    let name_len = u32_at(b, at.checked_add(14)?)? as usize;
+    let json_len = u32_at(b, at.checked_add(18)?)? as usize;
+    let name_at = at.checked_add(RECORD_FIXED)?;
+    let json_at = name_at.checked_add(name_len)?;
+    let rec_end = json_at.checked_add(json_len)?;
+    if rec_end > end {
+        return None;
+    }
+    Some(RawRecord {
+        generation: u64_at(b, at)?,
+        node_count: u32_at(b, at + 8)?,
+        server: u16_at(b, at + 12)?,
+        name: (name_at, name_len),
+        json: (json_at, json_len),
+        end: rec_end,
+    })
+}
+
+impl Table {
+    /// Opens snapshot file bytes of either version, validating all of it.
+    pub fn open(bytes: Bytes) -> Result<Table, String> {
+        let b = bytes.as_slice();
+        if b.starts_with(codec_v1::MAGIC) {
+            let (meta, services) = codec_v1::decode(b)?;
+            return Ok(Table::build(&meta, services));
+        }
+        let layout = validate(b)?;
+        Ok(Table { bytes, ..layout })
+    }
+
+    /// Lays out `services` (any order; sorted here) in this format, in the
+    /// heap. Of several services with one name, one is kept. A name or JSON
+    /// of 4 GiB or more does not fit the format and is left out (responses
+    /// are capped far below that by `max_response_bytes`).
+    pub fn build(meta: &Meta, mut services: Vec<ServiceRef<'_>>) -> Table {
+        let fits = |n: usize| u32::try_from(n).is_ok();
+        services.retain(|s| fits(s.name.len()) && fits(s.nodes_json.len()));
+        services.truncate(u32::MAX as usize / 4);
+        let names: Vec<&[u8]> = services.iter().map(|s| s.name.as_bytes()).collect();
+        let mut order: Vec<u32> = (0..services.len() as u32).collect();
+        sort_by_name(&names, &mut order, 0);
+        order.dedup_by(|a, b| names[*a as usize] == names[*b as usize]);
+        let services: Vec<ServiceRef<'_>> = order.iter().map(|&i| services[i as usize]).collect();
+        let bytes = encode_sorted(meta, &services);
+        let count = services.len();
+        let offsets_at = HEADER_LEN
+            + services
+                .iter()
+                .map(|s| RECORD_FIXED + s.name.len() + s.nodes_json.len())
+                .sum::<usize>();
+        Table {
+            bytes: Bytes::from(bytes),
+            meta: *meta,
+            count,
+            offsets_at,
+            index_at: offsets_at + 8 * count,
+            mask: slots_for(count) - 1,
+            nodes: services.iter().map(|s| u64::from(s.node_count)).sum(),
+        }
+    }
+
+    pub fn meta(&self) -> &Meta {
+        &self.meta
+    }
+
+    /// The file's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.bytes.as_slice()
+    }
+
+    /// True when the table is a mapping of a shared file.
+    pub fn is_mapped(&self) -> bool {
+        matches!(self.bytes, Bytes::Mapped(_))
+    }
+
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn node_count(&self) -> u64 {
+        self.nodes
+    }
+
+    /// Text the validation proved to be UTF-8.
+    fn text(&self, (at, len): (usize, usize)) -> &str {
+        let Some(bytes) = self.as_bytes().get(at..at + len) else {
+            return "";
+        };
+        // SAFETY: every name and JSON extent a record yields was checked to
+        // be UTF-8 when the table was opened (`validate`) or was copied from
+        // a `&str` (`build`). The bytes never change afterwards: heap bytes
+        // are owned by the table and never written; a mapping is read-only
+        // and private, of a file the leader renamed into place complete and
+        // never writes again. Only a process of our own uid could rewrite it
+        // in place (the directory is 0700 and the file ours with one link),
+        // and that uid is trusted, as for the shared header.
+        unsafe { std::str::from_utf8_unchecked(bytes) }
+    }
+
+    fn record_at(&self, at: usize) -> Option<ServiceRef<'_>> {
+        let r = raw_record(self.as_bytes(), at, self.offsets_at)?;
+        Some(ServiceRef {
+            name: self.text(r.name),
+            generation: r.generation,
+            server: r.server,
+            node_count: r.node_count,
+            nodes_json: self.text(r.json),
+        })
+    }
+
+    fn offset_of(&self, i: usize) -> Option<usize> {
+        if i >= self.count {
+            return None;
+        }
+        usize::try_from(u64_at(self.as_bytes(), self.offsets_at + 8 * i)?).ok()
+    }
+
+    /// Service number `i` in name order.
+    pub fn nth(&self, i: usize) -> Option<ServiceRef<'_>> {
+        self.record_at(self.offset_of(i)?)
+    }
+
+    /// The position of service `name` in name order, and its record's
+    /// offset.
+    fn find(&self, name: &str) -> Option<(usize, usize)> {
+        let b = self.as_bytes();
+        let mut slot = home(name_hash(name.as_bytes()), self.mask);
+        for _ in 0..=self.mask {
+            let entry = u32_at(b, self.index_at + 4 * slot)? as usize;
+            let i = entry.checked_sub(1)?;
+            let at = self.offset_of(i)?;
+            let r = raw_record(b, at, self.offsets_at)?;
+            if b.get(r.name.0..r.name.0 + r.name.1)? == name.as_bytes() {
+                return Some((i, at));
+            }
+            slot = (slot + 1) & self.mask;
+        }
+        None
+    }
+
+    /// The position of service `name` in name order.
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.find(name).map(|(i, _)| i)
+    }
+
+    pub fn get(&self, name: &str) -> Option<ServiceRef<'_>> {
+        self.record_at(self.find(name)?.1)
+    }
+
+    /// Every service in name order.
+    pub fn iter(&self) -> impl Iterator<Item = ServiceRef<'_>> + '_ {
+        let mut at = HEADER_LEN;
+        std::iter::from_fn(move || {
+            if at >= self.offsets_at {
+                return None;
+            }
+            let s = self.record_at(at)?;
+            at += RECORD_FIXED + s.name.len() + s.nodes_json.len();
+            Some(s)
+        })
+    }
+}
+
+/// The 8 bytes of `name` from `at` as a big-endian number, zero-padded: a
+/// smaller key means a smaller name, equal keys decide nothing.
+fn key8(name: &[u8], at: usize) -> u64 {
+    let mut k = [0u8; 8];
+    let tail = name.get(at..).unwrap_or_default();
+    let n = tail.len().min(8);
+    k[..n].copy_from_slice(&tail[..n]);
+    u64::from_be_bytes(k)
+}
+
+/// Sorts `order` (indexes into `names`) by name, byte order. All names in
+/// `order` share their first `known` bytes. A comparison sort of full names
+/// spends its time comparing the long prefix they share (the server URL and
+/// the prefix): this sorts by 8-byte keys taken after the common prefix,
+/// then each run of equal keys by the next 8 bytes, and so on.
+fn sort_by_name(names: &[&[u8]], order: &mut [u32], known: usize) {
+    let name = |i: u32| names[i as usize];
+    if order.len() <= 32 {
+        order.sort_unstable_by(|&a, &b| name(a)[known..].cmp(&name(b)[known..]));
+        return;
+    }
+    let first = name(order[0]);
+    let mut lcp = first.len();
+    for &i in &order[1..] {
+        let same = first[known..lcp]
+            .iter()
+            .zip(&name(i)[known..])
+            .take_while(|(a, b)| a == b)
+            .count();
+        lcp = known + same;
+    }
+    let mut keyed: Vec<(u64, u32)> = order.iter().map(|&i| (key8(name(i), lcp), i)).collect();
+    keyed.sort_unstable_by_key(|k| k.0);
+    for (o, k) in order.iter_mut().zip(&keyed) {
+        *o = k.1;
+    }
+    let mut start = 0;
+    while start < keyed.len() {
+        let end = start
+            + keyed[start..]
+                .iter()
+                .take_while(|k| k.0 == keyed[start].0)
+                .count();
+        let run = &mut order[start..end];
+        if run.len() > 1 {
+            if run.iter().all(|&i| name(i).len() >= lcp + 8) {
+                // They share 8 more bytes.
+                sort_by_name(names, run, lcp + 8);
+            } else {
+                run.sort_unstable_by(|&a, &b| name(a)[lcp..].cmp(&name(b)[lcp..]));
+            }
+        }
+        start = end;
+    }
+}
+
+fn flags_of(meta: &Meta) -> u32 {
+    let mut flags = 0;
+    if meta.from_dump {
         flags |= FLAG_FROM_DUMP;
     }
-    if s.synced {
+    if meta.synced {
         flags |= FLAG_SYNCED;
     }
-    out.push(flags);
-    out.extend_from_slice(&s.received_us.to_le_bytes());
-    out.extend_from_slice(&(s.services.len() as u32).to_le_bytes());
-    for (name, svc) in &s.services {
-        out.extend_from_slice(&svc.server.to_le_bytes());
-        out.extend_from_slice(&svc.generation.to_le_bytes());
-        out.extend_from_slice(&svc.node_count.to_le_bytes());
-        out.extend_from_slice(&(name.len() as u32).to_le_bytes());
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(&(svc.nodes_json.len() as u32).to_le_bytes());
-        out.extend_from_slice(svc.nodes_json.as_bytes());
+    flags
+}
+
+/// The header of a file with these fields and sizes.
+fn header(meta: &Meta, count: usize, slots: usize, offsets_at: usize) -> [u8; HEADER_LEN] {
+    let index_at = offsets_at + 8 * count;
+    let file_len = index_at + 4 * slots;
+    let mut h = [0u8; HEADER_LEN];
+    h[..8].copy_from_slice(MAGIC);
+    h[8..16].copy_from_slice(&meta.seq.to_le_bytes());
+    h[16..24].copy_from_slice(&meta.received_us.to_le_bytes());
+    h[24..28].copy_from_slice(&flags_of(meta).to_le_bytes());
+    h[28..32].copy_from_slice(&(count as u32).to_le_bytes());
+    h[32..36].copy_from_slice(&(slots as u32).to_le_bytes());
+    h[40..48].copy_from_slice(&(offsets_at as u64).to_le_bytes());
+    h[48..56].copy_from_slice(&(index_at as u64).to_le_bytes());
+    h[56..64].copy_from_slice(&(file_len as u64).to_le_bytes());
+    h
+}
+
+/// The file for services sorted by name, without duplicates.
+fn encode_sorted(meta: &Meta, services: &[ServiceRef<'_>]) -> Vec<u8> {
+    let count = services.len();
+    let slots = slots_for(count);
+    let records: usize = services
+        .iter()
+        .map(|s| RECORD_FIXED + s.name.len() + s.nodes_json.len())
+        .sum();
+    let offsets_at = HEADER_LEN + records;
+    let mut out = Vec::with_capacity(offsets_at + 8 * count + 4 * slots);
+    out.extend_from_slice(&header(meta, count, slots, offsets_at));
+    let mut offsets = Vec::with_capacity(count);
+    for s in services {
+        offsets.push(out.len() as u64);
+        out.extend_from_slice(&s.generation.to_le_bytes());
+        out.extend_from_slice(&s.node_count.to_le_bytes());
+        out.extend_from_slice(&s.server.to_le_bytes());
+        out.extend_from_slice(&(s.name.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(s.nodes_json.len() as u32).to_le_bytes());
+        out.extend_from_slice(s.name.as_bytes());
+        out.extend_from_slice(s.nodes_json.as_bytes());
+    }
+    for o in offsets {
+        out.extend_from_slice(&o.to_le_bytes());
+    }
+    let mut index = vec![0u32; slots];
+    let mask = slots - 1;
+    for (i, s) in services.iter().enumerate() {
+        let mut slot = home(name_hash(s.name.as_bytes()), mask);
+        while index[slot] != 0 {
+            slot = (slot + 1) & mask;
+        }
+        index[slot] = i as u32 + 1;
+    }
+    for e in index {
+        out.extend_from_slice(&e.to_le_bytes());
     }
     out
 }
 
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
+/// The file bytes of `snapshot`, copied (see [`file_bytes`]).
+pub fn encode(snapshot: &Snapshot) -> Vec<u8> {
+    file_bytes(snapshot).into_owned()
 }
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.buf.len())
-            .ok_or_else(|| format!("snapshot truncated at byte {}", self.pos))?;
-        let s = &self.buf[self.pos..end];
-        self.pos = end;
-        Ok(s)
+/// The file bytes of `snapshot`: its table's, unless the snapshot's fields
+/// were changed after it was built (then a copy with the header rewritten).
+pub fn file_bytes(snapshot: &Snapshot) -> Cow<'_, [u8]> {
+    let table = snapshot.table();
+    let meta = snapshot.meta();
+    if *table.meta() == meta {
+        return Cow::Borrowed(table.as_bytes());
     }
-    fn u8(&mut self) -> Result<u8, String> {
-        Ok(self.take(1)?[0])
-    }
-    fn u16(&mut self) -> Result<u16, String> {
-        let b = self.take(2)?;
-        Ok(u16::from_le_bytes([b[0], b[1]]))
-    }
-    fn u32(&mut self) -> Result<u32, String> {
-        let mut a = [0u8; 4];
-        a.copy_from_slice(self.take(4)?);
-        Ok(u32::from_le_bytes(a))
-    }
-    fn u64(&mut self) -> Result<u64, String> {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(self.take(8)?);
-        Ok(u64::from_le_bytes(a))
-    }
-    fn str(&mut self) -> Result<&'a str, String> {
-        let n = self.u32()? as usize;
-        std::str::from_utf8(self.take(n)?).map_err(|e| format!("snapshot string: {e}"))
-    }
+    let mut bytes = table.as_bytes().to_vec();
+    let h = header(&meta, table.count, table.mask + 1, table.offsets_at);
+    bytes[..HEADER_LEN].copy_from_slice(&h);
+    Cow::Owned(bytes)
 }
 
-/// Decodes a snapshot. Services whose generation is unchanged from
-/// `previous` share its allocations, so following a change costs little.
-pub fn decode(buf: &[u8], previous: Option<&Snapshot>) -> Result<Snapshot, String> {
-    let mut r = Reader { buf, pos: 0 };
-    if r.take(8)? != MAGIC {
+/// The snapshot in file bytes of either version (a mapping is served in
+/// place), validated.
+pub fn open(bytes: impl Into<Bytes>) -> Result<Snapshot, String> {
+    Table::open(bytes.into()).map(Snapshot::from_table)
+}
+
+/// Decodes snapshot file bytes of either version into a snapshot in the
+/// heap. `_previous` is accepted for callers of the previous API: nothing
+/// is shared with it any more.
+pub fn decode(buf: &[u8], _previous: Option<&Snapshot>) -> Result<Snapshot, String> {
+    if buf.starts_with(codec_v1::MAGIC) {
+        let (meta, services) = codec_v1::decode(buf)?;
+        return Ok(Snapshot::from_table(Table::build(&meta, services)));
+    }
+    open(buf.to_vec())
+}
+
+/// Checks every byte of a version-2 file; returns its layout (with empty
+/// bytes, for the caller to fill in).
+fn validate(b: &[u8]) -> Result<Table, String> {
+    if b.len() < HEADER_LEN {
+        return Err(format!(
+            "snapshot truncated: {} bytes, the header alone is {HEADER_LEN}",
+            b.len()
+        ));
+    }
+    if &b[..8] != MAGIC {
         return Err("not a ckv snapshot (bad magic)".into());
     }
-    let seq = r.u64()?;
-    let flags = r.u8()?;
-    let received_us = if flags & FLAG_RECEIVED != 0 {
-        r.u64()?
-    } else {
-        0
-    };
-    let count = r.u32()? as usize;
-    // Each service takes at least 22 bytes: refuse counts the rest of the
-    // buffer cannot hold, before allocating anything for them.
-    if count > (buf.len() - r.pos) / 22 {
+    let field = |at: usize| u64_at(b, at).unwrap_or(0);
+    let small = |at: usize| u32_at(b, at).unwrap_or(0);
+    let (seq, received_us, flags) = (field(8), field(16), small(24));
+    let (count, slots, reserved) = (small(28) as usize, small(32) as usize, small(36));
+    let (offsets_at, index_at, file_len) = (field(40), field(48), field(56));
+    if file_len != b.len() as u64 {
         return Err(format!(
-            "snapshot claims {count} services in {} bytes",
-            buf.len()
+            "snapshot is {} bytes, its header says {file_len} (truncated or padded)",
+            b.len()
         ));
     }
-    // Grow as entries decode, so a lying count costs nothing, and an
-    // allocation failure is an error (not an abort).
-    let mut services = HashMap::with_capacity(count.min(1024));
-    for _ in 0..count {
-        services
-            .try_reserve(1)
-            .map_err(|_| format!("cannot allocate {count} services"))?;
-        let server = r.u16()?;
-        let generation = r.u64()?;
-        let node_count = r.u32()?;
-        let name = r.str()?;
-        let json = r.str()?;
-        let reused = previous
-            .and_then(|p| p.services.get_key_value(name))
-            .filter(|(_, old)| old.generation == generation && *old.nodes_json == *json);
-        let (name, nodes_json) = match reused {
-            Some((k, old)) => (k.clone(), old.nodes_json.clone()),
-            None => (Arc::from(name), Arc::from(json)),
-        };
-        services.insert(
-            name,
-            Service {
-                generation,
-                server,
-                node_count,
-                nodes_json,
-            },
-        );
-    }
-    if r.pos != buf.len() {
+    if flags & !(FLAG_FROM_DUMP | FLAG_SYNCED) != 0 || reserved != 0 {
         return Err(format!(
-            "{} stray bytes after the snapshot",
-            buf.len() - r.pos
+            "unknown flags {flags:#x} or reserved field {reserved:#x} in the header"
         ));
     }
-    Ok(Snapshot {
-        seq,
-        services,
-        from_dump: flags & FLAG_FROM_DUMP != 0,
-        synced: flags & FLAG_SYNCED != 0,
-        received_us,
+    if !slots.is_power_of_two() || slots <= count {
+        return Err(format!(
+            "index of {slots} slots for {count} services (needs a power of two above the count)"
+        ));
+    }
+    // From here every size is within the file, so within usize.
+    let len = b.len() as u64;
+    if offsets_at < HEADER_LEN as u64 || offsets_at > len {
+        return Err(format!(
+            "offset table at byte {offsets_at}, outside the file of {len} bytes"
+        ));
+    }
+    let expect_index = offsets_at + 8 * count as u64;
+    if index_at != expect_index || index_at + 4 * slots as u64 != file_len {
+        return Err(format!(
+            "header counts lie: {count} services and {slots} slots do not fit offset table at {offsets_at}, index at {index_at}, end at {file_len}"
+        ));
+    }
+    let (offsets_at, index_at) = (offsets_at as usize, index_at as usize);
+    let mut at = HEADER_LEN;
+    let mut previous: Option<&[u8]> = None;
+    let mut nodes = 0u64;
+    for i in 0..count {
+        let listed = u64_at(b, offsets_at + 8 * i).unwrap_or(u64::MAX);
+        if listed != at as u64 {
+            return Err(format!(
+                "offset table says record {i} starts at byte {listed}; it starts at {at}"
+            ));
+        }
+        let r = raw_record(b, at, offsets_at).ok_or_else(|| {
+            format!("record {i} at byte {at} runs past the records (which end at {offsets_at})")
+        })?;
+        let name = &b[r.name.0..r.name.0 + r.name.1];
+        let name_text = std::str::from_utf8(name)
+            .map_err(|e| format!("name of record {i} at byte {at} is not UTF-8: {e}"))?;
+        std::str::from_utf8(&b[r.json.0..r.json.0 + r.json.1])
+            .map_err(|e| format!("nodes of service {name_text:?} are not UTF-8: {e}"))?;
+        if previous.is_some_and(|p| p >= name) {
+            return Err(format!(
+                "services are not in strict name order at record {i} ({name_text:?})"
+            ));
+        }
+        previous = Some(name);
+        nodes += u64::from(r.node_count);
+        at = r.end;
+    }
+    if at != offsets_at {
+        return Err(format!(
+            "{} stray bytes between the last record and the offset table",
+            offsets_at - at
+        ));
+    }
+    check_index(b, offsets_at, index_at, count, slots)?;
+    Ok(Table {
+        bytes: Bytes::Heap(Box::default()),
+        meta: Meta {
+            seq,
+            from_dump: flags & FLAG_FROM_DUMP != 0,
+            synced: flags & FLAG_SYNCED != 0,
+            received_us,
+        },
+        count,
+        offsets_at,
+        index_at,
+        mask: slots - 1,
+        nodes,
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sample() -> Snapshot {
-        let mut s = Snapshot {
-            seq: 42,
-            synced: true,
-            received_us: 1_700_000_000_123_456,
-            ..Snapshot::default()
-        };
-        for i in 0..3u16 {
-            s.services.insert(
-                format!("http://h:1/v1/kv/upstreams/s{i}/").into(),
-                Service {
-                    generation: 40 + u64::from(i),
-                    server: i,
-                    node_count: 1,
-                    nodes_json: format!(r#"[{{"host":"10.0.0.{i}","port":80,"weight":1}}]"#).into(),
-                },
-            );
-        }
-        s
-    }
-
-    #[test]
-    fn round_trip_and_reuse() {
-        let s = sample();
-        let bytes = encode(&s);
-        let back = decode(&bytes, None).unwrap();
-        assert_eq!(back, s);
-        let again = decode(&bytes, Some(&back)).unwrap();
-        let name = "http://h:1/v1/kv/upstreams/s1/";
-        assert!(Arc::ptr_eq(
-            &again.services[name].nodes_json,
-            &back.services[name].nodes_json
-        ));
-    }
-
-    #[test]
-    fn a_snapshot_without_receive_time_still_reads() {
-        let s = sample();
-        let v2 = encode(&s);
-        assert_eq!(v2[16] & FLAG_RECEIVED, FLAG_RECEIVED);
-        // The previous release's layout: no flag, no received_us.
-        let mut v1 = v2[..17].to_vec();
-        v1[16] &= !FLAG_RECEIVED;
-        v1.extend_from_slice(&v2[25..]);
-        let back = decode(&v1, None).unwrap();
-        assert_eq!(back.received_us, 0);
-        assert_eq!(back.services, s.services);
-        assert_eq!(back.seq, 42);
-        assert_eq!(decode(&v2, None).unwrap().received_us, s.received_us);
-    }
-
-    #[test]
-    fn every_truncation_is_an_error() {
-        let bytes = encode(&sample());
-        for n in 0..bytes.len() {
-            assert!(
-                decode(&bytes[..n], None).is_err(),
-                "prefix of {n} bytes accepted"
-            );
-        }
-        let mut extra = bytes.clone();
-        extra.push(0);
-        assert!(decode(&extra, None).is_err());
-        let mut huge = bytes[..25].to_vec();
-        huge.extend_from_slice(&u32::MAX.to_le_bytes());
-        assert!(decode(&huge, None).unwrap_err().contains("claims"));
-    }
+/// The name of record `i`, through the offset table.
+fn name_in(b: &[u8], offsets_at: usize, i: usize) -> Option<&[u8]> {
+    let at = usize::try_from(u64_at(b, offsets_at.checked_add(i.checked_mul(8)?)?)?).ok()?;
+    let r = raw_record(b, at, offsets_at)?;
+    b.get(r.name.0..r.name.0 + r.name.1)
 }
+
+/// The index names every record exactly once, and a lookup of each name
+/// reaches its record. (Records and offset table are checked already.)
+fn check_index(
+    b: &[u8],
+    offsets_at: usize,
+    index_at: usize,
+    count: usize,
+    slots: usize,
+) -> Result<(), String> {
+    let entry = |slot: usize| u32_at(b, index_at + 4 * slot).unwrap_or(0) as usize;
+    // One bit per record: the only allocation of a validation.
+    let mut seen = vec![0u64; count.div_ceil(64)];
+    let mut used = 0;
+    for slot in 0..slots {
+        let e = entry(slot);
+        if e == 0 {
+            continue;
+        }
+        let i = e - 1;
+        if i >= count {
+            return Err(format!("index slot {slot} names record {i} of {count}"));
+        }
+        let (word, bit) = (i / 64, 1u64 << (i % 64));
+        if seen[word] & bit != 0 {
+            return Err(format!("index names record {i} twice"));
+        }
+        seen[word] |= bit;
+        used += 1;
+    }
+    if used != count {
+        return Err(format!("index holds {used} entries for {count} services"));
+    }
+    let mask = slots - 1;
+    for i in 0..count {
+        let name = name_in(b, offsets_at, i).unwrap_or_default();
+        let mut slot = home(name_hash(name), mask);
+        loop {
+            match entry(slot) {
+                0 => {
+                    return Err(format!(
+                        "index does not lead to service {:?}",
+                        String::from_utf8_lossy(name)
+                    ))
+                }
+                e if e - 1 == i => break,
+                _ => slot = (slot + 1) & mask,
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-use memmap2::{MmapOptions, MmapRaw};
+use memmap2::{Mmap, MmapOptions, MmapRaw};
 use parking_lot::Mutex;
 use rustix::fs::{self as rfs, AtFlags, FallocateFlags, FlockOperation};
 
@@ -37,7 +37,8 @@ use crate::fsutil;
 
 const HEADER_SIZE: usize = 4096;
 const MAGIC: u64 = u64::from_le_bytes(*b"CKVHDR02");
-const SNAPSHOT_MAGIC: &[u8] = b"CKVSNAP1";
+/// Snapshot files of every format version start with this.
+const SNAPSHOT_MAGIC: &[u8] = super::codec::MAGIC_PREFIX;
 const CONFIG_MAGIC: &str = "CKVCFG01";
 /// Groups of one name with different configurations: at most this many.
 const SLOTS: u32 = 8;
@@ -181,8 +182,8 @@ fn open_existing_private_dir(
     Ok(Some(dir))
 }
 
-/// The newest snapshot file in a group directory, read with the usual checks.
-fn read_newest_snapshot(dir: &OwnedFd, cap: u64) -> io::Result<Option<(u64, Vec<u8>)>> {
+/// The newest snapshot file in a group directory, mapped with the usual checks.
+fn read_newest_snapshot(dir: &OwnedFd, cap: u64) -> io::Result<Option<(u64, Mmap)>> {
     let mut seqs: Vec<u64> = fsutil::list(dir)?
         .iter()
         .filter_map(|n| n.strip_prefix("snap.")?.parse().ok())
@@ -191,8 +192,7 @@ fn read_newest_snapshot(dir: &OwnedFd, cap: u64) -> io::Result<Option<(u64, Vec<
     for seq in seqs {
         // A file that is gone was replaced by a newer one or removed with
         // the directory: try the next.
-        if let Some(bytes) = fsutil::read_capped(dir, &format!("snap.{seq}"), cap, SNAPSHOT_MAGIC)?
-        {
+        if let Some(bytes) = fsutil::map_capped(dir, &format!("snap.{seq}"), cap, SNAPSHOT_MAGIC)? {
             return Ok(Some((seq, bytes)));
         }
     }
@@ -200,11 +200,12 @@ fn read_newest_snapshot(dir: &OwnedFd, cap: u64) -> io::Result<Option<(u64, Vec<
 }
 
 /// The newest snapshot of the group a reload replaced.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Inherited {
     pub path: PathBuf,
     pub seq: u64,
-    pub bytes: Vec<u8>,
+    /// A read-only mapping of its file.
+    pub bytes: Mmap,
 }
 
 /// Reads the newest snapshot of group `previous` (the group of this nginx
@@ -472,15 +473,16 @@ impl Group {
         }
     }
 
-    /// Reads the newest snapshot. Returns its sequence number and bytes.
-    pub fn read_latest(&self) -> io::Result<Option<(u64, Vec<u8>)>> {
+    /// Maps the newest snapshot read-only. Returns its sequence number and
+    /// the mapping, which stays valid after the leader removes the file.
+    pub fn read_latest(&self) -> io::Result<Option<(u64, Mmap)>> {
         for _ in 0..5 {
             let seq = self.seq();
             if seq == 0 {
                 return Ok(None);
             }
             let name = format!("snap.{seq}");
-            match fsutil::read_capped(&self.dir, &name, self.limits.snapshot_bytes, SNAPSHOT_MAGIC)?
+            match fsutil::map_capped(&self.dir, &name, self.limits.snapshot_bytes, SNAPSHOT_MAGIC)?
             {
                 Some(b) => return Ok(Some((seq, b))),
                 // Replaced meanwhile by a newer one: read the header again.
@@ -650,13 +652,14 @@ mod tests {
         assert!(a.try_lead().unwrap());
         // Same process, separate open file descriptions: flock conflicts.
         assert!(!b.try_lead().unwrap());
-        assert_eq!(b.read_latest().unwrap(), None);
+        assert!(b.read_latest().unwrap().is_none());
         let seen = b.wake_word();
         a.publish(1, &snap("one")).unwrap();
         a.publish(2, &snap("two")).unwrap();
         a.publish(3, &snap("three")).unwrap();
         assert_ne!(b.wake_word(), seen);
-        assert_eq!(b.read_latest().unwrap(), Some((3, snap("three"))));
+        let (seq, bytes) = b.read_latest().unwrap().unwrap();
+        assert_eq!((seq, &bytes[..]), (3, &snap("three")[..]));
         let snaps = fsutil::list(&a.dir)
             .unwrap()
             .iter()

@@ -4,6 +4,7 @@
 //! header. See `docs/architecture.md`.
 
 pub mod codec;
+pub mod codec_v1;
 mod fork;
 mod futex;
 pub mod group;

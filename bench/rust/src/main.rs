@@ -7,7 +7,6 @@
 //! time (CLOCK_THREAD_CPUTIME_ID) and wall time.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::time::Instant;
 
 use base64::Engine as _;
@@ -59,18 +58,13 @@ fn measure<S, T>(reps: usize, mut setup: impl FnMut() -> S, mut f: impl FnMut(S)
 }
 
 fn snapshot_of(model: &ServerModel, seq: u64) -> Snapshot {
-    // As the engine's publish_from: one HashMap of every model's services.
-    let mut services = HashMap::new();
-    for (k, v) in model.services() {
-        services.insert(k.clone(), v.clone());
-    }
-    Snapshot {
+    // As the engine's publish_from: every model's services in one table.
+    let meta = ckv::snapshot::Meta {
         seq,
-        services,
-        from_dump: false,
         synced: true,
-        ..Snapshot::default()
-    }
+        ..Default::default()
+    };
+    Snapshot::from_services(meta, model.services())
 }
 
 /// The same entries with one value changed (a weight edit on one node).

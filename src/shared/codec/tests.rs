@@ -1,0 +1,474 @@
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::shared::codec_v1;
+
+/// A small deterministic generator (no dependency, same cases every run).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// What a snapshot should hold: name → (generation, server, node_count, json).
+type Model = BTreeMap<String, (u64, u16, u32, String)>;
+
+fn random_model(rng: &mut Rng, count: usize) -> Model {
+    // Odd bytes in names: quotes, backslashes, control characters, non-ASCII,
+    // empty names and names that are prefixes of others.
+    const PIECES: &[&str] = &[
+        "",
+        "a",
+        "/",
+        "\"",
+        "\\",
+        "\n",
+        "\u{1}",
+        "é",
+        "服务",
+        "\u{10ffff}",
+        "web",
+        "x/y/",
+        " ",
+    ];
+    let mut m = Model::new();
+    while m.len() < count {
+        let mut name = String::new();
+        for _ in 0..rng.below(6) {
+            name.push_str(PIECES[rng.below(PIECES.len() as u64) as usize]);
+        }
+        if rng.below(3) == 0 {
+            name.push_str(&rng.next().to_string());
+        }
+        let nodes = rng.below(4) as u32;
+        let json = if nodes == 0 {
+            "[]".to_string()
+        } else {
+            let list: Vec<String> = (0..nodes)
+                .map(|i| format!(r#"{{"host":"10.0.0.{i}","port":80,"weight":1}}"#))
+                .collect();
+            format!("[{}]", list.join(","))
+        };
+        let generation = rng.next();
+        m.insert(name, (generation, rng.below(5) as u16, nodes, json));
+    }
+    m
+}
+
+fn refs(m: &Model) -> Vec<ServiceRef<'_>> {
+    m.iter()
+        .map(
+            |(name, (generation, server, node_count, json))| ServiceRef {
+                name,
+                generation: *generation,
+                server: *server,
+                node_count: *node_count,
+                nodes_json: json,
+            },
+        )
+        .collect()
+}
+
+fn meta() -> Meta {
+    Meta {
+        seq: 42,
+        from_dump: false,
+        synced: true,
+        received_us: 1_700_000_000_123_456,
+    }
+}
+
+/// The file for `m`, with its services handed over in a shuffled order.
+fn file_of(m: &Model, rng: &mut Rng) -> Vec<u8> {
+    let mut services = refs(m);
+    for i in (1..services.len()).rev() {
+        services.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    Table::build(&meta(), services).as_bytes().to_vec()
+}
+
+/// Every way of reading `t` agrees with `m`.
+fn assert_same(t: &Table, m: &Model) {
+    assert_eq!(t.len(), m.len());
+    assert_eq!(*t.meta(), meta());
+    let expected = refs(m);
+    assert!(
+        t.iter().eq(expected.iter().copied()),
+        "iteration in name order"
+    );
+    for (i, s) in expected.iter().enumerate() {
+        assert_eq!(t.get(s.name), Some(*s), "{:?}", s.name);
+        assert_eq!(t.nth(i), Some(*s));
+        assert_eq!(t.position(s.name), Some(i));
+    }
+    assert_eq!(t.nth(m.len()), None);
+    let nodes: u64 = m.values().map(|v| u64::from(v.2)).sum();
+    assert_eq!(t.node_count(), nodes);
+}
+
+#[test]
+fn opened_files_read_as_the_services_they_were_built_from() {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for count in [0, 1, 2, 3, 7, 64, 500, 3000] {
+        let m = random_model(&mut rng, count);
+        let file = file_of(&m, &mut rng);
+        let t = Table::open(Bytes::from(file.clone())).unwrap();
+        assert_same(&t, &m);
+        // Names that are absent, including prefixes and extensions of present ones.
+        for name in m.keys().take(50) {
+            for probe in [format!("{name}?"), format!("?{name}")] {
+                assert_eq!(t.get(&probe).is_some(), m.contains_key(&probe), "{probe:?}");
+            }
+        }
+        // Building the same services again gives the same bytes.
+        assert_eq!(file_of(&m, &mut rng), file);
+    }
+}
+
+#[test]
+fn a_hundred_thousand_services() {
+    let mut rng = Rng(7);
+    let mut m = Model::new();
+    for i in 0..100_000u64 {
+        let name = format!("http://127.0.0.1:8500/v1/kv/upstreams/svc-{i:06}/");
+        let json = format!(
+            r#"[{{"host":"10.0.{}.{}","port":80,"weight":1}}]"#,
+            i / 256,
+            i % 256
+        );
+        m.insert(name, (i, 0, 1, json));
+    }
+    let t = Table::open(Bytes::from(file_of(&m, &mut rng))).unwrap();
+    assert_same(&t, &m);
+    assert!(t
+        .get("http://127.0.0.1:8500/v1/kv/upstreams/svc-100000/")
+        .is_none());
+}
+
+#[test]
+fn the_name_hash_is_fnv1a_64() {
+    // Published FNV-1a test vectors: the hash is part of the file format.
+    assert_eq!(name_hash(b""), 0xcbf2_9ce4_8422_2325);
+    assert_eq!(name_hash(b"a"), 0xaf63_dc4c_8601_ec8c);
+    assert_eq!(name_hash(b"foobar"), 0x8594_4171_f739_67e8);
+}
+
+#[test]
+fn the_layout_is_the_documented_one() {
+    let name = "web/";
+    let json = "[]";
+    let s = ServiceRef {
+        name,
+        generation: 7,
+        server: 2,
+        node_count: 0,
+        nodes_json: json,
+    };
+    let file = Table::build(&meta(), vec![s]).as_bytes().to_vec();
+    let mut want = b"CKVSNAP2".to_vec();
+    want.extend_from_slice(&42u64.to_le_bytes());
+    want.extend_from_slice(&1_700_000_000_123_456u64.to_le_bytes());
+    want.extend_from_slice(&2u32.to_le_bytes()); // synced
+    want.extend_from_slice(&1u32.to_le_bytes()); // count
+    want.extend_from_slice(&2u32.to_le_bytes()); // slots
+    want.extend_from_slice(&0u32.to_le_bytes());
+    let offsets_at = 64 + 22 + 4 + 2;
+    want.extend_from_slice(&(offsets_at as u64).to_le_bytes());
+    want.extend_from_slice(&(offsets_at as u64 + 8).to_le_bytes());
+    want.extend_from_slice(&(offsets_at as u64 + 8 + 8).to_le_bytes());
+    want.extend_from_slice(&7u64.to_le_bytes());
+    want.extend_from_slice(&0u32.to_le_bytes());
+    want.extend_from_slice(&2u16.to_le_bytes());
+    want.extend_from_slice(&4u32.to_le_bytes());
+    want.extend_from_slice(&2u32.to_le_bytes());
+    want.extend_from_slice(b"web/[]");
+    want.extend_from_slice(&64u64.to_le_bytes());
+    let h = name_hash(b"web/");
+    let slot = ((h ^ (h >> 32)) & 1) as usize;
+    let mut index = [0u32; 2];
+    index[slot] = 1;
+    for e in index {
+        want.extend_from_slice(&e.to_le_bytes());
+    }
+    assert_eq!(file, want);
+}
+
+fn sample_file() -> (Model, Vec<u8>) {
+    let mut rng = Rng(99);
+    let mut m = random_model(&mut rng, 40);
+    m.insert(
+        "b-web/".into(),
+        (3, 0, 1, r#"[{"host":"h","port":1,"weight":1}]"#.into()),
+    );
+    let file = file_of(&m, &mut rng);
+    (m, file)
+}
+
+fn open_err(file: Vec<u8>) -> String {
+    match Table::open(Bytes::from(file)) {
+        Ok(_) => panic!("a corrupt file was accepted"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn every_truncation_and_extension_is_refused() {
+    let (_, file) = sample_file();
+    for n in 0..file.len() {
+        let err = open_err(file[..n].to_vec());
+        assert!(!err.is_empty());
+    }
+    let mut longer = file.clone();
+    longer.push(0);
+    assert!(open_err(longer).contains("its header says"));
+}
+
+struct Layout {
+    count: usize,
+    slots: usize,
+    offsets_at: usize,
+    index_at: usize,
+}
+
+fn layout(file: &[u8]) -> Layout {
+    Layout {
+        count: u32_at(file, 28).unwrap() as usize,
+        slots: u32_at(file, 32).unwrap() as usize,
+        offsets_at: u64_at(file, 40).unwrap() as usize,
+        index_at: u64_at(file, 48).unwrap() as usize,
+    }
+}
+
+fn put_u32(file: &mut [u8], at: usize, v: u32) {
+    file[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+fn put_u64(file: &mut [u8], at: usize, v: u64) {
+    file[at..at + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+/// Applies `corrupt` to a good file; the error must contain `expect`.
+fn refused(expect: &str, corrupt: impl FnOnce(&mut Vec<u8>, &Layout)) {
+    let (_, mut file) = sample_file();
+    let l = layout(&file);
+    corrupt(&mut file, &l);
+    let err = open_err(file);
+    assert!(err.contains(expect), "expected {expect:?} in {err:?}");
+}
+
+#[test]
+fn targeted_corruptions_are_refused_with_what_is_wrong() {
+    refused("bad magic", |f, _| f[7] = b'9');
+    refused("unknown flags", |f, _| put_u32(f, 24, 8));
+    refused("reserved", |f, _| put_u32(f, 36, 1));
+    // Counts that lie.
+    refused("header counts lie", |f, l| {
+        put_u32(f, 28, l.count as u32 - 1)
+    });
+    refused("header counts lie", |f, l| {
+        put_u32(f, 28, l.count as u32 + 1)
+    });
+    refused("power of two", |f, l| put_u32(f, 32, l.slots as u32 - 1));
+    refused("power of two", |f, l| put_u32(f, 28, l.slots as u32));
+    refused("header counts lie", |f, l| {
+        put_u64(f, 48, l.index_at as u64 + 4)
+    });
+    refused("outside the file", |f, _| put_u64(f, 40, u64::MAX));
+    refused("outside the file", |f, _| put_u64(f, 40, 3));
+    // Offsets out of bounds or into the middle of a record.
+    refused("offset table says record 0", |f, l| {
+        put_u64(f, l.offsets_at, u64::MAX)
+    });
+    refused("offset table says record 1", |f, l| {
+        let at = u64_at(f, l.offsets_at + 8).unwrap();
+        put_u64(f, l.offsets_at + 8, at + 3);
+    });
+    // A record whose lengths run past the records.
+    refused("runs past the records", |f, _| {
+        put_u32(f, 64 + 18, u32::MAX)
+    });
+    refused("runs past the records", |f, _| {
+        put_u32(f, 64 + 14, u32::MAX - 30)
+    });
+    // Index entries: out of range, twice, missing, misplaced.
+    refused("names record", |f, l| {
+        let slot = (0..l.slots)
+            .find(|s| u32_at(f, l.index_at + 4 * s) == Some(0))
+            .unwrap();
+        put_u32(f, l.index_at + 4 * slot, l.count as u32 + 1);
+    });
+    refused("twice", |f, l| {
+        let slot = (0..l.slots)
+            .find(|s| u32_at(f, l.index_at + 4 * s) == Some(0))
+            .unwrap();
+        let used = (0..l.slots)
+            .find(|s| u32_at(f, l.index_at + 4 * s) != Some(0))
+            .unwrap();
+        let e = u32_at(f, l.index_at + 4 * used).unwrap();
+        put_u32(f, l.index_at + 4 * slot, e);
+    });
+    refused("index holds", |f, l| {
+        let used = (0..l.slots)
+            .find(|s| u32_at(f, l.index_at + 4 * s) != Some(0))
+            .unwrap();
+        put_u32(f, l.index_at + 4 * used, 0);
+    });
+    refused("does not lead to service", |f, l| {
+        // An entry sitting at its home slot, moved to an empty slot elsewhere.
+        let mask = l.slots - 1;
+        let (slot, e) = (0..l.slots)
+            .map(|s| (s, u32_at(f, l.index_at + 4 * s).unwrap() as usize))
+            .find(|&(s, e)| {
+                e != 0 && home(name_hash(name_in(f, l.offsets_at, e - 1).unwrap()), mask) == s
+            })
+            .unwrap();
+        let empty = (0..l.slots)
+            .find(|&s| s != slot && u32_at(f, l.index_at + 4 * s) == Some(0))
+            .unwrap();
+        put_u32(f, l.index_at + 4 * slot, 0);
+        put_u32(f, l.index_at + 4 * empty, e as u32);
+    });
+}
+
+/// A file whose records are laid out in the given order (not sorted), with
+/// a consistent index: only the order is wrong.
+fn unsorted_file(services: &[ServiceRef<'_>]) -> Vec<u8> {
+    encode_sorted(&meta(), services)
+}
+
+#[test]
+fn records_out_of_order_or_repeated_are_refused() {
+    let s = |name| ServiceRef {
+        name,
+        generation: 1,
+        server: 0,
+        node_count: 0,
+        nodes_json: "[]",
+    };
+    let err = open_err(unsorted_file(&[s("a/"), s("c/"), s("b/")]));
+    assert!(err.contains("strict name order at record 2"), "{err}");
+    let err = open_err(unsorted_file(&[s("a/"), s("a/")]));
+    assert!(err.contains("strict name order at record 1"), "{err}");
+    assert!(Table::open(Bytes::from(unsorted_file(&[s("a/"), s("b/")]))).is_ok());
+}
+
+#[test]
+fn names_and_json_must_be_utf8() {
+    let s = |name, json| ServiceRef {
+        name,
+        generation: 1,
+        server: 0,
+        node_count: 0,
+        nodes_json: json,
+    };
+    let mut file = unsorted_file(&[s("a/", "[]"), s("b/", "[]")]);
+    let second_name = 64 + 22 + 2 + 2 + 22;
+    file[second_name] = 0xff;
+    let err = open_err(file.clone());
+    assert!(
+        err.contains("name of record 1") && err.contains("UTF-8"),
+        "{err}"
+    );
+    file[second_name] = b'b';
+    file[second_name + 2] = 0xc3;
+    let err = open_err(file);
+    assert!(
+        err.contains("nodes of service \"b/\" are not UTF-8"),
+        "{err}"
+    );
+}
+
+#[test]
+fn previous_release_files_still_read() {
+    let mut rng = Rng(5);
+    let m = random_model(&mut rng, 30);
+    let services = refs(&m);
+    for with_received in [true, false] {
+        let v1 = codec_v1::encode(&meta(), &services, with_received);
+        let t = Table::open(Bytes::from(v1.clone())).unwrap();
+        assert!(!t.is_mapped());
+        let mut want = meta();
+        if !with_received {
+            want.received_us = 0;
+        }
+        assert_eq!(*t.meta(), want);
+        assert!(t.iter().eq(services.iter().copied()));
+        assert_eq!(decode(&v1, None).unwrap().len(), m.len());
+        for n in 0..v1.len() {
+            assert!(Table::open(Bytes::from(v1[..n].to_vec())).is_err(), "{n}");
+        }
+    }
+}
+
+#[test]
+fn encode_follows_fields_changed_after_building() {
+    let (m, file) = sample_file();
+    let mut s = open(file.clone()).unwrap();
+    assert!(matches!(file_bytes(&s), Cow::Borrowed(b) if *b == file[..]));
+    s.seq = 43;
+    s.from_dump = true;
+    let again = open(encode(&s)).unwrap();
+    assert_eq!((again.seq, again.from_dump, again.synced), (43, true, true));
+    assert!(again.iter().eq(refs(&m).iter().copied()));
+}
+
+#[test]
+fn the_name_sort_is_byte_order() {
+    let mut rng = Rng(11);
+    // Long shared prefixes, names ending inside a key, NUL and 0xff bytes,
+    // long runs of equal keys: every branch of the sort.
+    for _ in 0..20 {
+        let prefix = "p".repeat(rng.below(40) as usize);
+        let names: Vec<Vec<u8>> = (0..rng.below(3000))
+            .map(|_| {
+                let mut n = prefix.clone().into_bytes();
+                for _ in 0..rng.below(24) {
+                    n.push([0u8, b'a', b'b', 0xff][rng.below(4) as usize]);
+                }
+                n
+            })
+            .collect();
+        let refs: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
+        let mut order: Vec<u32> = (0..refs.len() as u32).collect();
+        sort_by_name(&refs, &mut order, 0);
+        let sorted: Vec<&[u8]> = order.iter().map(|&i| refs[i as usize]).collect();
+        let mut want = refs.clone();
+        want.sort();
+        assert_eq!(sorted, want);
+    }
+}
+
+/// The table a follower serves: a read-only mapping of the file.
+fn mapped(file: &[u8]) -> Table {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("snap.1"), file).unwrap();
+    let fd = crate::fsutil::open_dir(dir.path()).unwrap();
+    let map = crate::fsutil::map_capped(&fd, "snap.1", 1 << 30, MAGIC_PREFIX)
+        .unwrap()
+        .unwrap();
+    // The file goes at once: the mapping stays.
+    drop(dir);
+    Table::open(Bytes::from(map)).unwrap()
+}
+
+#[test]
+fn mapped_files_read_as_the_heap_tables_they_were_written_from() {
+    let mut rng = Rng(0x51ab);
+    for count in [0, 1, 2, 500, 20_000] {
+        let m = random_model(&mut rng, count);
+        let file = file_of(&m, &mut rng);
+        let heap = Table::open(Bytes::from(file.clone())).unwrap();
+        let map = mapped(&file);
+        assert!(map.is_mapped() && !heap.is_mapped());
+        assert_same(&map, &m);
+        assert!(map.iter().eq(heap.iter()));
+    }
+}
