@@ -21,20 +21,20 @@ impl Span {
 
 /// Appends `text` to `buf`; `None` when the buffer would outgrow a `u32`
 /// offset (4 GiB of text: far beyond any response the watcher accepts).
-pub(super) fn push_text(buf: &mut Vec<u8>, parts: &[&[u8]]) -> Option<Span> {
+pub(super) fn push_text(buf: &mut String, parts: &[&str]) -> Option<Span> {
     let len: usize = parts.iter().map(|p| p.len()).sum();
     let off = u32::try_from(buf.len()).ok()?;
     let len32 = u32::try_from(len).ok()?;
     off.checked_add(len32)?;
     for p in parts {
-        buf.extend_from_slice(p);
+        buf.push_str(p);
     }
     Some(Span { off, len: len32 })
 }
 
 #[derive(Debug, Default)]
 pub(super) struct KeyArena {
-    bytes: Vec<u8>,
+    bytes: String,
     /// Bytes of records no entry refers to any more.
     garbage: usize,
 }
@@ -46,21 +46,21 @@ impl KeyArena {
     pub fn get(&self, key: Span) -> &[u8] {
         // Spans are only made by `push` on this arena (and remapped by
         // `compact`), so the range is always in bounds.
-        self.bytes.get(key.range()).unwrap_or_default()
+        self.bytes.as_bytes().get(key.range()).unwrap_or_default()
     }
 
     /// The value stored after the key of a record.
     pub fn value_after(&self, key: Span, value_len: u32) -> &[u8] {
         let start = key.off as usize + key.len as usize;
         self.bytes
+            .as_bytes()
             .get(start..start + value_len as usize)
             .unwrap_or_default()
     }
 
     /// Stores a key (and, for an entry without an index, its value).
     pub fn push(&mut self, key: &str, value: Option<&str>) -> Option<Span> {
-        let value = value.map_or(&[][..], str::as_bytes);
-        let span = push_text(&mut self.bytes, &[key.as_bytes(), value])?;
+        let span = push_text(&mut self.bytes, &[key, value.unwrap_or_default()])?;
         Some(Span {
             off: span.off,
             len: key.len() as u32,
@@ -99,7 +99,7 @@ impl KeyArena {
         if !wasteful {
             return;
         }
-        let mut fresh = Vec::with_capacity(live);
+        let mut fresh = String::with_capacity(live);
         for (key, record_len) in records {
             let start = key.off as usize;
             let record = self
@@ -107,7 +107,7 @@ impl KeyArena {
                 .get(start..start + record_len as usize)
                 .unwrap_or_default();
             key.off = fresh.len() as u32;
-            fresh.extend_from_slice(record);
+            fresh.push_str(record);
         }
         self.bytes = fresh;
         self.garbage = 0;

@@ -102,8 +102,9 @@ impl ServerModel {
             if self.services.contains_key(&name) {
                 continue;
             }
-            let slot = self.slots.find_or_add(&self.name_base, path);
-            let Some(name) = self.slots.name(slot).cloned() else {
+            let slot = self.slots.find_or_add(path);
+            let born = self.slots.born_span(slot);
+            let Some(name) = self.slots.name_of(slot, &self.name_base, born) else {
                 continue;
             };
             service.server = self.server;
@@ -125,7 +126,8 @@ impl ServerModel {
         seq: u64,
     ) -> Result<Applied, Applied> {
         let (keys_len, keys_garbage) = (self.keys.len(), self.keys.garbage());
-        let mut pass = Pass::new(&self.parser, &self.name_base, &mut self.keys, &mut self.slots);
+        self.slots.made = 0;
+        let mut pass = Pass::new(&self.parser, &mut self.keys, &mut self.slots);
         // In step with the previous response: entries are updated in place,
         // with what they were kept for a refusal.
         let mut undo: Vec<(usize, Entry)> = Vec::new();
@@ -139,7 +141,7 @@ impl ServerModel {
             let Some(e) = self.entries.get_mut(j) else {
                 break;
             };
-            if pass.keys.get(e.key) != key.as_bytes() {
+            if !entry::same_key(pass.keys.get(e.key), key.as_bytes()) {
                 break;
             }
             let before = *e;
@@ -160,10 +162,9 @@ impl ServerModel {
                 ..
             } = pass;
             for s in dirty {
-                if let Some(slot) = slots.list.get_mut(s as usize) {
-                    slot.dirty = false;
-                }
+                slots.unmark(s);
             }
+            slots.end_response();
             for (j, before) in undo.into_iter().rev() {
                 self.entries[j] = before;
             }
@@ -185,6 +186,7 @@ impl ServerModel {
             self.sorted = r.sorted;
         }
         if !dirty.is_empty() {
+            self.services.reserve(std::mem::take(&mut self.slots.made));
             applied.changed_services = render::render(
                 &mut self.entries,
                 &mut self.slots,
@@ -193,11 +195,13 @@ impl ServerModel {
                 render::Target {
                     services: &mut self.services,
                     nodes: &mut self.nodes,
+                    base: &self.name_base,
                     server: self.server,
                     generation: seq,
                 },
             );
         }
+        self.slots.end_response();
         applied.changed = applied.changed_services > 0;
         self.give_back_room();
         Ok(applied)

@@ -55,12 +55,12 @@ pub(super) struct NodeParser {
 #[derive(Default)]
 pub(super) struct Scratch<'v> {
     memo: FxHashMap<&'v str, ValuePart>,
-    tails: Vec<u8>,
+    tails: String,
     lookups: u32,
     hits: u32,
     memo_off: bool,
     /// Every node JSON object parsed in this response.
-    pub fresh: Vec<u8>,
+    pub fresh: String,
 }
 
 impl NodeParser {
@@ -98,13 +98,7 @@ impl NodeParser {
                 let tail = scratch.tails.get(tail.range()).unwrap_or_default();
                 let json = push_text(
                     &mut scratch.fresh,
-                    &[
-                        b"{\"host\":\"",
-                        parsed.host.as_bytes(),
-                        b"\",\"port\":",
-                        port.as_bytes(),
-                        tail,
-                    ],
+                    &["{\"host\":\"", parsed.host, "\",\"port\":", port.as_str(), tail],
                 );
                 match json {
                     Some(json) => Parsed::Node {
@@ -144,7 +138,7 @@ impl NodeParser {
         let part = match kv::parse_entry(&self.probe_key, value, &self.probe_rules) {
             Outcome::Node { json, .. } => {
                 let tail = json.strip_prefix(self.probe_head.as_str())?;
-                ValuePart::Tail(push_text(&mut scratch.tails, &[tail.as_bytes()])?)
+                ValuePart::Tail(push_text(&mut scratch.tails, &[tail])?)
             }
             Outcome::Dropped(_) | Outcome::Ignored => ValuePart::Quiet,
             Outcome::Malformed(reason) => ValuePart::Malformed(reason),
@@ -168,7 +162,7 @@ impl NodeParser {
                 let Ok(Some(p)) = kv::parse_key(key, &self.rules.prefix) else {
                     return Parsed::Quiet;
                 };
-                match push_text(&mut scratch.fresh, &[json.as_bytes()]) {
+                match push_text(&mut scratch.fresh, &[&json]) {
                     Some(json) => Parsed::Node {
                         service_path: p.service_path,
                         json,
@@ -206,7 +200,7 @@ struct PortText {
 }
 
 impl PortText {
-    fn as_bytes(&self) -> &[u8] {
-        &self.buf[self.start..]
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[self.start..]).unwrap_or_default()
     }
 }

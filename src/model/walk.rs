@@ -21,7 +21,6 @@ use crate::kv::{Field, RawEntry};
 /// State of one response's walk.
 pub(super) struct Pass<'m, 'v> {
     pub parser: &'m NodeParser,
-    pub base: &'m str,
     pub keys: &'m mut KeyArena,
     pub slots: &'m mut Slots,
     pub dirty: Vec<u32>,
@@ -35,13 +34,11 @@ pub(super) struct Pass<'m, 'v> {
 impl<'m, 'v> Pass<'m, 'v> {
     pub fn new(
         parser: &'m NodeParser,
-        base: &'m str,
         keys: &'m mut KeyArena,
         slots: &'m mut Slots,
     ) -> Self {
         Pass {
             parser,
-            base,
             keys,
             slots,
             dirty: Vec::new(),
@@ -54,24 +51,33 @@ impl<'m, 'v> Pass<'m, 'v> {
 
     /// The entry's key; an entry without one is counted and reported (on
     /// every response: it cannot be told apart from the next one).
-    #[inline]
+    #[inline(always)]
     pub fn key_of(&mut self, raw: &'v RawEntry<'v>) -> Option<&'v str> {
         match &raw.key {
             Field::Ok(k) => Some(k),
-            Field::WrongType(t) => {
-                self.applied.malformed_total += 1;
-                self.applied.report("?", &format!("Key is {t}"));
-                None
-            }
-            Field::Null | Field::Absent => {
-                self.applied.malformed_total += 1;
-                self.applied.report("?", "entry has no Key");
+            _ => {
+                self.keyless(raw);
                 None
             }
         }
     }
 
-    #[inline]
+    #[cold]
+    fn keyless(&mut self, raw: &RawEntry<'_>) {
+        match &raw.key {
+            Field::Ok(_) => {}
+            Field::WrongType(t) => {
+                self.applied.malformed_total += 1;
+                self.applied.report("?", &format!("Key is {t}"));
+            }
+            Field::Null | Field::Absent => {
+                self.applied.malformed_total += 1;
+                self.applied.report("?", "entry has no Key");
+            }
+        }
+    }
+
+    #[inline(always)]
     fn count(&mut self, e: &Entry) {
         if e.kind == Kind::Malformed {
             self.applied.malformed_total += 1;
@@ -82,12 +88,17 @@ impl<'m, 'v> Pass<'m, 'v> {
 
     /// Brings a known entry up to date with `raw`; returns whether it
     /// changed.
-    #[inline]
+    #[inline(always)]
     pub fn update(&mut self, e: &mut Entry, raw: &'v RawEntry<'v>, key: &'v str) -> bool {
         if entry::unchanged(e, raw, self.keys) {
             self.count(e);
             return false;
         }
+        self.reparse(e, raw, key)
+    }
+
+    #[inline(never)]
+    fn reparse(&mut self, e: &mut Entry, raw: &'v RawEntry<'v>, key: &'v str) -> bool {
         if e.is_node() {
             self.slots.mark(e.slot, &mut self.dirty);
         }
@@ -154,12 +165,11 @@ impl<'m, 'v> Pass<'m, 'v> {
         match self.parser.parse(key, &raw.value, &mut self.scratch) {
             Parsed::Node { service_path, json } => {
                 let slot = if self.last_slot != NO_SLOT
-                    && self.slots.name(self.last_slot).is_some_and(|n| {
-                        n.as_bytes().get(self.base.len()..) == Some(service_path.as_bytes())
-                    }) {
+                    && self.slots.path(self.last_slot) == service_path.as_bytes()
+                {
                     self.last_slot
                 } else {
-                    self.slots.find_or_add(self.base, service_path)
+                    self.slots.find_or_add(service_path)
                 };
                 self.last_slot = slot;
                 self.slots.mark(slot, &mut self.dirty);
@@ -235,13 +245,12 @@ pub(super) fn rebuild<'v>(
         let Some(key) = pass.key_of(raw) else {
             continue;
         };
-        if prev == Some(key) {
+        match prev.map(|p| key.cmp(p)) {
             // The same key twice in one response (never from Consul): the
             // first one counts.
-            continue;
-        }
-        if prev.is_some_and(|p| key < p) {
-            sorted = false;
+            Some(std::cmp::Ordering::Equal) => continue,
+            Some(std::cmp::Ordering::Less) => sorted = false,
+            _ => {}
         }
         prev = Some(key);
         let found = if sorted && index.is_none() {
