@@ -5,34 +5,36 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::borrow::Cow;
 use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use base64::Engine as _;
 use ckv::kv::{Field, RawEntry, Rules};
 use ckv::model::ServerModel;
 
-/// Counts allocations made by a thread that asked for it.
+/// Counts allocations made by a thread that asked for it (per thread: the
+/// tests of this file run side by side).
 struct Counting;
 
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
 thread_local! {
     static TRACK: Cell<bool> = const { Cell::new(false) };
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+}
+
+fn count_one() {
+    if TRACK.try_with(Cell::get).unwrap_or(false) {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+    }
 }
 
 // SAFETY: forwards to the system allocator unchanged; the bookkeeping only
-// touches an atomic and a thread-local flag (no allocation).
+// touches thread-local cells (no allocation).
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if TRACK.try_with(Cell::get).unwrap_or(false) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
+        count_one();
         // SAFETY: same contract as the caller's.
         unsafe { System.alloc(layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if TRACK.try_with(Cell::get).unwrap_or(false) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
+        count_one();
         // SAFETY: same contract as the caller's.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -46,11 +48,11 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 fn allocations_of<T>(f: impl FnOnce() -> T) -> (usize, T) {
-    ALLOCATIONS.store(0, Ordering::Relaxed);
+    ALLOCATIONS.with(|n| n.set(0));
     TRACK.with(|t| t.set(true));
     let out = f();
     TRACK.with(|t| t.set(false));
-    (ALLOCATIONS.load(Ordering::Relaxed), out)
+    (ALLOCATIONS.with(Cell::get), out)
 }
 
 fn body(keys: usize, per_service: usize) -> Vec<RawEntry<'static>> {
