@@ -58,7 +58,14 @@ fn allocations_of<T>(f: impl FnOnce() -> T) -> (usize, T) {
 fn body(keys: usize, per_service: usize) -> Vec<RawEntry<'static>> {
     let value = base64::engine::general_purpose::STANDARD.encode(r#"{"weight":1,"max_fails":2}"#);
     let mut keys: Vec<String> = (0..keys)
-        .map(|i| format!("upstreams/svc{}/10.0.{}.{}:80", i / per_service, i / 250, i % 250))
+        .map(|i| {
+            format!(
+                "upstreams/svc{}/10.0.{}.{}:80",
+                i / per_service,
+                i / 250,
+                i % 250
+            )
+        })
         .collect();
     keys.sort();
     keys.into_iter()
@@ -115,6 +122,9 @@ fn one_changed_value_allocates_a_handful() {
         changed[5_000].modify_index = Field::Ok(99_999);
         let (n, applied) = allocations_of(|| m.apply(&changed, 2).unwrap());
         assert_eq!(applied.changed_services, 1);
-        assert!(n <= 32, "{n} allocations ({per_service} node(s) per service)");
+        assert!(
+            n <= 32,
+            "{n} allocations ({per_service} node(s) per service)"
+        );
     }
 }

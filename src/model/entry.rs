@@ -9,9 +9,9 @@
 //! index (absent, null, not a number: never from Consul) the base64 text is
 //! kept beside the key and compared whole.
 
-use std::borrow::Cow;
 use super::keys::{KeyArena, Span};
 use crate::kv::{Field, RawEntry};
+use std::borrow::Cow;
 
 /// What the entry contributed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

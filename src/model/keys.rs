@@ -89,13 +89,10 @@ impl KeyArena {
     /// exact size, when dead records outweigh live ones (or the buffer holds
     /// far more capacity than text). `records` yields each live record's key
     /// span and full length, and receives its new key span.
-    pub fn compact_if_wasteful<'e>(
-        &mut self,
-        records: impl Iterator<Item = (&'e mut Span, u32)>,
-    ) {
+    pub fn compact_if_wasteful<'e>(&mut self, records: impl Iterator<Item = (&'e mut Span, u32)>) {
         let live = self.bytes.len() - self.garbage;
-        let wasteful = self.garbage > live.max(4096)
-            || self.bytes.capacity() > 2 * self.bytes.len() + 4096;
+        let wasteful =
+            self.garbage > live.max(4096) || self.bytes.capacity() > 2 * self.bytes.len() + 4096;
         if !wasteful {
             return;
         }

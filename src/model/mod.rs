@@ -120,11 +120,7 @@ impl ServerModel {
     /// A response whose entries are all malformed is refused whole and
     /// nothing changes: Consul never sends that, a broken proxy or server
     /// might, and serving nothing would throw away the last good nodes.
-    pub fn apply<'v>(
-        &mut self,
-        raws: &'v [RawEntry<'v>],
-        seq: u64,
-    ) -> Result<Applied, Applied> {
+    pub fn apply<'v>(&mut self, raws: &'v [RawEntry<'v>], seq: u64) -> Result<Applied, Applied> {
         let (keys_len, keys_garbage) = (self.keys.len(), self.keys.garbage());
         self.slots.made = 0;
         let mut pass = Pass::new(&self.parser, &mut self.keys, &mut self.slots);
@@ -209,14 +205,11 @@ impl ServerModel {
 
     /// Returns what a shrinking prefix left unused.
     fn give_back_room(&mut self) {
-        self.keys.compact_if_wasteful(
-            self.entries
-                .iter_mut()
-                .map(|e| {
-                    let len = e.record_len();
-                    (&mut e.key, len)
-                }),
-        );
+        self.keys
+            .compact_if_wasteful(self.entries.iter_mut().map(|e| {
+                let len = e.record_len();
+                (&mut e.key, len)
+            }));
         self.slots.compact_if_sparse(&mut self.entries);
         if self.services.capacity() > 2 * self.services.len() + 64 {
             self.services.shrink_to_fit();

@@ -26,7 +26,10 @@ const MEMO_TRIAL: u32 = 1024;
 pub(super) enum Parsed<'k> {
     /// A node of `service_path`; its JSON object is at `json` in the fresh
     /// text.
-    Node { service_path: &'k str, json: Span },
+    Node {
+        service_path: &'k str,
+        json: Span,
+    },
     Quiet,
     Malformed(String),
 }
@@ -98,7 +101,13 @@ impl NodeParser {
                 let tail = scratch.tails.get(tail.range()).unwrap_or_default();
                 let json = push_text(
                     &mut scratch.fresh,
-                    &["{\"host\":\"", parsed.host, "\",\"port\":", port.as_str(), tail],
+                    &[
+                        "{\"host\":\"",
+                        parsed.host,
+                        "\",\"port\":",
+                        port.as_str(),
+                        tail,
+                    ],
                 );
                 match json {
                     Some(json) => Parsed::Node {

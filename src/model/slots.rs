@@ -63,7 +63,7 @@ impl Slots {
         }
     }
 
-    fn path_of<'a>(&'a self, slot: u32) -> &'a [u8] {
+    fn path_of(&self, slot: u32) -> &[u8] {
         let Some(s) = self.list.get(slot as usize) else {
             return &[];
         };
@@ -227,8 +227,7 @@ impl Slots {
             }
         } else if self.index.capacity() > 2 * self.index.len() + 64 {
             let list = &self.list;
-            self.index
-                .shrink_to_fit(|&j| spread(list[j as usize].hash));
+            self.index.shrink_to_fit(|&j| spread(list[j as usize].hash));
         }
         if self.list.capacity() > 2 * self.list.len() + 64 {
             self.list.shrink_to_fit();

@@ -2,9 +2,9 @@
 
 use super::report::MAX_REPORTED_PER_RESPONSE;
 use super::*;
-use rustc_hash::FxHashMap;
 use crate::kv::{Field, RawEntry, Rules};
 use base64::Engine as _;
+use rustc_hash::FxHashMap;
 use std::borrow::Cow;
 
 fn rules() -> Rules {
@@ -409,9 +409,13 @@ fn an_odd_value_field_is_remembered_as_such() {
             value: value.clone(),
             ..entry("upstreams/web/10.0.0.2:80", "{}")
         };
-        let a = m.apply(&[good.clone_entry(), odd.clone_entry()], 1).unwrap();
+        let a = m
+            .apply(&[good.clone_entry(), odd.clone_entry()], 1)
+            .unwrap();
         assert_eq!(a.newly_malformed.len(), 1, "{value:?}");
-        let a = m.apply(&[good.clone_entry(), odd.clone_entry()], 2).unwrap();
+        let a = m
+            .apply(&[good.clone_entry(), odd.clone_entry()], 2)
+            .unwrap();
         assert!(a.newly_malformed.is_empty(), "{value:?}");
         assert_eq!(a.malformed_total, 1);
     }
@@ -646,7 +650,12 @@ fn the_value_memo_renders_what_the_parser_renders() {
         "[1]",
         "",
     ];
-    let hosts = ["10.0.0.1:80", "[::1]:8080", "node-1.example:65535", "bad host:1"];
+    let hosts = [
+        "10.0.0.1:80",
+        "[::1]:8080",
+        "node-1.example:65535",
+        "bad host:1",
+    ];
     let mut body = Vec::new();
     for (i, h) in hosts.iter().enumerate() {
         for (j, v) in values.iter().enumerate() {
@@ -681,10 +690,16 @@ fn the_value_memo_renders_what_the_parser_renders() {
     }
     assert_eq!(m.services().len(), expect.len());
     for (name, nodes) in &expect {
-        assert_eq!(&*m.services()[name.as_str()].nodes_json, format!("[{}]", nodes.join(",")));
+        assert_eq!(
+            &*m.services()[name.as_str()].nodes_json,
+            format!("[{}]", nodes.join(","))
+        );
     }
     assert_eq!(a.malformed_total, malformed.len());
     for (k, reason) in malformed.iter().take(MAX_REPORTED_PER_RESPONSE) {
-        assert!(a.newly_malformed.contains(&(k.clone(), reason.clone())), "{k}: {reason}");
+        assert!(
+            a.newly_malformed.contains(&(k.clone(), reason.clone())),
+            "{k}: {reason}"
+        );
     }
 }

@@ -32,11 +32,7 @@ pub(super) struct Pass<'m, 'v> {
 }
 
 impl<'m, 'v> Pass<'m, 'v> {
-    pub fn new(
-        parser: &'m NodeParser,
-        keys: &'m mut KeyArena,
-        slots: &'m mut Slots,
-    ) -> Self {
+    pub fn new(parser: &'m NodeParser, keys: &'m mut KeyArena, slots: &'m mut Slots) -> Self {
         Pass {
             parser,
             keys,
@@ -275,9 +271,7 @@ pub(super) fn rebuild<'v>(
                     }
                 };
                 for v in (0..old.len() as u32).chain(inserted.iter().map(|&n| n | IN_NEXT)) {
-                    t.insert_unique(hash_key(keys.get(at(v))), v, |&w| {
-                        hash_key(keys.get(at(w)))
-                    });
+                    t.insert_unique(hash_key(keys.get(at(v))), v, |&w| hash_key(keys.get(at(w))));
                 }
                 t
             });
