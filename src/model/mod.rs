@@ -140,9 +140,11 @@ impl ServerModel {
             if !entry::same_key(pass.keys.get(e.key), key.as_bytes()) {
                 break;
             }
-            let before = *e;
-            if pass.update(e, raw, key) {
-                undo.push((j, before));
+            if entry::unchanged(e, raw, pass.keys) {
+                pass.count(e);
+            } else {
+                undo.push((j, *e));
+                pass.reparse(e, raw, key);
             }
             prev_key = Some(key);
             i += 1;

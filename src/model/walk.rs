@@ -74,7 +74,7 @@ impl<'m, 'v> Pass<'m, 'v> {
     }
 
     #[inline(always)]
-    fn count(&mut self, e: &Entry) {
+    pub fn count(&mut self, e: &Entry) {
         if e.kind == Kind::Malformed {
             self.applied.malformed_total += 1;
         } else {
@@ -93,8 +93,9 @@ impl<'m, 'v> Pass<'m, 'v> {
         self.reparse(e, raw, key)
     }
 
+    /// Parses a known entry's new value into it.
     #[inline(never)]
-    fn reparse(&mut self, e: &mut Entry, raw: &'v RawEntry<'v>, key: &'v str) -> bool {
+    pub fn reparse(&mut self, e: &mut Entry, raw: &'v RawEntry<'v>, key: &'v str) -> bool {
         if e.is_node() {
             self.slots.mark(e.slot, &mut self.dirty);
         }
