@@ -90,12 +90,18 @@ fn model() -> ServerModel {
     )
 }
 
+/// A 10,000-key response and a model that has applied it.
+fn applied_once(per_service: usize) -> (Vec<RawEntry<'static>>, ServerModel) {
+    let entries = body(10_000, per_service);
+    let mut m = model();
+    m.apply(&entries, 1).unwrap();
+    (entries, m)
+}
+
 #[test]
 fn an_unchanged_response_allocates_nothing() {
     for per_service in [1, 10] {
-        let entries = body(10_000, per_service);
-        let mut m = model();
-        m.apply(&entries, 1).unwrap();
+        let (entries, mut m) = applied_once(per_service);
         let (n, applied) = allocations_of(|| m.apply(&entries, 2).unwrap());
         assert!(!applied.changed);
         assert_eq!(n, 0, "{per_service} node(s) per service");
@@ -105,9 +111,7 @@ fn an_unchanged_response_allocates_nothing() {
 #[test]
 fn one_changed_value_allocates_a_handful() {
     for per_service in [1, 10] {
-        let entries = body(10_000, per_service);
-        let mut m = model();
-        m.apply(&entries, 1).unwrap();
+        let (entries, mut m) = applied_once(per_service);
         let mut changed: Vec<RawEntry<'static>> = entries
             .iter()
             .map(|e| RawEntry {
