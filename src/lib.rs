@@ -16,6 +16,7 @@ pub mod engine;
 pub mod fsutil;
 pub mod kv;
 pub mod log;
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod notify;
