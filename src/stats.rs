@@ -140,9 +140,33 @@ pub struct Stats {
     /// This process: from the Consul response (received by the leader) to
     /// the snapshot it produced being served here.
     pub propagation_seconds: Histogram,
+    /// When the last change went through each step, in this process.
+    pub last_change_steps: ChangeTimes,
     /// The effective configuration: every field, defaults applied, the
     /// token shown as `"<redacted>"` (`Config::redacted_json`).
     pub config: serde_json::Value,
+}
+
+/// Where the time of the last published change went: Unix time in
+/// microseconds of each step (0: the step did not run in this process; a
+/// follower fills only `seq` and `served_us`). For attributing propagation
+/// latency; a handful of clock reads per change.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct ChangeTimes {
+    /// The snapshot these times belong to.
+    pub seq: u64,
+    /// Leader: the response's headers arrived.
+    pub headers_us: u64,
+    /// Leader: the whole body was in.
+    pub received_us: u64,
+    /// Leader: the body was parsed.
+    pub parsed_us: u64,
+    /// Leader: the model was updated.
+    pub applied_us: u64,
+    /// Leader: the snapshot was in the shared directory, followers woken.
+    pub published_us: u64,
+    /// This process started serving it.
+    pub served_us: u64,
 }
 
 /// Upper bounds (seconds) of the histogram buckets, shared by both

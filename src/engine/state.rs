@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::log::{Level, LogQueue};
 use crate::shared::Group;
 use crate::snapshot::Snapshot;
-use crate::stats::{Histogram, ServerState, ServerStats, Stats};
+use crate::stats::{ChangeTimes, Histogram, ServerState, ServerStats, Stats};
 
 /// What this process does for its group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +74,8 @@ pub struct Shared {
     pub apply_seconds: Mutex<Histogram>,
     /// Consul response received (by the leader) → served by this process.
     pub propagation_seconds: Mutex<Histogram>,
+    /// The steps of the last change (`stats().last_change_steps`).
+    pub last_change: Mutex<ChangeTimes>,
     /// Seq of the snapshot taken from the previous group at start (0: none);
     /// `source` says "previous" while it is served.
     pub inherited_seq: AtomicU64,
@@ -113,6 +115,7 @@ impl Shared {
             stopped: AtomicBool::new(false),
             apply_seconds: Mutex::new(Histogram::default()),
             propagation_seconds: Mutex::new(Histogram::default()),
+            last_change: Mutex::new(ChangeTimes::default()),
             inherited_seq: AtomicU64::new(0),
         }
     }
@@ -146,10 +149,16 @@ impl Shared {
     /// just now (by this process or the leader): records how long the
     /// response took to be served here.
     pub fn publish_observed(&self, snapshot: Snapshot) {
-        let received_us = snapshot.received_us;
+        let (seq, received_us) = (snapshot.seq, snapshot.received_us);
         self.publish_local(snapshot);
+        let now = crate::stats::now_us();
+        {
+            let mut times = self.last_change.lock();
+            times.seq = seq;
+            times.served_us = now;
+        }
         if received_us > 0 {
-            let lag = crate::stats::now_us().saturating_sub(received_us);
+            let lag = now.saturating_sub(received_us);
             self.propagation_seconds.lock().observe(lag as f64 / 1e6);
         }
     }
@@ -220,6 +229,7 @@ impl Shared {
             servers,
             apply_seconds,
             propagation_seconds: self.propagation_seconds.lock().clone(),
+            last_change_steps: *self.last_change.lock(),
             config: self.config.redacted_json(),
         }
     }

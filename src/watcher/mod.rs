@@ -46,9 +46,12 @@ pub trait WatchSink: Send + Sync {
     /// The prefix is empty on `server` (Consul answered 404).
     fn apply_empty(&self, server: usize) -> bool;
     /// A whole response from `server` is in, not yet parsed (metrics: where
-    /// apply time and propagation start).
-    fn received(&self, _server: usize) {}
+    /// apply time and propagation start); its headers came at `headers_us`.
+    fn received(&self, _server: usize, _headers_us: u64) {}
     fn update_stats(&self, server: usize, f: &mut dyn FnMut(&mut ServerStats));
+    /// An answer of `body_bytes` and what was parsed from it were dropped
+    /// (the engine may give the memory back to the OS).
+    fn answer_dropped(&self, _body_bytes: usize) {}
     fn log(&self, level: Level, message: String);
     /// A message that a server can make repeat without bound: rate-limited
     /// per class by the engine ([`crate::log::LogQueue::push_limited`]).
@@ -162,6 +165,7 @@ pub async fn run(
             wait: wait_arg,
             timeout,
             query: &query,
+            body_hint: watch.last_body_bytes,
         };
         sink.update_stats(server, &mut |s| s.requests_total += 1);
         let probing = failover.may_fail_back();
@@ -179,7 +183,10 @@ pub async fn run(
             continue;
         };
         let result = result.and_then(|f| check_freshness(&config, server, f, &*sink));
+        let body_bytes = result.as_ref().map_or(0, |f| f.body.len());
         let outcome = result.and_then(|f| watch.handle(server, f, &*sink, &config));
+        // The body and everything parsed from it are freed now.
+        sink.answer_dropped(body_bytes);
         let next_pause = match outcome {
             Ok(progress) => {
                 stalled = progress == Progress::Stalled;
@@ -415,6 +422,9 @@ struct WatchState {
     kept: u64,
     /// Index resets since the last answer that advanced: logged once.
     resetting: bool,
+    /// Body size of the last answer (the next one is read into a buffer of
+    /// about this size).
+    last_body_bytes: usize,
 }
 
 impl WatchState {
@@ -426,7 +436,7 @@ impl WatchState {
         sink: &dyn WatchSink,
         config: &Config,
     ) -> Result<Progress, FetchError> {
-        sink.received(server);
+        sink.received(server, fetched.headers_us);
         let Fetched {
             status,
             index: received,
@@ -435,6 +445,7 @@ impl WatchState {
             ..
         } = fetched;
         let bytes = body.len() as u64;
+        self.last_body_bytes = body.len();
         let mut newly_filtered = false;
         sink.update_stats(server, &mut |s| {
             s.last_response_bytes = bytes;

@@ -32,6 +32,10 @@ pub struct Request<'a> {
     /// Further query parameters: consistency, `dc`, `ns`, `partition`
     /// (see [`query_params`]).
     pub query: &'a [(&'static str, String)],
+    /// Size of the previous answer's body: a chunked answer (Consul's, above
+    /// 2 KiB) says no length, and growing the buffer by doubling would copy
+    /// a large body several times.
+    pub body_hint: usize,
 }
 
 /// The query parameters that `consistency` (unless `force_default`), `dc`,
@@ -71,6 +75,8 @@ pub struct Fetched {
     pub known_leader: Option<bool>,
     /// `X-Consul-LastContact` in milliseconds (None: absent or bad).
     pub last_contact_ms: Option<u64>,
+    /// Unix time (µs) at which the headers arrived (`stats().last_change_steps`).
+    pub headers_us: u64,
 }
 
 /// What kind of failure, as counted per server in `stats()`.
@@ -163,9 +169,10 @@ pub async fn fetch(client: &reqwest::Client, req: &Request<'_>) -> Result<Fetche
         builder = builder.header("X-Consul-Token", value);
     }
     let mut resp = builder.send().await.map_err(transport_error)?;
+    let headers_us = crate::stats::now_us();
     let status = resp.status().as_u16();
     if status != 200 && status != 404 {
-        let body = read_body(&mut resp, ERROR_BODY_READ, false).await?;
+        let body = read_body(&mut resp, ERROR_BODY_READ, 0, false).await?;
         return Err(status_error(config, status, &body));
     }
     let index = consul_index(config, req.url, status, resp.headers())?;
@@ -183,7 +190,12 @@ pub async fn fetch(client: &reqwest::Client, req: &Request<'_>) -> Result<Fetche
         .get("x-consul-lastcontact")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    let body = read_body(&mut resp, config.max_response_bytes, true).await?;
+    let capacity = body_capacity(
+        resp.content_length(),
+        req.body_hint,
+        config.max_response_bytes,
+    );
+    let body = read_body(&mut resp, config.max_response_bytes, capacity, true).await?;
     Ok(Fetched {
         status,
         index,
@@ -191,6 +203,7 @@ pub async fn fetch(client: &reqwest::Client, req: &Request<'_>) -> Result<Fetche
         filtered_by_acls,
         known_leader,
         last_contact_ms,
+        headers_us,
     })
 }
 
@@ -224,11 +237,24 @@ fn consul_index(
     ))
 }
 
-/// Reads the body, at most `max` bytes; over that, an error when `strict`
-/// (a usable body must be whole), else the text is cut.
+/// The buffer to read a body into: its declared length, else the previous
+/// answer's size and a little more (an answer grows between changes), never
+/// more than `max`.
+pub(crate) fn body_capacity(content_length: Option<u64>, previous: usize, max: usize) -> usize {
+    let expected = match content_length {
+        Some(len) => usize::try_from(len).unwrap_or(usize::MAX),
+        None => previous.saturating_add(previous / 8),
+    };
+    expected.min(max)
+}
+
+/// Reads the body into a buffer of `capacity` bytes (it grows if needed), at
+/// most `max` bytes; over that, an error when `strict` (a usable body must
+/// be whole), else the text is cut.
 async fn read_body(
     resp: &mut reqwest::Response,
     max: usize,
+    capacity: usize,
     strict: bool,
 ) -> Result<Vec<u8>, FetchError> {
     if let Some(len) = resp.content_length() {
@@ -237,7 +263,7 @@ async fn read_body(
         }
     }
     let hint = resp.content_length().unwrap_or(0).min(max as u64) as usize;
-    let mut body = Vec::with_capacity(hint);
+    let mut body = Vec::with_capacity(hint.max(capacity).min(max));
     while let Some(chunk) = resp.chunk().await.map_err(transport_error)? {
         if body.len() + chunk.len() > max {
             if strict {
@@ -328,6 +354,17 @@ mod tests {
         let json =
             format!(r#"{{"servers":["http://127.0.0.1:8500"],"prefix":"p","token":"{token}"}}"#);
         crate::config::parse(json.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_chunked_body_is_read_into_a_buffer_sized_from_the_previous_answer() {
+        // Declared length wins; without one, the last size plus 1/8.
+        assert_eq!(body_capacity(Some(100), 13_000_000, 64 << 20), 100);
+        assert_eq!(body_capacity(None, 8_000_000, 64 << 20), 9_000_000);
+        assert_eq!(body_capacity(None, 0, 64 << 20), 0);
+        // Never above max_response_bytes, whatever the server declares.
+        assert_eq!(body_capacity(None, 60 << 20, 64 << 20), 64 << 20);
+        assert_eq!(body_capacity(Some(u64::MAX), 0, 1 << 20), 1 << 20);
     }
 
     #[test]

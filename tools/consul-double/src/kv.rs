@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use base64::Engine;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{HeaderMap, Method, StatusCode};
@@ -19,9 +18,10 @@ use crate::gocompat::{
     self, parse_go_duration, parse_go_uint, parse_uint_error, write_json_string, GoDuration, Query,
 };
 use crate::http::Action;
-use crate::state::{lock, Shared};
+use crate::render::{concat_compact, write_entries};
+use crate::state::{lock, ListCache, Shared};
 use crate::stats::BlockingGuard;
-use crate::store::{Entry, Store};
+use crate::store::Store;
 
 pub const ALLOW_KV: &str = "OPTIONS,GET,PUT,DELETE";
 /// Reads at most this much of an oversized chunked PUT body before giving up.
@@ -505,7 +505,12 @@ async fn read(
     }
     let store = shared.read();
     let (index, _) = view.evaluate(&store, Instant::now());
-    let mut reply = render(&store, view, authz, pretty, q.has("raw"));
+    let mut reply = match view {
+        View::List(p) if !pretty => {
+            render_list_cached(&store, p, authz, &common.token, &shared.list_cache)
+        }
+        _ => render(&store, view, authz, pretty, q.has("raw")),
+    };
     if reply.filtered && !common.token.is_empty() {
         reply
             .reply
@@ -525,6 +530,52 @@ fn not_found() -> Rendered {
     Rendered {
         reply: Reply::new(StatusCode::NOT_FOUND),
         filtered: false,
+    }
+}
+
+/// A compact `?recurse` answer: the same bytes as [`render`], from the
+/// entries' stored renderings, and served again from `cache` until an entry
+/// changes (several watchers of one prefix get one rendering per change).
+fn render_list_cached(
+    store: &Store,
+    prefix: &[u8],
+    authz: &Authz,
+    token: &str,
+    cache: &std::sync::Mutex<ListCache>,
+) -> Rendered {
+    let version = store.version();
+    if let Some((body, filtered)) = lock(cache).get(version, prefix, token) {
+        return list_reply(body, filtered);
+    }
+    let mut filtered = false;
+    let visible: Vec<_> = store
+        .list(prefix)
+        .filter(|(k, _)| {
+            let ok = authz.can_read(k);
+            filtered |= !ok;
+            ok
+        })
+        .map(|(_, e)| e)
+        .collect();
+    let body = if visible.is_empty() {
+        None
+    } else {
+        Some(bytes::Bytes::from(concat_compact(&visible)))
+    };
+    lock(cache).put(version, prefix, token, body.clone(), filtered);
+    list_reply(body, filtered)
+}
+
+fn list_reply(body: Option<bytes::Bytes>, filtered: bool) -> Rendered {
+    match body {
+        Some(b) => Rendered {
+            reply: Reply::json(StatusCode::OK, b),
+            filtered,
+        },
+        None => Rendered {
+            filtered,
+            ..not_found()
+        },
     }
 }
 
@@ -602,87 +653,6 @@ fn render(store: &Store, view: &View, authz: &Authz, pretty: bool, raw: bool) ->
     }
 }
 
-fn push_u64(out: &mut Vec<u8>, n: u64) {
-    out.extend_from_slice(n.to_string().as_bytes());
-}
-
-fn push_base64(out: &mut Vec<u8>, v: &[u8]) {
-    let engine = &base64::engine::general_purpose::STANDARD;
-    let start = out.len();
-    out.resize(start + base64::encoded_len(v.len(), true).unwrap_or(0), 0);
-    let n = engine.encode_slice(v, &mut out[start..]).unwrap_or(0);
-    out.truncate(start + n);
-}
-
-/// Serialises entries as Consul's `[]DirEntry` JSON; returns how many.
-pub fn write_entries<'a>(
-    out: &mut Vec<u8>,
-    entries: impl Iterator<Item = (&'a [u8], &'a Entry)>,
-    pretty: bool,
-) -> usize {
-    let (nl, ind1, ind2, colon) = if pretty {
-        ("\n", "    ", "        ", ": ")
-    } else {
-        ("", "", "", ":")
-    };
-    let mut n = 0;
-    out.push(b'[');
-    for (k, e) in entries {
-        if n > 0 {
-            out.push(b',');
-        }
-        n += 1;
-        let field = |out: &mut Vec<u8>, name: &str, first: bool| {
-            if !first {
-                out.push(b',');
-            }
-            out.extend_from_slice(nl.as_bytes());
-            out.extend_from_slice(ind2.as_bytes());
-            out.push(b'"');
-            out.extend_from_slice(name.as_bytes());
-            out.push(b'"');
-            out.extend_from_slice(colon.as_bytes());
-        };
-        out.extend_from_slice(nl.as_bytes());
-        out.extend_from_slice(ind1.as_bytes());
-        out.push(b'{');
-        field(out, "LockIndex", true);
-        push_u64(out, e.lock_index);
-        field(out, "Key", false);
-        write_json_string(out, k);
-        field(out, "Flags", false);
-        push_u64(out, e.flags);
-        field(out, "Value", false);
-        match &e.value {
-            Some(v) => {
-                out.push(b'"');
-                push_base64(out, v);
-                out.push(b'"');
-            }
-            None => out.extend_from_slice(b"null"),
-        }
-        if let Some(s) = &e.session {
-            field(out, "Session", false);
-            write_json_string(out, s.as_bytes());
-        }
-        field(out, "CreateIndex", false);
-        push_u64(out, e.create_index);
-        field(out, "ModifyIndex", false);
-        push_u64(out, e.modify_index);
-        out.extend_from_slice(nl.as_bytes());
-        out.extend_from_slice(ind1.as_bytes());
-        out.push(b'}');
-    }
-    if n > 0 {
-        out.extend_from_slice(nl.as_bytes());
-    }
-    out.push(b']');
-    if pretty {
-        out.push(b'\n');
-    }
-    n
-}
-
 fn write_keys(out: &mut Vec<u8>, keys: &[&[u8]], pretty: bool) {
     out.push(b'[');
     for (i, k) in keys.iter().enumerate() {
@@ -700,5 +670,79 @@ fn write_keys(out: &mut Vec<u8>, keys: &[&[u8]], pretty: bool) {
     out.push(b']');
     if pretty {
         out.push(b'\n');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    fn fresh(store: &Store, prefix: &[u8], authz: &Authz) -> (Vec<u8>, bool, StatusCode) {
+        let r = render(store, &View::List(prefix.to_vec()), authz, false, false);
+        (r.reply.body.to_vec(), r.filtered, r.reply.status)
+    }
+
+    fn cached(
+        store: &Store,
+        prefix: &[u8],
+        authz: &Authz,
+        cache: &Mutex<ListCache>,
+    ) -> (bytes::Bytes, bool, StatusCode) {
+        let r = render_list_cached(store, prefix, authz, "t", cache);
+        (r.reply.body, r.filtered, r.reply.status)
+    }
+
+    #[test]
+    fn a_cached_list_answer_equals_a_fresh_render_until_an_entry_changes() {
+        let mut store = Store::new(10, std::time::Duration::from_secs(60), 1);
+        for i in 0..50 {
+            let key = format!("p/svc{i}/10.0.0.{i}:80");
+            store.put(
+                key.as_bytes(),
+                format!("{{\"weight\":{i}}}").into_bytes(),
+                0,
+                None,
+            );
+        }
+        store.put(b"q/other", b"x".to_vec(), 0, None);
+        let cache = Mutex::new(ListCache::default());
+        let all = Authz::Disabled;
+        let (first, filtered, status) = cached(&store, b"p/", &all, &cache);
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            (first.to_vec(), filtered, status),
+            fresh(&store, b"p/", &all)
+        );
+        let (again, ..) = cached(&store, b"p/", &all, &cache);
+        assert_eq!(again.as_ptr(), first.as_ptr(), "served from the cache");
+
+        store.put(b"p/svc7/10.0.0.7:80", b"{\"weight\":99}".to_vec(), 0, None);
+        let (after, ..) = cached(&store, b"p/", &all, &cache);
+        assert_ne!(after, first);
+        assert_eq!(after.to_vec(), fresh(&store, b"p/", &all).0);
+
+        // A token that sees part of the prefix: filtered, and cached apart.
+        let reader = Authz::Reader {
+            accessor: "a".into(),
+            prefix: b"p/svc1".to_vec(),
+            list: false,
+        };
+        let part = render_list_cached(&store, b"p/", &reader, "r", &cache);
+        assert!(part.filtered);
+        assert_eq!((part.reply.body.to_vec(), part.filtered), {
+            let f = fresh(&store, b"p/", &reader);
+            (f.0, f.1)
+        });
+        let (whole, ..) = cached(&store, b"p/", &all, &cache);
+        assert_eq!(whole, after);
+
+        // Nothing visible: 404, as a fresh render says.
+        let (_, _, status) = cached(&store, b"nothing/", &all, &cache);
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(fresh(&store, b"nothing/", &all).2, StatusCode::NOT_FOUND);
+        store.delete_tree(b"p/", Instant::now());
+        let (_, _, status) = cached(&store, b"p/", &all, &cache);
+        assert_eq!(status, StatusCode::NOT_FOUND);
     }
 }

@@ -25,6 +25,7 @@ pub mod faults;
 pub mod gocompat;
 pub mod http;
 pub mod kv;
+pub mod render;
 pub mod server;
 pub mod state;
 pub mod stats;

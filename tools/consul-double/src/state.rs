@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
 
+use bytes::Bytes;
 use tokio::sync::watch;
 
 use crate::config::Config;
@@ -57,6 +58,46 @@ pub struct Shared {
     pub revoked: Mutex<std::collections::HashSet<String>>,
     /// Every SNI name TLS clients sent (`tls_sni_seen` in the stats).
     pub sni_seen: Mutex<std::collections::BTreeSet<String>>,
+    /// Compact `?recurse` answers of the current store version.
+    pub list_cache: Mutex<ListCache>,
+}
+
+/// `?recurse` bodies (None: no visible entry) by prefix and token, all of
+/// one store version; a newer version empties it.
+#[derive(Debug, Default)]
+pub struct ListCache {
+    version: u64,
+    answers: HashMap<(Vec<u8>, String), (Option<Bytes>, bool)>,
+}
+
+/// Distinct prefix/token pairs kept per version (tests use a handful).
+const LIST_CACHE_MAX: usize = 64;
+
+impl ListCache {
+    pub fn get(&self, version: u64, prefix: &[u8], token: &str) -> Option<(Option<Bytes>, bool)> {
+        if self.version != version {
+            return None;
+        }
+        self.answers
+            .get(&(prefix.to_vec(), token.to_owned()))
+            .cloned()
+    }
+
+    pub fn put(
+        &mut self,
+        version: u64,
+        prefix: &[u8],
+        token: &str,
+        body: Option<Bytes>,
+        filtered: bool,
+    ) {
+        if self.version != version || self.answers.len() >= LIST_CACHE_MAX {
+            self.answers.clear();
+            self.version = version;
+        }
+        self.answers
+            .insert((prefix.to_vec(), token.to_owned()), (body, filtered));
+    }
 }
 
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -93,6 +134,7 @@ impl Shared {
             bound: Mutex::new(Vec::new()),
             revoked: Mutex::new(Default::default()),
             sni_seen: Mutex::new(Default::default()),
+            list_cache: Mutex::new(ListCache::default()),
         }
     }
 

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use rand::Rng;
 
 /// One KV entry (`structs.DirEntry`).
@@ -17,6 +18,9 @@ pub struct Entry {
     pub session: Option<String>,
     pub create_index: u64,
     pub modify_index: u64,
+    /// This entry as a compact JSON object, rendered when it was written
+    /// (see `render`).
+    pub compact_json: Bytes,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -69,6 +73,9 @@ pub struct WriteOutcome {
 #[derive(Debug)]
 pub struct Store {
     state: KvState,
+    /// Moves whenever any entry changes (writes, restores, resets): cached
+    /// renderings of lists are valid for one version.
+    version: u64,
     tombstone_ttl: Duration,
     max_index_skip: u64,
 }
@@ -85,6 +92,7 @@ impl Store {
     pub fn new(start_index: u64, tombstone_ttl: Duration, max_index_skip: u64) -> Store {
         Store {
             state: KvState::empty(start_index.max(1)),
+            version: 0,
             tombstone_ttl,
             max_index_skip: max_index_skip.max(1),
         }
@@ -104,6 +112,11 @@ impl Store {
 
     pub fn raft_index(&self) -> u64 {
         self.state.raft_index
+    }
+
+    /// Moves whenever an entry changes: equal versions, equal entries.
+    pub fn version(&self) -> u64 {
+        self.version
     }
 
     /// A write to another table (ACLs): consumes Raft indexes, leaves KV alone.
@@ -238,18 +251,19 @@ impl Store {
                 return false;
             }
         }
-        self.state.entries.insert(
-            key.to_vec(),
-            Entry {
-                lock_index: 0,
-                flags,
-                value,
-                session,
-                create_index,
-                modify_index: index,
-            },
-        );
+        let mut entry = Entry {
+            lock_index: 0,
+            flags,
+            value,
+            session,
+            create_index,
+            modify_index: index,
+            compact_json: Bytes::new(),
+        };
+        entry.compact_json = crate::render::compact_entry(key, &entry);
+        self.state.entries.insert(key.to_vec(), entry);
         self.state.kvs_index = index;
+        self.version += 1;
         true
     }
 
@@ -262,6 +276,7 @@ impl Store {
             .insert(key.to_vec(), Tombstone { index, at: now });
         self.state.kvs_index = index;
         self.state.tomb_index = index;
+        self.version += 1;
         true
     }
 
@@ -304,6 +319,7 @@ impl Store {
                 self.state.tomb_index = index;
             }
             self.state.kvs_index = index;
+            self.version += 1;
         }
         WriteOutcome {
             ok: true,
@@ -368,11 +384,13 @@ impl Store {
 
     pub fn restore(&mut self, state: KvState) {
         self.state = state;
+        self.version += 1;
     }
 
     /// Empty store at `index` ("Consul restarted with an empty data dir").
     pub fn reset(&mut self, index: u64) {
         self.state = KvState::empty(index.max(1));
+        self.version += 1;
     }
 }
 
