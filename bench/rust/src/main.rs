@@ -4,7 +4,10 @@
 //!
 //! Usage: ckv-bench SERVER_URL PREFIX=BODY_FILE... (one JSON line per file on
 //! stdout). Each figure is the median over several repetitions, in thread CPU
-//! time (CLOCK_THREAD_CPUTIME_ID) and wall time.
+//! time (CLOCK_THREAD_CPUTIME_ID) and wall time. Heap figures come from a
+//! counting global allocator (live bytes and the peak since a reset).
+
+mod heap;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -58,6 +61,8 @@ fn measure<S, T>(reps: usize, mut setup: impl FnMut() -> S, mut f: impl FnMut(S)
     }
 }
 
+/// The one place the bench builds a `Snapshot` by hand (the snapshot's
+/// representation is the snap helper's to change).
 fn snapshot_of(model: &ServerModel, seq: u64) -> Snapshot {
     // As the engine's publish_from: one HashMap of every model's services.
     let mut services = HashMap::new();
@@ -182,6 +187,44 @@ fn main() {
             },
         );
 
+        // Heap: what a cold apply leaves behind (model, then model +
+        // snapshot; the parsed entries and the encoded file are dropped, as
+        // the leader drops them) and the peak while it runs; then what one
+        // follower's decoded copy holds.
+        heap::counting(true);
+        let (heap_model, heap_model_snapshot, heap_peak) = {
+            let base = heap::live();
+            heap::reset_peak();
+            let mut m = ServerModel::new(0, &url, rules.clone());
+            let e = kv::parse_response(&body).unwrap();
+            let _ = m.apply(&e, 1);
+            drop(e);
+            let model_only = heap::live() - base;
+            let s = snapshot_of(&m, 1);
+            let bytes = codec::encode(&s);
+            drop(bytes);
+            let both = heap::live() - base;
+            let peak = heap::peak() - base;
+            drop((m, s));
+            (model_only, both, peak)
+        };
+        let (heap_follower, heap_follower_peak) = {
+            let base = heap::live();
+            heap::reset_peak();
+            let s = codec::decode(&file1, None).unwrap();
+            let live = heap::live() - base;
+            let peak = heap::peak() - base;
+            drop(s);
+            (live, peak)
+        };
+        heap::counting(false);
+
+        // The rows of issue 14: first full sync = leader's whole path for a
+        // cold response + one follower decode; one change = parse of the
+        // whole response + warm apply (one changed value).
+        let first_sync = total_cold.cpu + decode_cold.cpu;
+        let one_change = parse.cpu + apply_warm.cpu;
+
         let mb = body.len() as f64 / 1e6;
         let rate = |s: Sample| mb / (s.cpu as f64 / 1e9);
         let j = serde_json::json!({
@@ -191,6 +234,16 @@ fn main() {
             "bytes": body.len(),
             "snapshot_file_bytes": file1.len(),
             "reps": reps,
+            "first_full_sync_cpu_ms": ms(first_sync),
+            "one_change_parse_apply_cpu_ms": ms(one_change),
+            "heap_bytes": {
+                "model_after_cold_apply": heap_model,
+                "model_and_snapshot_after_cold_apply": heap_model_snapshot,
+                "peak_during_cold_apply_and_encode": heap_peak,
+                "follower_decoded_snapshot": heap_follower,
+                "follower_decode_peak": heap_follower_peak,
+                "body": body.len(),
+            },
             "cpu_ms": {
                 "serde_value": ms(value.cpu),
                 "serde_ignored": ms(ignored.cpu),
