@@ -166,6 +166,14 @@ function _M.gapwin()
     json_out({ ok = true })
 end
 
+-- GET /gc: a full Lua GC in this worker; the Lua heap before and after (KiB).
+function _M.gc()
+    local before = collectgarbage("count")
+    collectgarbage("collect")
+    collectgarbage("collect")
+    json_out({ worker = ngx.worker.id(), before_kb = before, after_kb = collectgarbage("count") })
+end
+
 -- GET /touch?services=N: nodes() of every service once, in this worker.
 function _M.touch()
     local n = tonumber(ngx.var.arg_services)

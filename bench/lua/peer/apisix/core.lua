@@ -3,7 +3,9 @@
 -- behaviour that costs time is kept: a log function is a no-op when the
 -- error_log level hides it (its arguments are still evaluated by the
 -- caller), json.delay_encode fills one shared table whose __tostring
--- encodes, json.encode is cjson's.
+-- encodes, json.encode(data, true) first copies the whole table turning
+-- every value JSON cannot hold (and every table seen twice) into its
+-- tostring(), then encodes with cjson (forward slashes not escaped).
 local cjson  = require("cjson.safe")
 local errlog = require("ngx.errlog")
 local ngx    = ngx
@@ -25,12 +27,48 @@ for name, level in pairs(levels) do
     end
 end
 
+-- APISIX's settings, where this lua-cjson has them (Debian's has neither)
+if cjson.encode_escape_forward_slash then cjson.encode_escape_forward_slash(false) end
+if cjson.decode_array_with_array_mt then cjson.decode_array_with_array_mt(true) end
+
+local plain = { string = true, number = true, boolean = true, ["nil"] = true }
+local seen = {}
+
+local function copy_for_json(v)
+    if type(v) ~= "table" then
+        return plain[type(v)] and v or tostring(v)
+    end
+    local t = {}
+    for k, x in pairs(v) do
+        local key = plain[type(k)] and k or tostring(k)
+        if type(x) == "table" then
+            if seen[x] then
+                t[key] = tostring(x)
+            else
+                seen[x] = true
+                t[key] = copy_for_json(x)
+            end
+        else
+            t[key] = plain[type(x)] and x or tostring(x)
+        end
+    end
+    return t
+end
+
+local function encode(data, force)
+    if force then
+        require("table.clear")(seen)
+        data = copy_for_json(data)
+    end
+    return cjson.encode(data)
+end
+
 local delay_tab = setmetatable({ data = "", force = false }, {
-    __tostring = function(self) return cjson.encode(self.data) end,
+    __tostring = function(self) return encode(self.data, self.force) end,
 })
 
 local json = {
-    encode = function(data) return cjson.encode(data) end,
+    encode = encode,
     decode = function(str) return cjson.decode(str) end,
     delay_encode = function(data, force)
         delay_tab.data = data
