@@ -25,6 +25,10 @@ function _M.init(conf)
     if conf.mode == "ours" or conf.mode == "peer" then
         -- ours: t/lib's stub; peer: bench/lua/peer's (the nginx path decides)
         require("apisix.core.config_local").set({ discovery = { consul_kv = conf.consul_kv } })
+        -- loaded in the master, as APISIX loads its discovery modules in
+        -- init_by_lua: the drop-in makes its instance's share group there
+        -- (loaded first in a worker, each worker would watch on its own)
+        require("apisix.discovery.consul_kv")
     end
 end
 
