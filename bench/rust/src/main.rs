@@ -124,12 +124,16 @@ fn main() {
         };
 
         // serde_json alone.
-        let value = measure(reps, || (), |()| {
-            serde_json::from_slice::<serde_json::Value>(&body).unwrap()
-        });
-        let ignored = measure(reps, || (), |()| {
-            serde_json::from_slice::<serde::de::IgnoredAny>(&body).unwrap()
-        });
+        let value = measure(
+            reps,
+            || (),
+            |()| serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+        );
+        let ignored = measure(
+            reps,
+            || (),
+            |()| serde_json::from_slice::<serde::de::IgnoredAny>(&body).unwrap(),
+        );
         // ckv steps.
         let parse = measure(reps, || (), |()| kv::parse_response(&body).unwrap());
         let entries = kv::parse_response(&body).unwrap();
@@ -158,11 +162,15 @@ fn main() {
         let mut model = ServerModel::new(0, &url, rules.clone());
         let _ = model.apply(&entries, 1);
         let services = model.services().len();
-        let render = measure(reps, || (), |()| {
-            let s = snapshot_of(&model, 1);
-            let b = codec::encode(&s);
-            (s, b)
-        });
+        let render = measure(
+            reps,
+            || (),
+            |()| {
+                let s = snapshot_of(&model, 1);
+                let b = codec::encode(&s);
+                (s, b)
+            },
+        );
         let snap1 = snapshot_of(&model, 1);
         let file1 = codec::encode(&snap1);
         let mut model2 = ServerModel::new(0, &url, rules.clone());
@@ -170,7 +178,11 @@ fn main() {
         let _ = model2.apply(&changed, 2);
         let file2 = codec::encode(&snapshot_of(&model2, 2));
         let decode_cold = measure(reps, || (), |()| codec::decode(&file1, None).unwrap());
-        let decode_warm = measure(reps, || (), |()| codec::decode(&file2, Some(&snap1)).unwrap());
+        let decode_warm = measure(
+            reps,
+            || (),
+            |()| codec::decode(&file2, Some(&snap1)).unwrap(),
+        );
         // The whole leader path for one response, as the watcher does it.
         let total_cold = measure(
             reps,
