@@ -780,7 +780,7 @@ def quiet_ref(s):
 def issue_rows(rep):
     """The table of issue 14: (figure, {impl: text}, target text, ok or None)."""
     rows = []
-    skipped = peer_missing()
+    skipped = rep.get("peer", {}).get("skipped")
     # after serving: how the old part 5 measured the issue's figures (its
     # readiness check called nodes() of every service in every worker)
     mem = mem_rows(rep, 2, "after_serving")
@@ -880,6 +880,8 @@ def build_table(rep):
         add(f"{r['services']:>9} {IMPL_TITLE[r['impl']]:>7} {r['seen_by_all']:>4}/{r['changes']:<3} "
             + " ".join(f"{r[k]:>8.2f}" if r[k] is not None else f"{'-':>8}"
                        for k in ("p50_ms", "p99_ms", "max_ms")))
+    if skipped:
+        add(f"   apisix: {skipped}")
     add("")
     g = rep.get("event_loop_gap", {})
     if g:
@@ -894,6 +896,8 @@ def build_table(rep):
                     f"{w['churn']['p99']:>10.2f} {w['churn']['max']:>10.2f} {w['added_p99_ms']:>+10.2f} "
                     f"{v['changes']:>8}")
         add("   the figure is the worst worker's added p99 (churn p99 - quiet p99)")
+        if skipped:
+            add(f"   apisix: {skipped}")
         add("")
     add("== 3. full refresh and one change: CPU ms for one full-prefix response ==")
     add(f"{'keys':>7} {'/svc':>4} {'MB':>6} {'first sync':>10} {'one chg':>8} {'lua':>9} {'lua+logs':>9} "
@@ -926,6 +930,8 @@ def build_table(rep):
             f"{h['follower_decoded_snapshot'] / 2**20:.1f} ({h['follower_decode_peak'] / 2**20:.1f}); "
             f"response {h['body'] / 2**20:.1f}")
     peers = [r for r in rep.get("full_refresh", []) if "peer" in r]
+    if skipped:
+        add(f"  apisix: {skipped}")
     if peers:
         add("  apisix = CPU of APISIX's connect() in its nginx worker for one full response: fetch and")
         add("  decode by lua-resty-consul, eager log encodes, update_application, events post:")
@@ -943,6 +949,8 @@ def build_table(rep):
         add(f"{IMPL_TITLE[m]:>7} {q.get('p99_ms', float('nan')):>10.2f} {q.get('max_ms', float('nan')):>10.2f} "
             f"{c.get('p99_ms', float('nan')):>10.2f} {c.get('max_ms', float('nan')):>10.2f} "
             f"{c.get('changes', 0):>8} {q.get('rps', 0):>7.0f}/{c.get('rps', 0):<7.0f}")
+    if skipped:
+        add(f"   apisix: {skipped}")
     add("")
     add("== 5. memory at 100k nodes (1 per service): RSS / PSS / of which shared memory (PSS), MiB ==")
     for r in rep.get("memory", []):
@@ -957,6 +965,8 @@ def build_table(rep):
         if all(heaps):
             add(f"  {'':>6}    Lua heap before/after the full GC: "
                 + "; ".join(f"w{h['worker']} {h['before_kb'] / MIB:.1f}/{h['after_kb'] / MIB:.1f}" for h in heaps))
+    if skipped:
+        add(f"   apisix: {skipped}")
     add("   'after full gc': after collectgarbage() in every worker, so that Lua garbage not yet")
     add("   collected (GC timing) is told apart from what is live.")
     add("   PSS divides shared pages (the bench's shared dicts, ckv's mapped snapshot) among the")
@@ -973,7 +983,24 @@ def build_table(rep):
     add("== targets ==")
     for name, ok in targets:
         add(f"  {verdict(ok)}  {name}")
-    return lines, targets
+    return drop_unmeasured(lines, rep), targets
+
+
+SECTION_DATA = {"== 1.": "request_path", "== 2.": "propagation", "== 3.": "full_refresh",
+                "== 4.": "stall", "== 5.": "memory", "== 6.": "consul_load"}
+
+
+def drop_unmeasured(lines, rep):
+    """Leaves out the sections of parts this run did not measure (CKV_BENCH_ONLY)."""
+    out, block = [], []
+    for line in lines + [""]:
+        block.append(line)
+        if line == "":
+            key = next((v for k, v in SECTION_DATA.items() if block[0].startswith(k)), None)
+            if key is None or rep.get(key):
+                out.extend(block)
+            block = []
+    return out[:-1]
 
 
 def loadavg():
