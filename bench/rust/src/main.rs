@@ -7,8 +7,6 @@
 //! time (CLOCK_THREAD_CPUTIME_ID) and wall time. Heap figures come from a
 //! counting global allocator (live bytes and the peak since a reset).
 
-mod heap;
-
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::time::Instant;
@@ -18,6 +16,8 @@ use ckv::kv::{self, Field, RawEntry, Rules};
 use ckv::model::ServerModel;
 use ckv::shared::codec;
 use ckv::snapshot::Snapshot;
+
+mod heap;
 
 fn cpu_ns() -> u64 {
     let mut ts = libc::timespec {
@@ -61,8 +61,6 @@ fn measure<S, T>(reps: usize, mut setup: impl FnMut() -> S, mut f: impl FnMut(S)
     }
 }
 
-/// The one place the bench builds a `Snapshot` by hand (the snapshot's
-/// representation is the snap helper's to change).
 fn snapshot_of(model: &ServerModel, seq: u64) -> Snapshot {
     // As the engine's publish_from: one HashMap of every model's services.
     let mut services = HashMap::new();
