@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make bench: builds what the benchmark needs, then runs bench/bench.py, which
 # prints the table and writes bench/out/report.json; part 7 then measures
-# propagation against a real Consul agent. Bounded (< 15 min on 2
+# propagation against a real Consul agent. Bounded (about 15 min on 2
 # cores); every process it starts is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."

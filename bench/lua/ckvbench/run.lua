@@ -15,10 +15,20 @@ local dropin        -- apisix.discovery.consul_kv (ours) when mode == "ours"
 local nodes_fn      -- the nodes() under test
 local dict = ngx.shared.ckvbench
 
+local function json_out(t)
+    ngx.header["Content-Type"] = "application/json"
+    ngx.say(cjson.encode(t))
+end
+
 function _M.init(conf)
     CONF = conf
-    if conf.mode == "ours" then
+    if conf.mode == "ours" or conf.mode == "peer" then
+        -- ours: t/lib's stub; peer: bench/lua/peer's (the nginx path decides)
         require("apisix.core.config_local").set({ discovery = { consul_kv = conf.consul_kv } })
+        -- loaded in the master, as APISIX loads its discovery modules in
+        -- init_by_lua: the drop-in makes its instance's share group there
+        -- (loaded first in a worker, each worker would watch on its own)
+        require("apisix.discovery.consul_kv")
     end
 end
 
@@ -63,11 +73,59 @@ local function poller(premature)
     end
 end
 
+-- Event-loop gap: how late a 1 ms ngx.sleep wakes, in ms. The samples of
+-- each window (named by the driver in the dict's "gapwin") are summarised
+-- into the dict as "gap:<window>:<worker>" when the window changes.
+local function gap_summary(samples)
+    table.sort(samples)
+    local n = #samples
+    local function at(p) return samples[math.max(1, math.ceil(n * p))] end
+    local sum = 0
+    for i = 1, n do sum = sum + samples[i] end
+    return { n = n, p50 = at(0.5), p99 = at(0.99), p999 = at(0.999), max = samples[n],
+             mean = sum / n }
+end
+
+local function gap_thread(premature)
+    if premature then return end
+    local wid = ngx.worker.id()
+    local win, samples = nil, {}
+    while not ngx.worker.exiting() do
+        local w = dict:get("gapwin")
+        if w ~= win then
+            if win and #samples > 0 then
+                dict:set("gap:" .. win .. ":" .. wid, cjson.encode(gap_summary(samples)))
+            end
+            win, samples = w, {}
+        end
+        local t0 = now_ns()
+        ngx.sleep(0.001)
+        if win then
+            samples[#samples + 1] = (now_ns() - t0) / 1e6 - 1
+        end
+    end
+end
+
 function _M.init_worker()
+    local wid = ngx.worker.id()
+    dict:set("pid" .. wid, ngx.worker.pid())
     if CONF.mode == "ours" then
         dropin = require("apisix.discovery.consul_kv")
         dropin.init_worker()
         nodes_fn = dropin.nodes
+        ngx.timer.every(0.5, function(premature)
+            local st = not premature and dropin.stats()
+            if st then
+                dict:set("role" .. wid, tostring(st.role))
+            end
+        end)
+    elseif CONF.mode == "peer" then
+        -- APISIX's own module (APISIX_PEER_DIR), with bench/lua/peer's stubs
+        require("apisix.events").init_worker(CONF.events_interval)
+        local peer = require("apisix.discovery.consul_kv")
+        peer.init_worker()
+        nodes_fn = peer.nodes
+        dict:set("role" .. wid, wid == 0 and "watcher" or "follower")
     elseif CONF.mode == "baseline" then
         baseline.start({
             host = CONF.host, port = CONF.port, prefix = CONF.prefix,
@@ -82,19 +140,122 @@ function _M.init_worker()
     if CONF.poller then
         ngx.timer.at(0, poller)
     end
+    if CONF.gap then
+        ngx.timer.at(0, gap_thread)
+    end
 end
 
-local function json_out(t)
-    ngx.header["Content-Type"] = "application/json"
-    ngx.say(cjson.encode(t))
+-- GET /gapstats?windows=a,b&workers=W: the summaries the gap threads wrote.
+function _M.gapstats()
+    local w = tonumber(ngx.var.arg_workers)
+    local out = {}
+    for win in ngx.var.arg_windows:gmatch("[^,]+") do
+        out[win] = {}
+        for i = 0, w - 1 do
+            local v = dict:get("gap:" .. win .. ":" .. i)
+            out[win][i + 1] = v and cjson.decode(v) or cjson.null
+        end
+    end
+    json_out(out)
+end
+
+-- GET /gapwin?name=X: starts gap window X in every worker ("" ends it).
+function _M.gapwin()
+    local name = ngx.var.arg_name
+    if name == "" then
+        dict:delete("gapwin")
+    else
+        dict:set("gapwin", name)
+    end
+    json_out({ ok = true })
+end
+
+-- GET /gc: a full Lua GC in this worker; the Lua heap before and after (KiB).
+function _M.gc()
+    local before = collectgarbage("count")
+    collectgarbage("collect")
+    collectgarbage("collect")
+    json_out({ worker = ngx.worker.id(), before_kb = before, after_kb = collectgarbage("count") })
+end
+
+-- GET /touch?services=N: nodes() of every service once, in this worker.
+function _M.touch()
+    local n = tonumber(ngx.var.arg_services)
+    local seen = 0
+    for i = 0, n - 1 do
+        if nodes_fn(_M.service_name(i)) then
+            seen = seen + 1
+        end
+    end
+    json_out({ seen = seen, worker = ngx.worker.id() })
+end
+
+-- GET /peersync?reps=R: CPU of APISIX's connect() for one full response
+-- (1 worker; the module watches nothing else): the fetch through
+-- lua-resty-consul (HTTP read + JSON decode), the eager log encodes,
+-- update_application and the events post. Also the fetch alone.
+function _M.peersync()
+    local reps = tonumber(ngx.var.arg_reps)
+    local peer = require("apisix.discovery.consul_kv")
+    local consul = require("resty.consul")
+    local c = CONF.consul_kv
+    local function server()
+        return {
+            host = CONF.host, port = CONF.port, connect_timeout = 60000, read_timeout = 60000,
+            consul_key = "/kv/" .. c.prefix, server_name_key = CONF.server_url .. "/v1/kv/",
+            weight = 1, keepalive = false, default_args = { recurse = true }, index = 0,
+            fetch_interval = 3600,
+        }
+    end
+    local function median(a)
+        table.sort(a)
+        return a[math.floor((#a + 1) / 2)]
+    end
+    local all, fetch = {}, {}
+    for _ = 1, reps + 1 do
+        local s = server()
+        collectgarbage()
+        local c0 = clock.cpu_ns()
+        local client = consul:new({ host = s.host, port = s.port, connect_timeout = 60000,
+                                    read_timeout = 60000, default_args = s.default_args })
+        local res, err = client:get(s.consul_key)
+        fetch[#fetch + 1] = (clock.cpu_ns() - c0) / 1e6
+        if not res or res.status ~= 200 then
+            return json_out({ error = "fetch: " .. tostring(err or res.status) })
+        end
+        res = nil
+        collectgarbage()
+        c0 = clock.cpu_ns()
+        peer.connect(false, s)
+        all[#all + 1] = (clock.cpu_ns() - c0) / 1e6
+    end
+    table.remove(all, 1)   -- warm-up
+    table.remove(fetch, 1)
+    local services = 0
+    for _ in pairs(peer.all_nodes()) do services = services + 1 end
+    json_out({ cpu_ms = median(all), fetch_cpu_ms = median(fetch), reps = reps,
+               services = services, all_ms = all })
 end
 
 -- GET /ready?services=N[&server=url]: how many of the N services every
 -- worker... (this worker) sees.
+-- With sample=1 only the first, the last and 62 names spread between are
+-- asked (a first sync is applied at once in every implementation), so that
+-- memory "after the first sync" is not "after serving every service".
 function _M.ready()
     local n = tonumber(ngx.var.arg_services)
     local url = ngx.var.arg_server
     local seen = 0
+    if ngx.var.arg_sample == "1" and n > 64 then
+        for k = 0, 63 do
+            local i = math.floor(k * (n - 1) / 63)
+            if nodes_fn(_M.service_name(i, url)) then
+                seen = seen + 1
+            end
+        end
+        json_out({ seen = seen == 64 and n or seen, worker = ngx.worker.id() })
+        return
+    end
     for i = 0, n - 1 do
         if nodes_fn(_M.service_name(i, url)) then
             seen = seen + 1
@@ -122,6 +283,7 @@ function _M.prop()
     local workers = tonumber(ngx.var.arg_workers)
     local url = ngx.var.arg_server
     local gap = tonumber(ngx.var.arg_gap_ms or 5) / 1000
+    local per = tonumber(ngx.var.arg_per or 10)
     local lat, per_worker, put_ms, missed = {}, {}, {}, 0
     for w = 0, workers - 1 do per_worker[w + 1] = {} end
     -- weights written are unique over the whole run (k0 from the driver), so
@@ -130,7 +292,7 @@ function _M.prop()
     for c = 0, changes - 1 do
         local k = k0 + c
         local svc = math.random(0, services - 1)
-        local j = math.random(0, 9)
+        local j = math.random(0, per - 1)
         dict:set("target", _M.service_name(svc, url))
         dict:set("k", k)
         local key = CONF.prefix .. "/svc" .. svc .. "/10.0.0." .. (j + 1) .. ":" .. (8000 + j)

@@ -4,7 +4,8 @@
 //!
 //! Usage: ckv-bench SERVER_URL PREFIX=BODY_FILE... (one JSON line per file on
 //! stdout). Each figure is the median over several repetitions, in thread CPU
-//! time (CLOCK_THREAD_CPUTIME_ID) and wall time.
+//! time (CLOCK_THREAD_CPUTIME_ID) and wall time. Heap figures come from a
+//! counting global allocator (live bytes and the peak since a reset).
 
 use std::borrow::Cow;
 use std::time::Instant;
@@ -14,6 +15,8 @@ use ckv::kv::{self, Field, RawEntry, Rules};
 use ckv::model::ServerModel;
 use ckv::shared::codec;
 use ckv::snapshot::Snapshot;
+
+mod heap;
 
 fn cpu_ns() -> u64 {
     let mut ts = libc::timespec {
@@ -113,12 +116,16 @@ fn main() {
         };
 
         // serde_json alone.
-        let value = measure(reps, || (), |()| {
-            serde_json::from_slice::<serde_json::Value>(&body).unwrap()
-        });
-        let ignored = measure(reps, || (), |()| {
-            serde_json::from_slice::<serde::de::IgnoredAny>(&body).unwrap()
-        });
+        let value = measure(
+            reps,
+            || (),
+            |()| serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+        );
+        let ignored = measure(
+            reps,
+            || (),
+            |()| serde_json::from_slice::<serde::de::IgnoredAny>(&body).unwrap(),
+        );
         // ckv steps.
         let parse = measure(reps, || (), |()| kv::parse_response(&body).unwrap());
         let entries = kv::parse_response(&body).unwrap();
@@ -147,11 +154,15 @@ fn main() {
         let mut model = ServerModel::new(0, &url, rules.clone());
         let _ = model.apply(&entries, 1);
         let services = model.services().len();
-        let render = measure(reps, || (), |()| {
-            let s = snapshot_of(&model, 1);
-            let b = codec::encode(&s);
-            (s, b)
-        });
+        let render = measure(
+            reps,
+            || (),
+            |()| {
+                let s = snapshot_of(&model, 1);
+                let b = codec::encode(&s);
+                (s, b)
+            },
+        );
         let snap1 = snapshot_of(&model, 1);
         let file1 = codec::encode(&snap1);
         let mut model2 = ServerModel::new(0, &url, rules.clone());
@@ -159,7 +170,11 @@ fn main() {
         let _ = model2.apply(&changed, 2);
         let file2 = codec::encode(&snapshot_of(&model2, 2));
         let decode_cold = measure(reps, || (), |()| codec::decode(&file1, None).unwrap());
-        let decode_warm = measure(reps, || (), |()| codec::decode(&file2, Some(&snap1)).unwrap());
+        let decode_warm = measure(
+            reps,
+            || (),
+            |()| codec::decode(&file2, Some(&snap1)).unwrap(),
+        );
         // The whole leader path for one response, as the watcher does it.
         let total_cold = measure(
             reps,
@@ -176,6 +191,44 @@ fn main() {
             },
         );
 
+        // Heap: what a cold apply leaves behind (model, then model +
+        // snapshot; the parsed entries and the encoded file are dropped, as
+        // the leader drops them) and the peak while it runs; then what one
+        // follower's decoded copy holds.
+        heap::counting(true);
+        let (heap_model, heap_model_snapshot, heap_peak) = {
+            let base = heap::live();
+            heap::reset_peak();
+            let mut m = ServerModel::new(0, &url, rules.clone());
+            let e = kv::parse_response(&body).unwrap();
+            let _ = m.apply(&e, 1);
+            drop(e);
+            let model_only = heap::live() - base;
+            let s = snapshot_of(&m, 1);
+            let bytes = codec::encode(&s);
+            drop(bytes);
+            let both = heap::live() - base;
+            let peak = heap::peak() - base;
+            drop((m, s));
+            (model_only, both, peak)
+        };
+        let (heap_follower, heap_follower_peak) = {
+            let base = heap::live();
+            heap::reset_peak();
+            let s = codec::decode(&file1, None).unwrap();
+            let live = heap::live() - base;
+            let peak = heap::peak() - base;
+            drop(s);
+            (live, peak)
+        };
+        heap::counting(false);
+
+        // The rows of issue 14: first full sync = leader's whole path for a
+        // cold response + one follower decode; one change = parse of the
+        // whole response + warm apply (one changed value).
+        let first_sync = total_cold.cpu + decode_cold.cpu;
+        let one_change = parse.cpu + apply_warm.cpu;
+
         let mb = body.len() as f64 / 1e6;
         let rate = |s: Sample| mb / (s.cpu as f64 / 1e9);
         let j = serde_json::json!({
@@ -185,6 +238,16 @@ fn main() {
             "bytes": body.len(),
             "snapshot_file_bytes": file1.len(),
             "reps": reps,
+            "first_full_sync_cpu_ms": ms(first_sync),
+            "one_change_parse_apply_cpu_ms": ms(one_change),
+            "heap_bytes": {
+                "model_after_cold_apply": heap_model,
+                "model_and_snapshot_after_cold_apply": heap_model_snapshot,
+                "peak_during_cold_apply_and_encode": heap_peak,
+                "follower_decoded_snapshot": heap_follower,
+                "follower_decode_peak": heap_follower_peak,
+                "body": body.len(),
+            },
             "cpu_ms": {
                 "serde_value": ms(value.cpu),
                 "serde_ignored": ms(ignored.cpu),
