@@ -139,6 +139,16 @@ impl Snapshot {
         }
     }
 
+    /// This snapshot served from `mapping`, a mapping of the file it was
+    /// written to; None when the mapping holds other bytes.
+    pub fn remapped(&self, mapping: memmap2::Mmap) -> Option<Snapshot> {
+        let table = self.table.remapped(mapping)?;
+        Some(Snapshot {
+            table: Arc::new(table),
+            ..self.clone()
+        })
+    }
+
     /// Everything but the services.
     pub fn meta(&self) -> Meta {
         Meta {

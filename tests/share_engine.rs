@@ -80,6 +80,13 @@ fn one_leader_one_watch_and_the_follower_sees_every_publish() {
         );
         // The follower serves exactly the leader's snapshot, and moved for it.
         assert_eq!(follower.snapshot().seq, leader.snapshot().seq);
+        // Both serve from the shared file, not from private heap copies.
+        assert!(follower.snapshot().is_mapped());
+        assert!(
+            wait_until(WAIT, || leader.snapshot().is_mapped()),
+            "the leader serves publish {i} from its file"
+        );
+        assert_eq!(nodes(leader, &url, "p/web/").as_deref(), Some(&*want));
         assert_ne!(
             follower
                 .generation()
@@ -143,6 +150,8 @@ fn no_group_means_standalone_and_no_directory() {
     let s = stats(&e);
     assert_eq!(s["role"], "standalone");
     assert!(s.get("share_error").is_none(), "{s}");
+    // No file to map: the snapshot stays in the heap.
+    assert!(!e.snapshot().is_mapped());
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
 

@@ -14,7 +14,7 @@ use crate::kv::RawEntry;
 use crate::log::{escape_untrusted, Level, LogClass};
 use crate::model::ServerModel;
 use crate::policy::{self, EmptyOutcome};
-use crate::shared::codec;
+use crate::shared::{codec, Group};
 use crate::snapshot::{Meta, Snapshot};
 use crate::stats::ServerStats;
 use crate::watcher::{self, WatchSink};
@@ -195,6 +195,7 @@ fn share_current(shared: &Shared) {
     let snapshot = shared.current.load_full();
     match group.publish(snapshot.seq, &codec::file_bytes(&snapshot)) {
         Ok(()) => {
+            serve_from_file(shared, &group, &snapshot);
             if shared.publish_pending.swap(false, Ordering::AcqRel) {
                 shared.log(
                     Level::Notice,
@@ -218,6 +219,26 @@ fn share_current(shared: &Shared) {
                 );
             }
         }
+    }
+}
+
+/// Once its file is written, the leader serves the snapshot from a mapping
+/// of that file as the followers do: its pages are then shared with them
+/// instead of being a private heap copy of the same bytes (about 12 MiB at
+/// 100k services). Skipped when a newer snapshot was served meanwhile or the
+/// file is not byte-for-byte what was written.
+fn serve_from_file(shared: &Shared, group: &Group, snapshot: &Arc<Snapshot>) {
+    if snapshot.is_mapped() {
+        return;
+    }
+    let Ok(Some((seq, mapping))) = group.read_latest() else {
+        return;
+    };
+    if seq != snapshot.seq {
+        return;
+    }
+    if let Some(mapped) = snapshot.remapped(mapping) {
+        shared.current.compare_and_swap(snapshot, Arc::new(mapped));
     }
 }
 

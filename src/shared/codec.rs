@@ -222,6 +222,21 @@ impl Table {
         }
     }
 
+    /// The same table served from `mapping`, when the mapping holds exactly
+    /// this table's bytes (the leader's own file, just written): its pages
+    /// are shared with the followers, so the heap copy can go. The layout
+    /// was proven when the table was built; the byte comparison proves the
+    /// mapping is that layout, so nothing is validated again.
+    pub fn remapped(&self, mapping: Mmap) -> Option<Table> {
+        if mapping[..] != *self.as_bytes() {
+            return None;
+        }
+        Some(Table {
+            bytes: Bytes::Mapped(mapping),
+            ..*self
+        })
+    }
+
     pub fn meta(&self) -> &Meta {
         &self.meta
     }

@@ -446,8 +446,8 @@ fn the_name_sort_is_byte_order() {
     }
 }
 
-/// The table a follower serves: a read-only mapping of the file.
-fn mapped(file: &[u8]) -> Table {
+/// A read-only mapping of `file` whose file is already gone.
+fn mapping_of(file: &[u8]) -> Mmap {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("snap.1"), file).unwrap();
     let fd = crate::fsutil::open_dir(dir.path()).unwrap();
@@ -456,7 +456,32 @@ fn mapped(file: &[u8]) -> Table {
         .unwrap();
     // The file goes at once: the mapping stays.
     drop(dir);
-    Table::open(Bytes::from(map)).unwrap()
+    map
+}
+
+/// The table a follower serves: a read-only mapping of the file.
+fn mapped(file: &[u8]) -> Table {
+    Table::open(Bytes::from(mapping_of(file))).unwrap()
+}
+
+#[test]
+fn a_heap_table_moves_to_a_mapping_of_exactly_its_bytes() {
+    let mut rng = Rng(0x7e11);
+    let m = random_model(&mut rng, 300);
+    let file = file_of(&m, &mut rng);
+    let heap = Table::open(Bytes::from(file.clone())).unwrap();
+    let moved = heap.remapped(mapping_of(&file)).unwrap();
+    assert!(moved.is_mapped());
+    assert_same(&moved, &m);
+    assert!(moved.iter().eq(heap.iter()));
+    // Other bytes (one flipped, or one more) are not taken.
+    let mut other = file.clone();
+    let last = other.len() - 1;
+    other[last] ^= 1;
+    assert!(heap.remapped(mapping_of(&other)).is_none());
+    let mut longer = file.clone();
+    longer.push(0);
+    assert!(heap.remapped(mapping_of(&longer)).is_none());
 }
 
 #[test]
