@@ -163,3 +163,43 @@ changed: true
 generation moved: true
 web rebuilt: true, api kept: true
 old web table untouched: 10.0.0.1:80 w=1
+
+
+
+=== TEST 3: plain binding: a table nobody holds is collected and decoded again; a held one keeps its identity
+--- http_config
+    init_worker_by_lua_block {
+        local consul_kv = require("resty.consul_kv")
+        require("ckvtest").client = assert(consul_kv.new({
+            servers = { "http://127.0.0.1:8500" },
+            prefix = "t013c",
+            timeout = { wait = 5 },
+        }))
+    }
+--- config
+    location /t {
+        content_by_lua_block {
+            local t = require("ckvtest")
+            local kv = t.client
+            local web = "http://127.0.0.1:8500/v1/kv/t013c/web/"
+            local api = "http://127.0.0.1:8500/v1/kv/t013c/api/"
+            t.put(8500, "t013c/api/10.0.0.9:81", "{}")
+            t.put(8500, "t013c/web/10.0.0.1:80", '{"weight":3}')
+            ngx.say("seen: ", (t.wait_for(function()
+                return kv:nodes(web) ~= nil and kv:nodes(api) ~= nil
+            end)))
+            -- Only a weak reference to web's table; api's is held.
+            local probe = setmetatable({ kv:nodes(web) }, { __mode = "v" })
+            local held = kv:nodes(api)
+            collectgarbage("collect")
+            collectgarbage("collect")
+            ngx.say("unheld table collected: ", probe[1] == nil)
+            ngx.say("decoded again: ", t.show(kv:nodes(web)))
+            ngx.say("held table kept: ", kv:nodes(api) == held)
+        }
+    }
+--- response_body
+seen: true
+unheld table collected: true
+decoded again: 10.0.0.1:80 w=3
+held table kept: true

@@ -23,6 +23,7 @@ local ffi_gc       = ffi.gc
 local ffi_string   = ffi.string
 local json_decode  = cjson.decode
 local json_encode  = cjson.encode
+local WEAK_VALUES  = { __mode = "v" }
 local setmetatable = setmetatable
 local pairs        = pairs
 local next         = next
@@ -247,12 +248,17 @@ function _M.new(conf, opts)
         h = h,
         gen_ptr = libckv.ckv_generation_ptr(h),
         on_log = opts and opts.on_log,
-        -- name -> node table (or false: unknown), valid for generation `seen`
-        cache = {},
+        -- name -> node table (or false: unknown), valid for generation `seen`.
+        -- Weak values: a node table nobody holds any more (no upstream, no
+        -- request) is collected and decoded again when next asked for, so
+        -- the worker's memory follows the services in use, not every name
+        -- ever asked for. A table a caller holds stays, and so keeps its
+        -- identity (APISIX compares upstream nodes by identity first).
+        cache = setmetatable({}, WEAK_VALUES),
         seen = -1,
         -- after a change: name -> { node table, service generation } from
         -- before it, reused when the service itself did not change
-        previous = {},
+        previous = setmetatable({}, WEAK_VALUES),
         generations = setmetatable({}, { __mode = "k" }),
         negative = 0,
         all = nil,
@@ -292,7 +298,7 @@ local function new_generation(self, gen)
             previous[name] = nodes
         end
     end
-    self.cache = {}
+    self.cache = setmetatable({}, WEAK_VALUES)
     self.negative = 0
     self.seen = gen
 end
