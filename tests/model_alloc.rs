@@ -112,14 +112,7 @@ fn an_unchanged_response_allocates_nothing() {
 fn one_changed_value_allocates_a_handful() {
     for per_service in [1, 10] {
         let (entries, mut m) = applied_once(per_service);
-        let mut changed: Vec<RawEntry<'static>> = entries
-            .iter()
-            .map(|e| RawEntry {
-                key: e.key.clone(),
-                value: e.value.clone(),
-                modify_index: e.modify_index.clone(),
-            })
-            .collect();
+        let mut changed: Vec<RawEntry<'static>> = entries.clone();
         changed[5_000].value = Field::Ok(Cow::Owned(
             base64::engine::general_purpose::STANDARD.encode(r#"{"weight":7}"#),
         ));

@@ -49,7 +49,7 @@ impl fmt::Display for ResponseError {
 
 /// One element of the response array, with loosely typed fields so that a
 /// single entry with a wrong type does not spoil the whole response.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct RawEntry<'a> {
     pub key: Field<Cow<'a, str>>,
     pub value: Field<Cow<'a, str>>,

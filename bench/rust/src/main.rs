@@ -72,14 +72,7 @@ fn snapshot_of(model: &ServerModel, seq: u64) -> Snapshot {
 
 /// The same entries with one value changed (a weight edit on one node).
 fn with_one_change<'a>(entries: &[RawEntry<'a>]) -> Vec<RawEntry<'a>> {
-    let mut out: Vec<RawEntry<'a>> = entries
-        .iter()
-        .map(|e| RawEntry {
-            key: e.key.clone(),
-            value: e.value.clone(),
-            modify_index: e.modify_index.clone(),
-        })
-        .collect();
+    let mut out = entries.to_vec();
     let i = out.len() / 2;
     out[i].value = Field::Ok(Cow::Owned(
         base64::engine::general_purpose::STANDARD.encode(r#"{"weight":77}"#),
