@@ -347,7 +347,9 @@ def impl_conf(mode, prefix, services, name, poller=False, gap=False):
 
 def impls():
     """The implementations this run measures (APISIX's only with APISIX_PEER_DIR)."""
-    return [m for m in IMPLS if m != "peer" or not peer_missing()]
+    only = [m for m in os.environ.get("CKV_BENCH_IMPLS", "").split(",") if m]
+    return [m for m in IMPLS
+            if (m != "peer" or not peer_missing()) and (not only or m in only)]
 
 
 def failed(report, what, e):
@@ -446,6 +448,9 @@ def bench_propagation(report):
                        "max_ms": max(lat) if lat else None,
                        "per_worker_p50_ms": [pct(w, 50) for w in r["per_worker_ms"]],
                        "put_p50_ms": pct(r["put_ms"], 50)}
+                if r.get("steps"):
+                    row["steps_p50_ms"] = step_split(r["steps"])
+                    log(f"   {mode} {services} steps p50 (ms): {row['steps_p50_ms']}")
                 log(f"   {mode} {services} services: p50 {row['p50_ms']:.2f} ms, "
                     f"p99 {row['p99_ms']:.2f} ms ({len(lat)}/{n} changes)")
                 res.append(row)
@@ -457,6 +462,29 @@ def bench_propagation(report):
                 ng.stop()
     report["propagation"] = res
     report["event_loop_gap"] = gaps
+
+
+def step_split(steps):
+    """p50 of each step of a change (ckv's last_change_steps, unix us), from
+    what each worker's stats said when it first served the change: the
+    leader's steps, then each worker's wait from publish to serving."""
+    pairs = [("body", "headers_us", "received_us"), ("parse", "received_us", "parsed_us"),
+             ("apply", "parsed_us", "applied_us"), ("publish", "applied_us", "published_us")]
+    out = {}
+    leader = [s for w in steps for s in w if s.get("published_us")]
+    for name, a, b in pairs:
+        d = [(s[b] - s[a]) / 1000 for s in leader if s.get(a) and s.get(b)]
+        if d:
+            out[name] = round(pct(d, 50), 2)
+    for i, w in enumerate(steps):
+        # a follower's stats carry only seq and served_us: match the leader's
+        # record of the same seq
+        pub = {s["seq"]: s["published_us"] for s in leader}
+        d = [(s["served_us"] - pub[s["seq"]]) / 1000 for s in w
+             if s.get("served_us") and s.get("seq") in pub]
+        if d:
+            out[f"served_w{i}"] = round(pct(d, 50), 2)
+    return out
 
 
 def measure_gap(ng, prefix, services, secs):
@@ -542,6 +570,13 @@ def mem_state(ng, conf):
             role = "leader" if r["worker"] == 0 else "follower"
         workers.append({"worker": r["worker"], "pid": r["pid"], "role": role,
                         "mem": mem_kb(r["pid"])})
+        keep = os.environ.get("CKV_BENCH_SMAPS_DIR")
+        if keep:
+            # each worker's full smaps, for finding what its RSS is made of
+            os.makedirs(keep, exist_ok=True)
+            with open(f"/proc/{r['pid']}/smaps") as src, \
+                    open(os.path.join(keep, f"{ng.name}-w{r['worker']}-{role}-{len(os.listdir(keep))}"), "w") as dst:
+                dst.write(src.read())
     dirs = share_dirs(conf)
     files = {}
     for d in dirs:

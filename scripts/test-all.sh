@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test, then prints one summary line:
 #   total: N passed, M failed
-# Steps: rustfmt, clippy, luacheck, build, header/cdefs freshness, cargo test
+# Steps: rustfmt, clippy, luacheck, build, header/cdefs freshness, bench and fuzz
+# crates compile, cargo test
 # (all crates), the C examples (plain, ASan/UBSan, valgrind) and the C thread
 # test (TSan), the Test::Nginx suites, the real-Consul stage, the runner's
 # self-tests, the packaging checks.
@@ -89,6 +90,8 @@ check build cargo build --workspace
 check header bash scripts/check-header.sh
 # The bench crate is outside the workspace: keep it compiling with the library.
 check bench-build cargo check --quiet --manifest-path bench/rust/Cargo.toml --target-dir target/bench
+# So is the fuzz crate (checked only: running the targets needs nightly).
+check fuzz-build cargo check --quiet --manifest-path fuzz/Cargo.toml --bins --target-dir target/fuzz
 cargo_tests
 check c-example bash examples/test.sh
 check c-example-asan env SAN=asan bash examples/test.sh

@@ -30,7 +30,7 @@ pub fn on_empty_prefix(policy: EmptyPrefixPolicy, model: &mut ServerModel) -> Em
     match policy {
         EmptyPrefixPolicy::Clear if model.clear() => EmptyOutcome::Cleared,
         EmptyPrefixPolicy::Clear => EmptyOutcome::Unchanged,
-        EmptyPrefixPolicy::Keep => match model.services().len() {
+        EmptyPrefixPolicy::Keep => match model.service_count() {
             0 => EmptyOutcome::Unchanged,
             n => EmptyOutcome::Kept(n),
         },

@@ -24,8 +24,8 @@ fuzz_target!(|data: &[u8]| {
     match parse(data, NOW, 3600) {
         Ok((Loaded::Fresh(s), _warnings)) => {
             assert!(s.from_dump);
-            for (name, svc) in &s.services {
-                check_nodes_json(name, &svc.nodes_json, svc.node_count, false);
+            for svc in s.iter() {
+                check_nodes_json(svc.name, svc.nodes_json, svc.node_count, false);
             }
             let again = decode(&encode(&s), None).expect("codec round trip");
             assert_eq!(again, s);

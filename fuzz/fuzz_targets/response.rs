@@ -37,7 +37,7 @@ fn model() -> ServerModel {
 }
 
 fn check(m: &ServerModel) {
-    for (name, svc) in m.services() {
+    for (name, svc) in &m.services_by_name() {
         assert!(name.starts_with(m.name_base()), "service name {name:?}");
         assert!(
             name.ends_with('/'),
@@ -46,12 +46,12 @@ fn check(m: &ServerModel) {
         assert_eq!(svc.server, 3);
         check_nodes_json(name, &svc.nodes_json, svc.node_count, true);
     }
-    let total: u64 = m.services().values().map(|s| u64::from(s.node_count)).sum();
+    let total: u64 = m.services_by_name().values().map(|s| u64::from(s.node_count)).sum();
     assert_eq!(total, m.node_count());
 }
 
 fn nodes(m: &ServerModel) -> BTreeMap<Arc<str>, Arc<str>> {
-    m.services()
+    m.services_by_name()
         .iter()
         .map(|(k, s): (&Arc<str>, &Service)| (k.clone(), s.nodes_json.clone()))
         .collect()
@@ -79,7 +79,7 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(nodes(&m1), nodes(&m2), "A then B differs from B alone");
         } else {
             assert_eq!(nodes(&m1), after_a, "a refused B changed the services");
-            assert!(m2.services().is_empty());
+            assert!(m2.services_by_name().is_empty());
         }
         return;
     }
@@ -93,7 +93,7 @@ fuzz_target!(|data: &[u8]| {
         Ok(a) => a,
         Err(a) => {
             assert!(!a.changed);
-            assert!(m.services().is_empty(), "a refused response added services");
+            assert!(m.services_by_name().is_empty(), "a refused response added services");
             assert!(
                 m.apply(&entries, 2).is_err(),
                 "refused once, accepted twice"
@@ -101,8 +101,8 @@ fuzz_target!(|data: &[u8]| {
             return;
         }
     };
-    assert_eq!(first.changed, !m.services().is_empty());
-    let before = m.services().clone();
+    assert_eq!(first.changed, !m.services_by_name().is_empty());
+    let before = m.services_by_name().clone();
     let second = m.apply(&entries, 2).expect("accepted once, refused twice");
     check(&m);
     assert!(
@@ -113,10 +113,10 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(second.malformed_total, first.malformed_total);
     assert_eq!(
         &before,
-        m.services(),
+        &m.services_by_name(),
         "services changed on identical re-apply"
     );
-    for svc in m.services().values() {
+    for svc in m.services_by_name().values() {
         assert_eq!(svc.generation, 1);
     }
 });

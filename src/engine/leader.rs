@@ -162,7 +162,7 @@ fn publish_from(shared: &Shared, leader: &mut Leader, arrival: Arrival, parsed_u
     };
     let snapshot = Snapshot::from_services(meta, leader.models.iter().flat_map(|m| m.services()));
     for (i, m) in leader.models.iter().enumerate() {
-        let (services, nodes) = (m.services().len() as u64, m.node_count());
+        let (services, nodes) = (m.service_count() as u64, m.node_count());
         if let Some(s) = shared.stats.lock().get_mut(i) {
             s.services = services;
             s.nodes = nodes;

@@ -71,6 +71,11 @@ impl KeyArena {
         self.bytes.len()
     }
 
+    /// Room for `bytes` more without growing.
+    pub fn reserve(&mut self, bytes: usize) {
+        self.bytes.reserve(bytes);
+    }
+
     /// Undoes every `push` since the arena was `len` long.
     pub fn truncate(&mut self, len: usize, garbage: usize) {
         self.bytes.truncate(len);

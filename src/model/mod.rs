@@ -11,7 +11,8 @@
 //! * `entry.rs`: what is kept per key, and when it counts as unchanged;
 //! * `keys.rs`: every key in one buffer;
 //! * `nodes.rs`: key and value to node JSON, each distinct value parsed once;
-//! * `slots.rs`: service names and the index from path to service;
+//! * `slots.rs`: the services, their names and the index from path to
+//!   service;
 //! * `render.rs`: a changed service's `nodes_json`;
 //! * `report.rs`: what an apply reports.
 
@@ -57,8 +58,6 @@ pub struct ServerModel {
     /// Slots of seeded services not yet confirmed by a response: the next
     /// response renders them (and drops the ones it does not name).
     seeded: Vec<u32>,
-    /// Keyed by full service name.
-    services: FxHashMap<Arc<str>, Service>,
     nodes: u64,
 }
 
@@ -74,13 +73,33 @@ impl ServerModel {
             sorted: true,
             keys: KeyArena::default(),
             seeded: Vec::new(),
-            services: FxHashMap::default(),
             nodes: 0,
         }
     }
 
-    pub fn services(&self) -> &FxHashMap<Arc<str>, Service> {
-        &self.services
+    /// Every service with its full name, in no promised order (key order
+    /// after a first sync).
+    pub fn services(&self) -> impl Iterator<Item = (&Arc<str>, &Service)> + '_ {
+        self.slots.services()
+    }
+
+    /// Number of services.
+    pub fn service_count(&self) -> usize {
+        self.slots.services
+    }
+
+    /// The service of that full name.
+    pub fn service(&self, name: &str) -> Option<&Service> {
+        let path = name.strip_prefix(self.name_base.as_str())?;
+        let slot = self.slots.find(path)?;
+        self.slots.list.get(slot as usize)?.service.as_ref()
+    }
+
+    /// A copy of every service by name (for tests and tools).
+    pub fn services_by_name(&self) -> FxHashMap<Arc<str>, Service> {
+        self.services()
+            .map(|(n, s)| (n.clone(), s.clone()))
+            .collect()
     }
 
     pub fn name_base(&self) -> &str {
@@ -99,17 +118,17 @@ impl ServerModel {
             let Some(path) = name.strip_prefix(self.name_base.as_str()) else {
                 continue;
             };
-            if self.services.contains_key(&name) {
+            if self.service(&name).is_some() {
                 continue;
             }
             let slot = self.slots.find_or_add(path);
             let born = self.slots.born_span(slot);
-            let Some(name) = self.slots.name_of(slot, &self.name_base, born) else {
+            if self.slots.name_of(slot, &self.name_base, born).is_none() {
                 continue;
-            };
+            }
             service.server = self.server;
             self.nodes += u64::from(service.node_count);
-            self.services.insert(name, service);
+            self.slots.set_service(slot, Some(service));
             self.seeded.push(slot);
         }
     }
@@ -122,7 +141,6 @@ impl ServerModel {
     /// might, and serving nothing would throw away the last good nodes.
     pub fn apply<'v>(&mut self, raws: &'v [RawEntry<'v>], seq: u64) -> Result<Applied, Applied> {
         let (keys_len, keys_garbage) = (self.keys.len(), self.keys.garbage());
-        self.slots.made = 0;
         let mut pass = Pass::new(&self.parser, &mut self.keys, &mut self.slots);
         // In step with the previous response: entries are updated in place,
         // with what they were kept for a refusal.
@@ -184,14 +202,12 @@ impl ServerModel {
             self.sorted = r.sorted;
         }
         if !dirty.is_empty() {
-            self.services.reserve(std::mem::take(&mut self.slots.made));
             applied.changed_services = render::render(
                 &mut self.entries,
                 &mut self.slots,
                 &dirty,
                 &scratch.fresh,
                 render::Target {
-                    services: &mut self.services,
                     nodes: &mut self.nodes,
                     base: &self.name_base,
                     server: self.server,
@@ -213,9 +229,6 @@ impl ServerModel {
                 (&mut e.key, len)
             }));
         self.slots.compact_if_sparse(&mut self.entries);
-        if self.services.capacity() > 2 * self.services.len() + 64 {
-            self.services.shrink_to_fit();
-        }
         if self.entries.capacity() > 2 * self.entries.len() + 64 {
             self.entries.shrink_to_fit();
         }
@@ -224,14 +237,13 @@ impl ServerModel {
     /// The prefix is gone (404): forget every service. Returns whether
     /// anything was removed.
     pub fn clear(&mut self) -> bool {
+        let had = self.slots.services > 0;
         self.entries = Vec::new();
         self.sorted = true;
         self.keys = KeyArena::default();
         self.slots.clear();
         self.seeded = Vec::new();
         self.nodes = 0;
-        let had = !self.services.is_empty();
-        self.services = FxHashMap::default();
         had
     }
 }

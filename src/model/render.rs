@@ -5,17 +5,12 @@
 
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
-
-use std::collections::hash_map::Entry;
-
 use super::entry::{self, FRESH};
 use super::slots::Slots;
 use crate::snapshot::Service;
 
-/// What the services map must become.
+/// Where the rendered services go besides their slots.
 pub(super) struct Target<'a> {
-    pub services: &'a mut FxHashMap<Arc<str>, Service>,
     pub nodes: &'a mut u64,
     /// `{server url}/v1/kv/`, for the names of new services.
     pub base: &'a str,
@@ -95,7 +90,6 @@ pub(super) fn render(
         nodes_in_order_many(entries, slots, dirty)
     };
     let Target {
-        services,
         nodes,
         base,
         server,
@@ -110,23 +104,20 @@ pub(super) fn render(
         start = end;
         slots.unmark(s);
         if mine.is_empty() {
-            if let Some(name) = slots.name_of(s, base, born) {
-                if let Some(gone) = services.remove(&name) {
-                    *nodes -= u64::from(gone.node_count);
-                    changed += 1;
-                }
+            if let Some(gone) = slots.set_service(s, None) {
+                *nodes -= u64::from(gone.node_count);
+                changed += 1;
             }
             slots.release(s);
             continue;
         }
-        let Some(name) = slots.name_of(s, base, born) else {
+        if slots.name_of(s, base, born).is_none() {
             continue;
-        };
-        let mut place = services.entry(name);
-        let old = match &mut place {
-            Entry::Occupied(o) => Some(o.get().nodes_json.clone()),
-            Entry::Vacant(_) => None,
-        };
+        }
+        let old = slots.list[s as usize]
+            .service
+            .as_ref()
+            .map(|o| o.nodes_json.clone());
         buf.clear();
         buf.push('[');
         let mut count = 0u32;
@@ -163,14 +154,8 @@ pub(super) fn render(
             nodes_json: Arc::from(buf.as_str()),
         };
         *nodes += u64::from(count);
-        match place {
-            Entry::Occupied(mut o) => {
-                *nodes -= u64::from(o.get().node_count);
-                *o.get_mut() = service;
-            }
-            Entry::Vacant(v) => {
-                v.insert(service);
-            }
+        if let Some(before) = slots.set_service(s, Some(service)) {
+            *nodes -= u64::from(before.node_count);
         }
         changed += 1;
     }

@@ -1,6 +1,12 @@
 //! Service slots: every service path that has nodes (or was seeded), its
-//! APISIX name, and an index from path to slot that stores only the slot
-//! number and hashes the name the slot already holds.
+//! APISIX name, its rendered service, and an index from path to slot that
+//! stores only the slot number and hashes the name the slot already holds.
+//!
+//! The services live in the slots, not in a map of their own: a render
+//! finds a service's previous nodes through its slot without hashing its
+//! name, and the services are listed in slot order, which after a first
+//! sync is key order, so a snapshot is built by reading memory front to
+//! back and its sort finds the names already in order.
 
 use std::hash::Hasher as _;
 use std::sync::Arc;
@@ -9,6 +15,7 @@ use hashbrown::HashTable;
 
 use super::entry::{Entry, NO_SLOT};
 use super::keys::{push_text, Span};
+use crate::snapshot::Service;
 
 #[derive(Debug, Default)]
 pub(super) struct Slot {
@@ -19,6 +26,8 @@ pub(super) struct Slot {
     hash: u32,
     /// Render scratch: the slot's next place in the node order.
     pub at: u32,
+    /// What the snapshot serves under `name`; `None` until rendered.
+    pub service: Option<Service>,
 }
 
 #[derive(Debug, Default)]
@@ -30,12 +39,12 @@ pub(super) struct Slots {
     index: HashTable<u32>,
     /// Length of the `{server url}/v1/kv/` part of every name.
     base_len: usize,
-    /// Slots made during the current response.
-    pub made: usize,
+    /// Slots whose `service` is set.
+    pub services: usize,
     /// Paths of the slots made in this response, whose names are made when
-    /// they are rendered (so that each name is hashed into the services
-    /// map while it is still in cache); such a slot's `at` indexes
-    /// `born_spans` until then.
+    /// they are rendered (a name and its nodes are then allocated side by
+    /// side, in render order); such a slot's `at` indexes `born_spans`
+    /// until then.
     born: String,
     born_spans: Vec<Span>,
     /// Where a new name is put together.
@@ -120,6 +129,25 @@ impl Slots {
         }
     }
 
+    /// Room for `slots` more slots whose paths take `path_bytes` in all.
+    pub fn reserve(&mut self, slots: usize, path_bytes: usize) {
+        self.list.reserve(slots);
+        self.dirty.reserve(slots.div_ceil(64));
+        self.born.reserve(path_bytes);
+        self.born_spans.reserve(slots);
+        let list = &self.list;
+        self.index
+            .reserve(slots, |&j| spread(list[j as usize].hash));
+    }
+
+    /// The slot of `path`, if there is one.
+    pub fn find(&self, path: &str) -> Option<u32> {
+        let h = hash_path(path.as_bytes());
+        self.index
+            .find(spread(h), |&i| self.path_of(i) == path.as_bytes())
+            .copied()
+    }
+
     /// The slot of `path`, made if new (named when rendered).
     pub fn find_or_add(&mut self, path: &str) -> u32 {
         let h = hash_path(path.as_bytes());
@@ -136,8 +164,8 @@ impl Slots {
             name: None,
             hash: h,
             at: born,
+            service: None,
         };
-        self.made += 1;
         let i = match self.free.pop() {
             Some(i) => {
                 self.list[i as usize] = slot;
@@ -182,11 +210,33 @@ impl Slots {
         }
     }
 
+    /// Sets (or, with `None`, removes) the service of a slot; returns the
+    /// one it replaces.
+    pub fn set_service(&mut self, slot: u32, service: Option<Service>) -> Option<Service> {
+        let s = self.list.get_mut(slot as usize)?;
+        let old = std::mem::replace(&mut s.service, service);
+        if old.is_some() {
+            self.services -= 1;
+        }
+        if s.service.is_some() {
+            self.services += 1;
+        }
+        old
+    }
+
+    /// Every named slot's service, in slot order.
+    pub fn services(&self) -> impl Iterator<Item = (&Arc<str>, &Service)> + '_ {
+        self.list
+            .iter()
+            .filter_map(|s| Some((s.name.as_ref()?, s.service.as_ref()?)))
+    }
+
     /// Forgets a slot no entry and no service uses any more.
     pub fn release(&mut self, slot: u32) {
         let Some(h) = self.list.get(slot as usize).map(|s| s.hash) else {
             return;
         };
+        self.set_service(slot, None);
         if let Ok(e) = self.index.find_entry(spread(h), |&i| i == slot) {
             e.remove();
         }

@@ -62,14 +62,14 @@ fn services_are_named_like_apisix_and_grouped_in_key_order() {
         .unwrap();
     assert!(a.changed);
     assert_eq!(a.changed_services, 2);
-    let web = &m.services()["http://127.0.0.1:8500/v1/kv/upstreams/web/"];
+    let web = &m.services_by_name()["http://127.0.0.1:8500/v1/kv/upstreams/web/"];
     assert_eq!(
         &*web.nodes_json,
         r#"[{"host":"10.0.0.1","port":80,"weight":2},{"host":"10.0.0.2","port":80,"weight":1}]"#
     );
     assert_eq!(web.node_count, 2);
     assert!(m
-        .services()
+        .services_by_name()
         .contains_key("http://127.0.0.1:8500/v1/kv/upstreams/api/v1/"));
 }
 
@@ -84,7 +84,7 @@ fn unchanged_services_keep_generation_and_identity() {
         1,
     )
     .unwrap();
-    let before = m.services()["http://127.0.0.1:8500/v1/kv/upstreams/web/"].clone();
+    let before = m.services_by_name()["http://127.0.0.1:8500/v1/kv/upstreams/web/"].clone();
     let a = m
         .apply(
             &[
@@ -95,11 +95,11 @@ fn unchanged_services_keep_generation_and_identity() {
         )
         .unwrap();
     assert_eq!(a.changed_services, 1);
-    let after = &m.services()["http://127.0.0.1:8500/v1/kv/upstreams/web/"];
+    let after = &m.services_by_name()["http://127.0.0.1:8500/v1/kv/upstreams/web/"];
     assert_eq!(after.generation, 1);
     assert!(Arc::ptr_eq(&before.nodes_json, &after.nodes_json));
     assert_eq!(
-        m.services()["http://127.0.0.1:8500/v1/kv/upstreams/api/"].generation,
+        m.services_by_name()["http://127.0.0.1:8500/v1/kv/upstreams/api/"].generation,
         2
     );
     // The same response again changes nothing.
@@ -122,7 +122,7 @@ fn removed_service_counts_as_change() {
         .unwrap();
     let a = m.apply(&[], 2).unwrap();
     assert!(a.changed);
-    assert!(m.services().is_empty());
+    assert!(m.services_by_name().is_empty());
 }
 
 #[test]
@@ -183,7 +183,7 @@ fn a_deep_value_drops_only_its_node() {
         .unwrap();
     assert_eq!(a.malformed_total, 1);
     assert!(a.newly_malformed[0].1.contains("deeper than"));
-    let web = &m.services()["http://127.0.0.1:8500/v1/kv/upstreams/web/"];
+    let web = &m.services_by_name()["http://127.0.0.1:8500/v1/kv/upstreams/web/"];
     assert_eq!(web.node_count, 2);
     let nodes: serde_json::Value = serde_json::from_str(&web.nodes_json).unwrap();
     assert_eq!(nodes[1]["metadata"]["a"], 1);
@@ -219,18 +219,18 @@ fn removing_one_key_rerenders_only_its_service() {
         entry("upstreams/api/10.0.0.3:81", "{}"),
     ];
     m.apply(&all, 1).unwrap();
-    let api = m.services()["http://127.0.0.1:8500/v1/kv/upstreams/api/"].clone();
+    let api = m.services_by_name()["http://127.0.0.1:8500/v1/kv/upstreams/api/"].clone();
     let a = m
         .apply(&[all[0].clone_entry(), all[2].clone_entry()], 2)
         .unwrap();
     assert_eq!(a.changed_services, 1);
-    let web = &m.services()["http://127.0.0.1:8500/v1/kv/upstreams/web/"];
+    let web = &m.services_by_name()["http://127.0.0.1:8500/v1/kv/upstreams/web/"];
     assert_eq!(
         &*web.nodes_json,
         r#"[{"host":"10.0.0.1","port":80,"weight":1}]"#
     );
     assert_eq!(web.generation, 2);
-    let api_after = &m.services()["http://127.0.0.1:8500/v1/kv/upstreams/api/"];
+    let api_after = &m.services_by_name()["http://127.0.0.1:8500/v1/kv/upstreams/api/"];
     assert!(Arc::ptr_eq(&api.nodes_json, &api_after.nodes_json));
     assert_eq!(m.node_count(), 2);
 }
@@ -266,8 +266,8 @@ fn a_change_of_order_is_applied_as_a_fresh_model_would() {
     fresh.apply(&[b.clone_entry(), a.clone_entry()], 1).unwrap();
     let name = "http://127.0.0.1:8500/v1/kv/upstreams/web/";
     assert_eq!(
-        m.services()[name].nodes_json,
-        fresh.services()[name].nodes_json
+        m.services_by_name()[name].nodes_json,
+        fresh.services_by_name()[name].nodes_json
     );
 }
 
@@ -286,13 +286,13 @@ fn seed_keeps_generations_for_unchanged_services() {
         .apply(&[entry("upstreams/web/10.0.0.1:80", "{}")], 4)
         .unwrap();
     let mut second = ServerModel::new(0, URL, rules());
-    second.seed(first.services().clone());
+    second.seed(first.services_by_name().clone());
     let a = second
         .apply(&[entry("upstreams/web/10.0.0.1:80", "{}")], 9)
         .unwrap();
     assert!(!a.changed);
     assert_eq!(
-        second.services()["http://127.0.0.1:8500/v1/kv/upstreams/web/"].generation,
+        second.services_by_name()["http://127.0.0.1:8500/v1/kv/upstreams/web/"].generation,
         4
     );
 }
@@ -312,7 +312,7 @@ fn an_equal_modify_index_skips_the_entry_and_a_new_one_parses_it_again() {
     let key = "upstreams/web/10.0.0.1:80";
     m.apply(&[entry_at(key, r#"{"weight":3}"#, Field::Ok(7))], 1)
         .unwrap();
-    let before = m.services()[WEB].clone();
+    let before = m.services_by_name()[WEB].clone();
     // Same index, same value: nothing to do.
     let a = m
         .apply(&[entry_at(key, r#"{"weight":3}"#, Field::Ok(7))], 2)
@@ -324,7 +324,7 @@ fn an_equal_modify_index_skips_the_entry_and_a_new_one_parses_it_again() {
         .apply(&[entry_at(key, r#"{"weight":3}"#, Field::Ok(9))], 3)
         .unwrap();
     assert!(!a.changed);
-    let after = &m.services()[WEB];
+    let after = &m.services_by_name()[WEB];
     assert_eq!(after.generation, 1);
     assert!(Arc::ptr_eq(&before.nodes_json, &after.nodes_json));
     // A new value under a new index.
@@ -332,7 +332,9 @@ fn an_equal_modify_index_skips_the_entry_and_a_new_one_parses_it_again() {
         .apply(&[entry_at(key, r#"{"weight":4}"#, Field::Ok(10))], 4)
         .unwrap();
     assert!(a.changed);
-    assert!(m.services()[WEB].nodes_json.contains(r#""weight":4"#));
+    assert!(m.services_by_name()[WEB]
+        .nodes_json
+        .contains(r#""weight":4"#));
 }
 
 #[test]
@@ -350,9 +352,9 @@ fn a_new_value_under_the_same_index_is_still_picked_up() {
     ] {
         let a = m.apply(&[entry_at(key, value, Field::Ok(7))], seq).unwrap();
         assert!(a.changed, "{value}");
-        let json = &m.services()[WEB].nodes_json;
+        let json = &m.services_by_name()[WEB].nodes_json;
         assert!(json.contains(&format!(r#""weight":{weight}}}"#)), "{json}");
-        assert_eq!(m.services()[WEB].generation, seq);
+        assert_eq!(m.services_by_name()[WEB].generation, seq);
     }
 }
 
@@ -379,7 +381,7 @@ fn without_a_usable_modify_index_the_value_itself_is_compared() {
         for (seq, w) in [(3, "4"), (4, "44")] {
             let a = m.apply(&body(w), seq).unwrap();
             assert!(a.changed, "{odd:?} {w}");
-            assert!(m.services()[WEB]
+            assert!(m.services_by_name()[WEB]
                 .nodes_json
                 .contains(&format!(r#""weight":{w}}}"#)));
         }
@@ -432,13 +434,13 @@ fn a_refused_response_after_in_place_changes_is_undone() {
         .map(|k| entry_at(k, "{}", Field::Absent))
         .collect();
     m.apply(&good, 1).unwrap();
-    let before = m.services()[WEB].clone();
+    let before = m.services_by_name()[WEB].clone();
     let bad: Vec<_> = keys
         .iter()
         .map(|k| entry_at(k, "not json", Field::Absent))
         .collect();
     assert!(m.apply(&bad, 2).is_err());
-    assert_eq!(m.services()[WEB], before);
+    assert_eq!(m.services_by_name()[WEB], before);
     let a = m.apply(&good, 3).unwrap();
     assert!(!a.changed);
     assert!(a.newly_malformed.is_empty());
@@ -465,14 +467,14 @@ fn a_seeded_service_the_first_response_does_not_name_is_dropped() {
         )
         .unwrap();
     let mut second = ServerModel::new(0, URL, rules());
-    second.seed(first.services().clone());
+    second.seed(first.services_by_name().clone());
     assert_eq!(second.node_count(), 2);
     let a = second
         .apply(&[entry("upstreams/web/10.0.0.1:80", "{}")], 9)
         .unwrap();
     assert_eq!(a.changed_services, 1);
-    assert_eq!(second.services().len(), 1);
-    assert_eq!(second.services()[WEB].generation, 4);
+    assert_eq!(second.services_by_name().len(), 1);
+    assert_eq!(second.services_by_name()[WEB].generation, 4);
     assert_eq!(second.node_count(), 1);
 }
 
@@ -483,15 +485,14 @@ fn a_big_response_followed_by_a_small_one_gives_the_room_back() {
         .map(|i| entry(&format!("upstreams/s{i:05}/10.0.0.1:80"), "{}"))
         .collect();
     m.apply(&big, 1).unwrap();
-    assert_eq!(m.services().len(), 20_000);
+    assert_eq!(m.service_count(), 20_000);
     let small: Vec<_> = big[..10].iter().map(|e| e.clone_entry()).collect();
     let a = m.apply(&small, 2).unwrap();
     assert_eq!(a.changed_services, 20_000 - 10);
-    assert_eq!(m.services().len(), 10);
+    assert_eq!(m.service_count(), 10);
     assert!(m.entries.capacity() < 100, "{}", m.entries.capacity());
     assert!(m.keys.len() < 1000, "{}", m.keys.len());
     assert!(m.slots.list.capacity() < 200, "{}", m.slots.list.capacity());
-    assert!(m.services.capacity() < 200, "{}", m.services.capacity());
     // Still the same model: a change and a growth apply as usual.
     let mut more = small;
     more.push(entry("upstreams/s99999/10.0.0.1:80", "{}"));
@@ -504,13 +505,13 @@ fn a_big_response_followed_by_a_small_one_gives_the_room_back() {
 fn fresh_services(raws: &[RawEntry<'_>]) -> FxHashMap<Arc<str>, crate::snapshot::Service> {
     let mut f = ServerModel::new(0, URL, rules());
     let _ = f.apply(raws, 1);
-    f.services().clone()
+    f.services_by_name().clone()
 }
 
 fn assert_same_nodes(m: &ServerModel, fresh: &FxHashMap<Arc<str>, crate::snapshot::Service>) {
-    assert_eq!(m.services().len(), fresh.len());
+    assert_eq!(m.services_by_name().len(), fresh.len());
     for (name, s) in fresh {
-        let mine = &m.services()[name];
+        let mine = &m.services_by_name()[name];
         assert_eq!(mine.nodes_json, s.nodes_json, "{name}");
         assert_eq!(mine.node_count, s.node_count, "{name}");
     }
@@ -559,7 +560,7 @@ fn keys_added_and_removed_anywhere_give_what_a_fresh_model_gives() {
     let mut m = ServerModel::new(0, URL, rules());
     m.apply(&raws(&rows), 1).unwrap();
     for seq in 2..300 {
-        let before = m.services().clone();
+        let before = m.services_by_name().clone();
         let at = match rng.next(3) {
             0 => 0,
             1 => rows.len() / 2,
@@ -591,7 +592,7 @@ fn keys_added_and_removed_anywhere_give_what_a_fresh_model_gives() {
         assert!(m.sorted);
         let fresh = fresh_services(&body);
         assert_same_nodes(&m, &fresh);
-        for (name, s) in m.services() {
+        for (name, s) in &m.services_by_name() {
             if let Some(old) = before.get(name).filter(|o| o.nodes_json == s.nodes_json) {
                 assert_eq!(s.generation, old.generation, "{name}");
                 assert!(Arc::ptr_eq(&s.nodes_json, &old.nodes_json));
@@ -688,10 +689,10 @@ fn the_value_memo_renders_what_the_parser_renders() {
             _ => {}
         }
     }
-    assert_eq!(m.services().len(), expect.len());
+    assert_eq!(m.services_by_name().len(), expect.len());
     for (name, nodes) in &expect {
         assert_eq!(
-            &*m.services()[name.as_str()].nodes_json,
+            &*m.services_by_name()[name.as_str()].nodes_json,
             format!("[{}]", nodes.join(","))
         );
     }
@@ -702,4 +703,33 @@ fn the_value_memo_renders_what_the_parser_renders() {
             "{k}: {reason}"
         );
     }
+}
+
+#[test]
+fn services_are_listed_in_key_order_after_a_first_sync_and_found_by_name() {
+    let mut m = ServerModel::new(0, URL, rules());
+    let body: Vec<_> = ["b", "a-x", "a", "c/d", "c"]
+        .iter()
+        .map(|s| entry(&format!("upstreams/{s}/10.0.0.1:80"), "{}"))
+        .collect();
+    let mut sorted: Vec<_> = body.iter().map(|e| e.clone_entry()).collect();
+    sorted.sort_by(|x, y| match (&x.key, &y.key) {
+        (Field::Ok(a), Field::Ok(b)) => a.cmp(b),
+        _ => std::cmp::Ordering::Equal,
+    });
+    m.apply(&sorted, 1).unwrap();
+    let names: Vec<&str> = m.services().map(|(n, _)| &**n).collect();
+    let mut want = names.clone();
+    want.sort_unstable();
+    assert_eq!(names, want);
+    assert_eq!(m.service_count(), 5);
+    for (name, s) in &m.services_by_name() {
+        assert_eq!(m.service(name), Some(s));
+    }
+    assert_eq!(m.service("http://127.0.0.1:8500/v1/kv/upstreams/zz/"), None);
+    assert_eq!(m.service("elsewhere"), None);
+    // A removed service is gone from every view.
+    m.apply(&sorted[1..], 2).unwrap();
+    assert_eq!(m.service_count(), 4);
+    assert_eq!(m.services().count(), 4);
 }

@@ -45,6 +45,32 @@ impl<'m, 'v> Pass<'m, 'v> {
         }
     }
 
+    /// Makes room at once for a response met with no previous one (a
+    /// first sync): growing every buffer by doubling would copy each of
+    /// them several times and touch fresh pages at every step. Room that
+    /// is not used is never touched (and is given back after the apply).
+    pub fn reserve_for(&mut self, raws: &[RawEntry<'_>]) {
+        let (mut key_bytes, mut node_bytes) = (0usize, 0usize);
+        for raw in raws {
+            let key = match &raw.key {
+                Field::Ok(k) => k.len(),
+                _ => 0,
+            };
+            let value = match &raw.value {
+                Field::Ok(v) => v.len(),
+                _ => 0,
+            };
+            key_bytes += key;
+            // `{"host":"..","port":N` from the key, the rest from the value
+            // (base64: four characters for three bytes).
+            node_bytes += key + value / 4 * 3 + 16;
+        }
+        self.keys.reserve(key_bytes);
+        self.scratch.fresh.reserve(node_bytes);
+        self.slots.reserve(raws.len(), key_bytes);
+        self.dirty.reserve(raws.len());
+    }
+
     /// The entry's key; an entry without one is counted and reported (on
     /// every response: it cannot be told apart from the next one).
     #[inline(always)]
@@ -223,6 +249,9 @@ pub(super) fn rebuild<'v>(
     j: usize,
     prev_key: Option<&'v str>,
 ) -> Rebuilt {
+    if old.is_empty() {
+        pass.reserve_for(&raws[i..]);
+    }
     let mut next: Vec<Entry> = Vec::with_capacity(raws.len().max(j));
     next.extend_from_slice(&old[..j]);
     let mut taken = vec![0u64; old.len().div_ceil(64)];

@@ -55,6 +55,15 @@ local function poller(premature)
                     if n.weight == k then
                         local t = now_ns()
                         dict:set("t" .. wid .. ":" .. k, t)
+                        if dropin then
+                            -- where the change's time went (after the
+                            -- sighting is timed: this costs nothing measured)
+                            local st = dropin.stats()
+                            local steps = st and st.last_change_steps
+                            if steps then
+                                dict:set("steps" .. wid .. ":" .. k, cjson.encode(steps))
+                            end
+                        end
                         dict:set("seen" .. wid, k)
                         seen_k = k
                         break
@@ -285,7 +294,8 @@ function _M.prop()
     local gap = tonumber(ngx.var.arg_gap_ms or 5) / 1000
     local per = tonumber(ngx.var.arg_per or 10)
     local lat, per_worker, put_ms, missed = {}, {}, {}, 0
-    for w = 0, workers - 1 do per_worker[w + 1] = {} end
+    local steps_of = {}
+    for w = 0, workers - 1 do per_worker[w + 1] = {}; steps_of[w + 1] = {} end
     -- weights written are unique over the whole run (k0 from the driver), so
     -- that a weight left by an earlier run is never mistaken for this change
     local k0 = tonumber(ngx.var.arg_k0)
@@ -328,13 +338,19 @@ function _M.prop()
                 dict:delete("t" .. w .. ":" .. k)
                 local d = (t - t_put) / 1e6
                 per_worker[w + 1][#per_worker[w + 1] + 1] = d
+                local steps = dict:get("steps" .. w .. ":" .. k)
+                if steps then
+                    dict:delete("steps" .. w .. ":" .. k)
+                    steps_of[w + 1][#steps_of[w + 1] + 1] = cjson.decode(steps)
+                end
                 if d > worst then worst = d end
             end
             lat[#lat + 1] = worst
         end
         ngx.sleep(gap)
     end
-    json_out({ latencies_ms = lat, per_worker_ms = per_worker, put_ms = put_ms, missed = missed })
+    json_out({ latencies_ms = lat, per_worker_ms = per_worker, put_ms = put_ms, missed = missed,
+               steps = steps_of })
 end
 
 -- GET /req: one discovery lookup per request, for wrk.

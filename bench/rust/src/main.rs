@@ -146,7 +146,7 @@ fn main() {
         );
         let mut model = ServerModel::new(0, &url, rules.clone());
         let _ = model.apply(&entries, 1);
-        let services = model.services().len();
+        let services = model.service_count();
         let render = measure(
             reps,
             || (),

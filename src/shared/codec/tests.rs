@@ -162,6 +162,57 @@ fn the_name_hash_is_fnv1a_64() {
 }
 
 #[test]
+fn the_seeded_hash_is_the_documented_one() {
+    // Computed from the formula in `seeded_hash`'s documentation by an
+    // independent implementation: the hash is part of the file format.
+    assert_eq!(seeded_hash(0, b""), 0x59b8_1abf_6522_ad07);
+    assert_eq!(seeded_hash(0, b"a"), 0xf8ab_81d3_2d66_95d7);
+    assert_eq!(seeded_hash(1, b"a"), 0xed06_c703_3639_7893);
+    assert_eq!(seeded_hash(7, b"12345678"), 0xbfa6_a27a_d05b_737f);
+    assert_eq!(
+        seeded_hash(0xdead_beef, b"http://127.0.0.1:8500/v1/kv/upstreams/web/"),
+        0x96e0_145d_ae71_e68f
+    );
+    // A zero-padded tail is not the same name.
+    assert_ne!(seeded_hash(0, b"a"), seeded_hash(0, b"a\0"));
+}
+
+#[test]
+fn a_seeded_file_names_its_seed_and_places_names_by_it() {
+    let s = ServiceRef {
+        name: "web/",
+        generation: 7,
+        server: 2,
+        node_count: 0,
+        nodes_json: "[]",
+    };
+    let seed = 0x1234_5678;
+    let file = Table::build_hashed(&meta(), vec![s], Hashing::Seeded(seed))
+        .as_bytes()
+        .to_vec();
+    assert_eq!(u32_at(&file, 24), Some(2 | 4));
+    assert_eq!(u32_at(&file, 36), Some(seed));
+    let h = seeded_hash(seed, b"web/");
+    let slot = ((h ^ (h >> 32)) & 1) as usize;
+    let index_at = u64_at(&file, 48).unwrap() as usize;
+    assert_eq!(u32_at(&file, index_at + 4 * slot), Some(1));
+    assert_eq!(Table::open(Bytes::from(file)).unwrap().get("web/"), Some(s));
+}
+
+#[test]
+fn files_of_earlier_builds_and_of_other_seeds_open_and_find_every_name() {
+    let mut rng = Rng(7);
+    let m = random_model(&mut rng, 500);
+    for hashing in [Hashing::Fnv, Hashing::Seeded(0), Hashing::Seeded(u32::MAX)] {
+        let file = Table::build_hashed(&meta(), refs(&m), hashing)
+            .as_bytes()
+            .to_vec();
+        let t = Table::open(Bytes::from(file)).unwrap();
+        assert_same(&t, &m);
+    }
+}
+
+#[test]
 fn the_layout_is_the_documented_one() {
     let name = "web/";
     let json = "[]";
@@ -172,7 +223,10 @@ fn the_layout_is_the_documented_one() {
         node_count: 0,
         nodes_json: json,
     };
-    let file = Table::build(&meta(), vec![s]).as_bytes().to_vec();
+    // The layout of earlier builds' files, which still open.
+    let file = Table::build_hashed(&meta(), vec![s], Hashing::Fnv)
+        .as_bytes()
+        .to_vec();
     let mut want = b"CKVSNAP2".to_vec();
     want.extend_from_slice(&42u64.to_le_bytes());
     want.extend_from_slice(&1_700_000_000_123_456u64.to_le_bytes());
@@ -232,6 +286,7 @@ fn every_truncation_and_extension_is_refused() {
 }
 
 struct Layout {
+    seed: u32,
     count: usize,
     slots: usize,
     offsets_at: usize,
@@ -239,7 +294,9 @@ struct Layout {
 }
 
 fn layout(file: &[u8]) -> Layout {
+    assert_eq!(u32_at(file, 24).unwrap() & 4, 4, "a seeded hash");
     Layout {
+        seed: u32_at(file, 36).unwrap(),
         count: u32_at(file, 28).unwrap() as usize,
         slots: u32_at(file, 32).unwrap() as usize,
         offsets_at: u64_at(file, 40).unwrap() as usize,
@@ -267,8 +324,15 @@ fn refused(expect: &str, corrupt: impl FnOnce(&mut Vec<u8>, &Layout)) {
 #[test]
 fn targeted_corruptions_are_refused_with_what_is_wrong() {
     refused("bad magic", |f, _| f[7] = b'9');
-    refused("unknown flags", |f, _| put_u32(f, 24, 8));
-    refused("reserved", |f, _| put_u32(f, 36, 1));
+    refused("unknown flags", |f, _| put_u32(f, 24, 8 | 4));
+    refused("without the seeded-hash flag", |f, _| {
+        put_u32(f, 24, 2);
+        put_u32(f, 36, 1);
+    });
+    // Another seed sends lookups elsewhere.
+    refused("does not lead to service", |f, l| {
+        put_u32(f, 36, l.seed ^ 1)
+    });
     // Counts that lie.
     refused("header counts lie", |f, l| {
         put_u32(f, 28, l.count as u32 - 1)
@@ -327,7 +391,8 @@ fn targeted_corruptions_are_refused_with_what_is_wrong() {
         let (slot, e) = (0..l.slots)
             .map(|s| (s, u32_at(f, l.index_at + 4 * s).unwrap() as usize))
             .find(|&(s, e)| {
-                e != 0 && home(name_hash(name_in(f, l.offsets_at, e - 1).unwrap()), mask) == s
+                let name = name_in(f, l.offsets_at, e - 1);
+                e != 0 && home(seeded_hash(l.seed, name.unwrap()), mask) == s
             })
             .unwrap();
         let empty = (0..l.slots)
@@ -341,7 +406,7 @@ fn targeted_corruptions_are_refused_with_what_is_wrong() {
 /// A file whose records are laid out in the given order (not sorted), with
 /// a consistent index: only the order is wrong.
 fn unsorted_file(services: &[ServiceRef<'_>]) -> Vec<u8> {
-    encode_sorted(&meta(), services)
+    encode_sorted(&meta(), services, Hashing::for_this_process())
 }
 
 #[test]

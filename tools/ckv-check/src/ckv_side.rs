@@ -95,7 +95,6 @@ pub fn evaluate(c: &Config, url: &str, entries: &[(String, Option<String>)]) -> 
     let refused = model.apply(&raw, 1).is_err();
     let mut services: Vec<(String, Vec<serde_json::Value>)> = model
         .services()
-        .iter()
         .map(|(name, s)| {
             let nodes = serde_json::from_str(&s.nodes_json).unwrap_or_default();
             (name.to_string(), nodes)
