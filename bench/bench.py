@@ -465,9 +465,8 @@ def bench_propagation(report):
 
 
 def step_split(steps):
-    """p50 of each step of a change (ckv's last_change_steps, unix us), from
-    what each worker's stats said when it first served the change: the
-    leader's steps, then each worker's wait from publish to serving."""
+    """p50 of each of the leader's steps of a change (ckv's last_change_steps,
+    unix us), from what the workers' stats said when they first served it."""
     pairs = [("body", "headers_us", "received_us"), ("parse", "received_us", "parsed_us"),
              ("apply", "parsed_us", "applied_us"), ("publish", "applied_us", "published_us")]
     out = {}
@@ -476,14 +475,6 @@ def step_split(steps):
         d = [(s[b] - s[a]) / 1000 for s in leader if s.get(a) and s.get(b)]
         if d:
             out[name] = round(pct(d, 50), 2)
-    for i, w in enumerate(steps):
-        # a follower's stats carry only seq and served_us: match the leader's
-        # record of the same seq
-        pub = {s["seq"]: s["published_us"] for s in leader}
-        d = [(s["served_us"] - pub[s["seq"]]) / 1000 for s in w
-             if s.get("served_us") and s.get("seq") in pub]
-        if d:
-            out[f"served_w{i}"] = round(pct(d, 50), 2)
     return out
 
 
@@ -947,14 +938,16 @@ def build_table(rep):
             f"{r['ours_one_change_cpu_ms']:>8.2f} {r['baseline_cpu_ms']:>9.2f} "
             f"{r['baseline_as_shipped_cpu_ms']:>9.2f} {peer} {r['ratio_baseline_ours']:>9.1f} "
             f"{r['ours_mb_s']:>10.0f} {mbps['serde_value']:>8.0f}MB/s {mbps['serde_ignored']:>7.0f}MB/s")
-    add("  first sync = leader parse + apply (cold) + snapshot + encode, plus one follower decode;")
+    add("  first sync = leader parse + apply (cold) + snapshot + encode, plus one follower's map +")
+    add("  validation of the file (what a follower does; a decode into the heap shown beside it);")
     add("  one change = parse of the whole response + apply (warm, one value changed). Steps (CPU ms):")
     for r in rep.get("full_refresh", []):
         c = r["ours"]["cpu_ms"]
         add(f"  {r['keys']:>7} keys, {r['nodes_per_service']}/svc: parse {c['parse_response']:.2f}, "
             f"apply cold {c['apply_cold']:.2f} (warm, 1 change {c['apply_warm_one_change']:.2f}), "
-            f"snapshot+encode {c['render_snapshot_encode']:.2f}, follower decode "
-            f"{c['follower_decode_cold']:.2f} (warm {c['follower_decode_warm']:.2f}); lua: cjson.decode "
+            f"snapshot+encode {c['render_snapshot_encode']:.2f}, follower map+validate "
+            f"{c.get('follower_map_open', float('nan')):.2f} (heap decode {c['follower_decode_cold']:.2f}); "
+            f"lua: cjson.decode "
             f"{r['lua_baseline']['core']['cjson_decode_cpu_ms']:.2f}, broadcast enc "
             f"{r['lua_baseline']['broadcast']['encode_cpu_ms']:.2f} / dec "
             f"{r['lua_baseline']['broadcast']['decode_cpu_ms']:.2f}")

@@ -663,6 +663,8 @@ fn validate(b: &[u8]) -> Result<Table, String> {
         ));
     }
     let (offsets_at, index_at) = (offsets_at as usize, index_at as usize);
+    let mask = slots - 1;
+    let entry = |slot: usize| u32_at(b, index_at + 4 * slot).unwrap_or(0) as usize;
     let mut at = HEADER_LEN;
     let mut previous: Option<&[u8]> = None;
     let mut nodes = 0u64;
@@ -677,16 +679,45 @@ fn validate(b: &[u8]) -> Result<Table, String> {
             format!("record {i} at byte {at} runs past the records (which end at {offsets_at})")
         })?;
         let name = &b[r.name.0..r.name.0 + r.name.1];
-        let name_text = std::str::from_utf8(name)
-            .map_err(|e| format!("name of record {i} at byte {at} is not UTF-8: {e}"))?;
-        std::str::from_utf8(&b[r.json.0..r.json.0 + r.json.1])
-            .map_err(|e| format!("nodes of service {name_text:?} are not UTF-8: {e}"))?;
+        // Name and nodes lie side by side: one UTF-8 check of both, and the
+        // name must end on a character boundary.
+        let both = std::str::from_utf8(&b[r.name.0..r.json.0 + r.json.1]);
+        let name_text = match both {
+            Ok(t) if t.is_char_boundary(r.name.1) => &t[..r.name.1],
+            _ => {
+                let name_text = std::str::from_utf8(name)
+                    .map_err(|e| format!("name of record {i} at byte {at} is not UTF-8: {e}"))?;
+                return Err(
+                    match std::str::from_utf8(&b[r.json.0..r.json.0 + r.json.1]) {
+                        Err(e) => format!("nodes of service {name_text:?} are not UTF-8: {e}"),
+                        Ok(_) => format!("record {i} at byte {at} is not UTF-8"),
+                    },
+                );
+            }
+        };
         if previous.is_some_and(|p| p >= name) {
             return Err(format!(
                 "services are not in strict name order at record {i} ({name_text:?})"
             ));
         }
         previous = Some(name);
+        // A lookup of the name reaches this record: every slot from its
+        // home up to the record's is taken (at most every slot is looked at).
+        let mut slot = home(hashing.of(name), mask);
+        let mut found = false;
+        for _ in 0..slots {
+            match entry(slot) {
+                0 => break,
+                e if e - 1 == i => {
+                    found = true;
+                    break;
+                }
+                _ => slot = (slot + 1) & mask,
+            }
+        }
+        if !found {
+            return Err(format!("index does not lead to service {name_text:?}"));
+        }
         nodes += u64::from(r.node_count);
         at = r.end;
     }
@@ -696,7 +727,7 @@ fn validate(b: &[u8]) -> Result<Table, String> {
             offsets_at - at
         ));
     }
-    check_index(b, offsets_at, index_at, count, slots, hashing)?;
+    check_index(b, index_at, count, slots)?;
     Ok(Table {
         bytes: Bytes::Heap(Box::default()),
         meta: Meta {
@@ -715,22 +746,16 @@ fn validate(b: &[u8]) -> Result<Table, String> {
 }
 
 /// The name of record `i`, through the offset table.
+#[cfg(test)]
 fn name_in(b: &[u8], offsets_at: usize, i: usize) -> Option<&[u8]> {
     let at = usize::try_from(u64_at(b, offsets_at.checked_add(i.checked_mul(8)?)?)?).ok()?;
     let r = raw_record(b, at, offsets_at)?;
     b.get(r.name.0..r.name.0 + r.name.1)
 }
 
-/// The index names every record exactly once, and a lookup of each name
-/// reaches its record. (Records and offset table are checked already.)
-fn check_index(
-    b: &[u8],
-    offsets_at: usize,
-    index_at: usize,
-    count: usize,
-    slots: usize,
-    hashing: Hashing,
-) -> Result<(), String> {
+/// The index names every record exactly once. (That a lookup of each name
+/// reaches its record is checked with the records.)
+fn check_index(b: &[u8], index_at: usize, count: usize, slots: usize) -> Result<(), String> {
     let entry = |slot: usize| u32_at(b, index_at + 4 * slot).unwrap_or(0) as usize;
     // One bit per record: the only allocation of a validation.
     let mut seen = vec![0u64; count.div_ceil(64)];
@@ -753,23 +778,6 @@ fn check_index(
     }
     if used != count {
         return Err(format!("index holds {used} entries for {count} services"));
-    }
-    let mask = slots - 1;
-    for i in 0..count {
-        let name = name_in(b, offsets_at, i).unwrap_or_default();
-        let mut slot = home(hashing.of(name), mask);
-        loop {
-            match entry(slot) {
-                0 => {
-                    return Err(format!(
-                        "index does not lead to service {:?}",
-                        String::from_utf8_lossy(name)
-                    ))
-                }
-                e if e - 1 == i => break,
-                _ => slot = (slot + 1) & mask,
-            }
-        }
     }
     Ok(())
 }

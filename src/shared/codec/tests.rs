@@ -379,7 +379,8 @@ fn targeted_corruptions_are_refused_with_what_is_wrong() {
         let e = u32_at(f, l.index_at + 4 * used).unwrap();
         put_u32(f, l.index_at + 4 * slot, e);
     });
-    refused("index holds", |f, l| {
+    // An entry removed: the lookup of its name finds an empty slot.
+    refused("does not lead to service", |f, l| {
         let used = (0..l.slots)
             .find(|s| u32_at(f, l.index_at + 4 * s) != Some(0))
             .unwrap();
