@@ -448,7 +448,7 @@ def bench_propagation(report):
                        "max_ms": max(lat) if lat else None,
                        "per_worker_p50_ms": [pct(w, 50) for w in r["per_worker_ms"]],
                        "put_p50_ms": pct(r["put_ms"], 50)}
-                if r.get("steps"):
+                if any(r.get("steps") or []):
                     row["steps_p50_ms"] = step_split(r["steps"])
                     log(f"   {mode} {services} steps p50 (ms): {row['steps_p50_ms']}")
                 log(f"   {mode} {services} services: p50 {row['p50_ms']:.2f} ms, "
