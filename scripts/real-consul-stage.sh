@@ -198,7 +198,8 @@ failed=$((failed + f))
 c_example() {
     make -s -C examples >/dev/null || return 1
     local out=$work/watch.out
-    examples/watch http://127.0.0.1:8500 realc --changes 3 --seconds 20 >"$out" 2>"$work/watch.err" &
+    # The program `make` just built from examples/watch.c (typed node lines).
+    examples/build/plain/watch http://127.0.0.1:8500 realc --changes 3 --seconds 20 >"$out" 2>"$work/watch.err" &
     local wpid=$!
     wait_out() {
         for _ in $(seq 500); do grep -q "$1" "$out" && return 0; sleep 0.02; done
@@ -206,9 +207,9 @@ c_example() {
     }
     wait_out '^change 0 ' &&
     curl -gsf -X PUT --data '{"weight":5}' "http://127.0.0.1:8500/v1/kv/realc/web/10.0.0.1:8080" >/dev/null &&
-    wait_out '"host":"10.0.0.1","port":8080,"weight":5' &&
+    wait_out '^    10\.0\.0\.1:8080 weight=5\b' &&
     curl -gsf -X PUT --data '{"weight":1}' "http://127.0.0.1:8500/v1/kv/realc/api/[2001:db8::1]:9000" >/dev/null &&
-    wait_out '"host":"\[2001:db8::1\]","port":9000' || { kill "$wpid" 2>/dev/null; wait "$wpid"; return 1; }
+    wait_out '^    \[2001:db8::1\]:9000 weight=1\b' || { kill "$wpid" 2>/dev/null; wait "$wpid"; return 1; }
     wait "$wpid"
 }
 c_example >"$work/c.log" 2>&1
