@@ -380,6 +380,14 @@ fn a_previous_release_snapshot_file_is_inherited() {
     let s = stats(&e);
     assert_eq!(s["source"], "previous", "{s}");
     assert_eq!(s["generation"], 500, "{s}");
-    assert!(!e.snapshot().is_mapped(), "decoded into the heap");
+    // Decoded into the heap; once this leader has passed it on into its own
+    // group (in the current format) it may already serve it from that file.
+    if e.snapshot().is_mapped() {
+        let mine = std::fs::read(group_dir(dir.path(), "r8new").join("snap.500")).unwrap();
+        assert!(
+            mine.starts_with(b"CKVSNAP2"),
+            "re-published in the current format"
+        );
+    }
     drop(old);
 }

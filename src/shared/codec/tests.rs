@@ -392,8 +392,11 @@ fn targeted_corruptions_are_refused_with_what_is_wrong() {
         let (slot, e) = (0..l.slots)
             .map(|s| (s, u32_at(f, l.index_at + 4 * s).unwrap() as usize))
             .find(|&(s, e)| {
-                let name = name_in(f, l.offsets_at, e - 1);
-                e != 0 && home(seeded_hash(l.seed, name.unwrap()), mask) == s
+                e != 0
+                    && home(
+                        seeded_hash(l.seed, name_in(f, l.offsets_at, e - 1).unwrap()),
+                        mask,
+                    ) == s
             })
             .unwrap();
         let empty = (0..l.slots)
