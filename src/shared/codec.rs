@@ -149,6 +149,20 @@ fn home(hash: u64, mask: usize) -> usize {
     ((hash ^ (hash >> 32)) as usize) & mask
 }
 
+/// The record numbers the index holds from slot `home` on, up to the first
+/// empty slot (or one past the file): what a lookup of a name with that
+/// home walks through. Every slot is visited at most once.
+fn run_from(
+    b: &[u8],
+    index_at: usize,
+    mask: usize,
+    home: usize,
+) -> impl Iterator<Item = usize> + '_ {
+    (0..=mask)
+        .map(move |k| (home + k) & mask)
+        .map_while(move |slot| (u32_at(b, index_at + 4 * slot)? as usize).checked_sub(1))
+}
+
 /// Index slots for `count` services: a power of two of at least twice the
 /// count (half full at most, so probes stay short), and at least one.
 fn slots_for(count: usize) -> usize {
@@ -394,16 +408,13 @@ impl Table {
     /// offset.
     fn find(&self, name: &str) -> Option<(usize, usize)> {
         let b = self.as_bytes();
-        let mut slot = home(self.hashing.of(name.as_bytes()), self.mask);
-        for _ in 0..=self.mask {
-            let entry = u32_at(b, self.index_at + 4 * slot)? as usize;
-            let i = entry.checked_sub(1)?;
+        let home = home(self.hashing.of(name.as_bytes()), self.mask);
+        for i in run_from(b, self.index_at, self.mask, home) {
             let at = self.offset_of(i)?;
             let r = raw_record(b, at, self.offsets_at)?;
             if b.get(r.name.0..r.name.0 + r.name.1)? == name.as_bytes() {
                 return Some((i, at));
             }
-            slot = (slot + 1) & self.mask;
         }
         None
     }
@@ -664,7 +675,6 @@ fn validate(b: &[u8]) -> Result<Table, String> {
     }
     let (offsets_at, index_at) = (offsets_at as usize, index_at as usize);
     let mask = slots - 1;
-    let entry = |slot: usize| u32_at(b, index_at + 4 * slot).unwrap_or(0) as usize;
     let mut at = HEADER_LEN;
     let mut previous: Option<&[u8]> = None;
     let mut nodes = 0u64;
@@ -702,20 +712,8 @@ fn validate(b: &[u8]) -> Result<Table, String> {
         }
         previous = Some(name);
         // A lookup of the name reaches this record: every slot from its
-        // home up to the record's is taken (at most every slot is looked at).
-        let mut slot = home(hashing.of(name), mask);
-        let mut found = false;
-        for _ in 0..slots {
-            match entry(slot) {
-                0 => break,
-                e if e - 1 == i => {
-                    found = true;
-                    break;
-                }
-                _ => slot = (slot + 1) & mask,
-            }
-        }
-        if !found {
+        // home up to the record's is taken.
+        if !run_from(b, index_at, mask, home(hashing.of(name), mask)).any(|e| e == i) {
             return Err(format!("index does not lead to service {name_text:?}"));
         }
         nodes += u64::from(r.node_count);
