@@ -37,7 +37,7 @@ fn model() -> ServerModel {
 }
 
 fn check(m: &ServerModel) {
-    for (name, svc) in &m.services_by_name() {
+    for (name, svc) in m.services() {
         assert!(name.starts_with(m.name_base()), "service name {name:?}");
         assert!(
             name.ends_with('/'),
@@ -46,13 +46,12 @@ fn check(m: &ServerModel) {
         assert_eq!(svc.server, 3);
         check_nodes_json(name, &svc.nodes_json, svc.node_count, true);
     }
-    let total: u64 = m.services_by_name().values().map(|s| u64::from(s.node_count)).sum();
+    let total: u64 = m.services().map(|(_, s)| u64::from(s.node_count)).sum();
     assert_eq!(total, m.node_count());
 }
 
 fn nodes(m: &ServerModel) -> BTreeMap<Arc<str>, Arc<str>> {
-    m.services_by_name()
-        .iter()
+    m.services()
         .map(|(k, s): (&Arc<str>, &Service)| (k.clone(), s.nodes_json.clone()))
         .collect()
 }
@@ -102,7 +101,7 @@ fuzz_target!(|data: &[u8]| {
         }
     };
     assert_eq!(first.changed, !m.services_by_name().is_empty());
-    let before = m.services_by_name().clone();
+    let before = m.services_by_name();
     let second = m.apply(&entries, 2).expect("accepted once, refused twice");
     check(&m);
     assert!(

@@ -118,10 +118,10 @@ impl ServerModel {
             let Some(path) = name.strip_prefix(self.name_base.as_str()) else {
                 continue;
             };
-            if self.service(&name).is_some() {
+            let slot = self.slots.find_or_add(path);
+            if self.slots.list[slot as usize].service.is_some() {
                 continue;
             }
-            let slot = self.slots.find_or_add(path);
             let born = self.slots.born_span(slot);
             if self.slots.name_of(slot, &self.name_base, born).is_none() {
                 continue;

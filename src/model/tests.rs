@@ -286,7 +286,7 @@ fn seed_keeps_generations_for_unchanged_services() {
         .apply(&[entry("upstreams/web/10.0.0.1:80", "{}")], 4)
         .unwrap();
     let mut second = ServerModel::new(0, URL, rules());
-    second.seed(first.services_by_name().clone());
+    second.seed(first.services_by_name());
     let a = second
         .apply(&[entry("upstreams/web/10.0.0.1:80", "{}")], 9)
         .unwrap();
@@ -467,7 +467,7 @@ fn a_seeded_service_the_first_response_does_not_name_is_dropped() {
         )
         .unwrap();
     let mut second = ServerModel::new(0, URL, rules());
-    second.seed(first.services_by_name().clone());
+    second.seed(first.services_by_name());
     assert_eq!(second.node_count(), 2);
     let a = second
         .apply(&[entry("upstreams/web/10.0.0.1:80", "{}")], 9)
@@ -505,13 +505,13 @@ fn a_big_response_followed_by_a_small_one_gives_the_room_back() {
 fn fresh_services(raws: &[RawEntry<'_>]) -> FxHashMap<Arc<str>, crate::snapshot::Service> {
     let mut f = ServerModel::new(0, URL, rules());
     let _ = f.apply(raws, 1);
-    f.services_by_name().clone()
+    f.services_by_name()
 }
 
 fn assert_same_nodes(m: &ServerModel, fresh: &FxHashMap<Arc<str>, crate::snapshot::Service>) {
-    assert_eq!(m.services_by_name().len(), fresh.len());
+    assert_eq!(m.service_count(), fresh.len());
     for (name, s) in fresh {
-        let mine = &m.services_by_name()[name];
+        let mine = m.service(name).unwrap();
         assert_eq!(mine.nodes_json, s.nodes_json, "{name}");
         assert_eq!(mine.node_count, s.node_count, "{name}");
     }
@@ -560,7 +560,7 @@ fn keys_added_and_removed_anywhere_give_what_a_fresh_model_gives() {
     let mut m = ServerModel::new(0, URL, rules());
     m.apply(&raws(&rows), 1).unwrap();
     for seq in 2..300 {
-        let before = m.services_by_name().clone();
+        let before = m.services_by_name();
         let at = match rng.next(3) {
             0 => 0,
             1 => rows.len() / 2,
@@ -592,7 +592,7 @@ fn keys_added_and_removed_anywhere_give_what_a_fresh_model_gives() {
         assert!(m.sorted);
         let fresh = fresh_services(&body);
         assert_same_nodes(&m, &fresh);
-        for (name, s) in &m.services_by_name() {
+        for (name, s) in m.services() {
             if let Some(old) = before.get(name).filter(|o| o.nodes_json == s.nodes_json) {
                 assert_eq!(s.generation, old.generation, "{name}");
                 assert!(Arc::ptr_eq(&s.nodes_json, &old.nodes_json));
@@ -689,10 +689,10 @@ fn the_value_memo_renders_what_the_parser_renders() {
             _ => {}
         }
     }
-    assert_eq!(m.services_by_name().len(), expect.len());
+    assert_eq!(m.service_count(), expect.len());
     for (name, nodes) in &expect {
         assert_eq!(
-            &*m.services_by_name()[name.as_str()].nodes_json,
+            &*m.service(name).unwrap().nodes_json,
             format!("[{}]", nodes.join(","))
         );
     }

@@ -237,8 +237,9 @@ fn main() {
         heap::counting(false);
 
         // The rows of issue 14: first full sync = leader's whole path for a
-        // cold response + one follower's map and validation of the file; one change = parse of the
-        // whole response + warm apply (one changed value).
+        // cold response + one follower's map and validation of the file;
+        // one change = parse of the whole response + warm apply (one changed
+        // value).
         let first_sync = total_cold.cpu + map_open.cpu;
         let one_change = parse.cpu + apply_warm.cpu;
 
