@@ -476,8 +476,10 @@ enum ckv_status ckv_all_nodes(const struct ckv_handle *h, uint8_t *buf, size_t b
  Takes a pinned view of every service in the current snapshot into
  `*out`. Returns `CKV_OK`, `CKV_ERR_NULL_ARGUMENT` or `CKV_ERR_FORKED`.
 
- Ownership: free `*out` with `ckv_service_list_free`. Costs no copy: the
- list pins the snapshot. Thread safety: any thread of the creating process.
+ Ownership: free `*out` with `ckv_service_list_free`. Copies no service:
+ the list pins the snapshot. The first `ckv_service_list_name` puts the
+ names together once, for the list's life. Thread safety: any thread of
+ the creating process.
  */
 enum ckv_status ckv_services_get(const struct ckv_handle *h, const struct ckv_service_list **out);
 

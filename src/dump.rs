@@ -7,7 +7,7 @@
 use std::fs;
 use std::path::Path;
 
-use crate::snapshot::{Meta, ServiceRef, Snapshot};
+use crate::snapshot::{Meta, Name, ServiceRef, Snapshot};
 
 /// Renders the dump for `snapshot`.
 pub fn render(snapshot: &Snapshot, last_update: u64, expire: u64) -> String {
@@ -144,7 +144,7 @@ pub fn parse(bytes: &[u8], now: u64, expire: u64) -> Result<(Loaded, Vec<String>
         received_us: 0,
     };
     let services = kept.iter().map(|(name, json, node_count)| ServiceRef {
-        name,
+        name: Name::whole(name),
         generation: 1,
         server: u16::MAX,
         node_count: *node_count,
@@ -160,7 +160,7 @@ mod tests {
 
     fn snapshot() -> Snapshot {
         let web = ServiceRef {
-            name: "http://127.0.0.1:8500/v1/kv/upstreams/web/",
+            name: Name::whole("http://127.0.0.1:8500/v1/kv/upstreams/web/"),
             generation: 3,
             server: 0,
             node_count: 1,

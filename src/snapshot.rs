@@ -12,6 +12,9 @@
 //! lookup borrows from the table, and the table lives as long as any holder
 //! of the snapshot, even after the leader removed the file.
 
+use std::borrow::Cow;
+use std::cmp::Ordering;
+use std::fmt;
 use std::sync::{Arc, OnceLock};
 
 use crate::shared::codec::Table;
@@ -33,7 +36,7 @@ impl Service {
     /// This service under `name`, borrowed.
     pub fn as_ref<'a>(&'a self, name: &'a str) -> ServiceRef<'a> {
         ServiceRef {
-            name,
+            name: Name::whole(name),
             generation: self.generation,
             server: self.server,
             node_count: self.node_count,
@@ -42,11 +45,142 @@ impl Service {
     }
 }
 
+/// A service name as a table holds it: a head that many names share (their
+/// server's `{server url}/v1/kv/{prefix}/`, stored once per file) and the
+/// rest. The name is the two side by side; it compares, hashes and prints
+/// as that one string.
+#[derive(Clone, Copy)]
+pub struct Name<'a> {
+    head: &'a str,
+    tail: &'a str,
+}
+
+impl<'a> Name<'a> {
+    pub fn new(head: &'a str, tail: &'a str) -> Name<'a> {
+        Name { head, tail }
+    }
+
+    /// A name held in one piece.
+    pub fn whole(name: &'a str) -> Name<'a> {
+        Name {
+            head: "",
+            tail: name,
+        }
+    }
+
+    /// The shared head and the rest.
+    pub fn parts(&self) -> (&'a str, &'a str) {
+        (self.head, self.tail)
+    }
+
+    pub fn len(&self) -> usize {
+        self.head.len() + self.tail.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether this is the name `other`.
+    pub fn is(&self, other: &str) -> bool {
+        let o = other.as_bytes();
+        o.len() == self.len()
+            && o[..self.head.len()] == *self.head.as_bytes()
+            && o[self.head.len()..] == *self.tail.as_bytes()
+    }
+
+    /// The name in one piece: borrowed when it is held in one piece.
+    pub fn to_str(&self) -> Cow<'a, str> {
+        if self.head.is_empty() {
+            Cow::Borrowed(self.tail)
+        } else {
+            Cow::Owned(format!("{}{}", self.head, self.tail))
+        }
+    }
+
+    /// Whether the name's bytes start with `p`.
+    pub fn starts_with(&self, p: &[u8]) -> bool {
+        let (h, t) = (self.head.as_bytes(), self.tail.as_bytes());
+        if p.len() <= h.len() {
+            return h.starts_with(p);
+        }
+        p[..h.len()] == *h && t.starts_with(&p[h.len()..])
+    }
+
+    /// The name without its first `n` bytes, in at most two pieces (`n`
+    /// is at a character boundary).
+    pub fn after(&self, n: usize) -> (&'a str, &'a str) {
+        if n <= self.head.len() {
+            (self.head.get(n..).unwrap_or(""), self.tail)
+        } else {
+            ("", self.tail.get(n - self.head.len()..).unwrap_or(""))
+        }
+    }
+
+    /// Appends the name to `out`.
+    pub fn push_to(&self, out: &mut String) {
+        out.push_str(self.head);
+        out.push_str(self.tail);
+    }
+
+    fn bytes(&self) -> impl Iterator<Item = u8> + 'a {
+        self.head.bytes().chain(self.tail.bytes())
+    }
+}
+
+impl Ord for Name<'_> {
+    fn cmp(&self, other: &Name<'_>) -> Ordering {
+        if self.head == other.head {
+            return self.tail.cmp(other.tail);
+        }
+        self.bytes().cmp(other.bytes())
+    }
+}
+
+impl PartialOrd for Name<'_> {
+    fn partial_cmp(&self, other: &Name<'_>) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Name<'_> {
+    fn eq(&self, other: &Name<'_>) -> bool {
+        self.len() == other.len() && self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Name<'_> {}
+
+impl PartialEq<str> for Name<'_> {
+    fn eq(&self, other: &str) -> bool {
+        self.is(other)
+    }
+}
+
+impl PartialEq<&str> for Name<'_> {
+    fn eq(&self, other: &&str) -> bool {
+        self.is(other)
+    }
+}
+
+impl fmt::Display for Name<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.head)?;
+        f.write_str(self.tail)
+    }
+}
+
+impl fmt::Debug for Name<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.to_str(), f)
+    }
+}
+
 /// One service of a snapshot, borrowed from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServiceRef<'a> {
     /// The full APISIX service name, `{server url}/v1/kv/{prefix}/{service}/`.
-    pub name: &'a str,
+    pub name: Name<'a>,
     pub generation: u64,
     pub server: u16,
     pub node_count: u32,
@@ -211,7 +345,11 @@ impl Snapshot {
             if i > 0 {
                 out.push(',');
             }
-            push_json_string(&mut out, s.name);
+            let (head, tail) = s.name.parts();
+            out.push('"');
+            push_json_escaped(&mut out, head);
+            push_json_escaped(&mut out, tail);
+            out.push('"');
             out.push(':');
             out.push_str(s.nodes_json);
         }
@@ -223,6 +361,12 @@ impl Snapshot {
 /// Appends `s` as a JSON string literal.
 pub fn push_json_string(out: &mut String, s: &str) {
     out.push('"');
+    push_json_escaped(out, s);
+    out.push('"');
+}
+
+/// Appends `s` escaped for the inside of a JSON string literal.
+fn push_json_escaped(out: &mut String, s: &str) {
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),
@@ -234,7 +378,6 @@ pub fn push_json_string(out: &mut String, s: &str) {
             c => out.push(c),
         }
     }
-    out.push('"');
 }
 
 #[cfg(test)]
@@ -243,7 +386,7 @@ mod tests {
 
     fn svc<'a>(name: &'a str, json: &'a str, n: u32) -> ServiceRef<'a> {
         ServiceRef {
-            name,
+            name: Name::whole(name),
             generation: 1,
             server: 0,
             node_count: n,
@@ -272,5 +415,46 @@ mod tests {
         assert_eq!(s.nth(0).unwrap().name, "a\"/");
         assert!(s.contains("b/") && !s.contains("c/"));
         assert_eq!(Snapshot::default().all_nodes_json(), "{}");
+    }
+
+    #[test]
+    fn a_name_in_two_pieces_is_the_whole_name() {
+        let whole = "http://h/v1/kv/up/web/";
+        for cut in 0..=whole.len() {
+            let n = Name::new(&whole[..cut], &whole[cut..]);
+            assert_eq!(n.len(), whole.len());
+            assert!(n.is(whole) && n == whole && n == Name::whole(whole));
+            assert!(!n.is("http://h/v1/kv/up/web") && !n.is("http://h/v1/kv/up/web//"));
+            assert_eq!(n.to_str(), whole);
+            assert_eq!(n.to_string(), whole);
+            assert_eq!(format!("{n:?}"), format!("{whole:?}"));
+            let mut out = String::from(">");
+            n.push_to(&mut out);
+            assert_eq!(out, format!(">{whole}"));
+            for k in 0..=whole.len() {
+                assert!(n.starts_with(&whole.as_bytes()[..k]));
+                let (a, b) = n.after(k);
+                assert_eq!(format!("{a}{b}"), whole[k..]);
+            }
+            assert!(!n.starts_with(b"http://x"));
+            assert!(!n.starts_with(format!("{whole}x").as_bytes()));
+            // Order is of the whole names, whatever the pieces.
+            for other in [
+                "http://h/v1/kv/up/a/",
+                "http://h/v1/kv/up/web/x",
+                "http://i/",
+                "",
+            ] {
+                for c in 0..=other.len() {
+                    let o = Name::new(&other[..c], &other[c..]);
+                    assert_eq!(
+                        n.cmp(&o),
+                        whole.cmp(other),
+                        "{whole:?} {cut} vs {other:?} {c}"
+                    );
+                    assert_eq!(n == o, whole == other);
+                }
+            }
+        }
     }
 }

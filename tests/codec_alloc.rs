@@ -6,7 +6,7 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ckv::shared::codec;
-use ckv::snapshot::{Meta, ServiceRef, Snapshot};
+use ckv::snapshot::{Meta, Name, ServiceRef, Snapshot};
 
 /// Records the largest single allocation made by a thread that asked for it.
 struct Largest;
@@ -87,7 +87,7 @@ fn big_file() -> Vec<u8> {
         .collect();
     let json = r#"[{"host":"10.0.0.1","port":80,"weight":1}]"#;
     let services = names.iter().map(|name| ServiceRef {
-        name,
+        name: Name::whole(name),
         generation: 1,
         server: 0,
         node_count: 1,
@@ -112,7 +112,18 @@ fn opening_a_file_never_copies_it() {
 }
 
 #[test]
-fn a_v2_count_the_file_cannot_hold_is_refused_before_allocating() {
+fn a_head_count_the_file_cannot_hold_is_refused_before_allocating() {
+    let mut file = big_file();
+    file[56..58].copy_from_slice(&u16::MAX.to_le_bytes());
+    let mut result = None;
+    let largest = largest_allocation_of(|| result = Some(codec::open(file)));
+    let err = result.unwrap().unwrap_err();
+    assert!(err.contains("name heads do not fit"), "{err}");
+    assert!(largest < 256, "allocated {largest} bytes before refusing");
+}
+
+#[test]
+fn a_count_the_file_cannot_hold_is_refused_before_allocating() {
     let mut file = big_file();
     // Claim 2^31 services and slots: the header's sizes no longer add up.
     file[28..32].copy_from_slice(&(1u32 << 31).to_le_bytes());

@@ -343,51 +343,60 @@ fn the_inherited_snapshot_is_passed_on_through_reloads() {
 }
 
 /// A reload onto this release while the previous generation is an older
-/// release: its `CKVSNAP1` file is read (decoded into the heap) and served.
+/// release: its file in an older layout (`CKVSNAP1`, `CKVSNAP2`) is read
+/// (decoded into the heap) and served.
 #[test]
 fn a_previous_release_snapshot_file_is_inherited() {
-    use ckv::shared::codec_v1;
-    use ckv::snapshot::{Meta, ServiceRef};
-    let dir = tempfile::tempdir().unwrap();
-    let (old, d, url) = old_generation(dir.path(), "r8old");
-    d.stop();
-    let name = format!("{url}/v1/kv/p/web/");
-    let two =
-        r#"[{"host":"10.0.0.1","port":80,"weight":1},{"host":"10.0.0.2","port":80,"weight":1}]"#;
-    let web = ServiceRef {
-        name: &name,
-        generation: 500,
-        server: 0,
-        node_count: 2,
-        nodes_json: two,
-    };
-    let meta = Meta {
-        seq: 500,
-        synced: true,
-        ..Meta::default()
-    };
-    // Newer than anything the old leader wrote, in the old layout.
-    let v1 = codec_v1::encode(&meta, &[web], true);
-    let file = group_dir(dir.path(), "r8old").join("snap.500");
-    std::fs::write(&file, v1).unwrap();
-    let e = start(
-        &url,
-        "p",
-        dir.path(),
-        r#""group":"r8new","previous_group":"r8old""#,
-    );
-    assert_eq!(nodes(&e, &url, "p/web/").as_deref(), Some(two));
-    let s = stats(&e);
-    assert_eq!(s["source"], "previous", "{s}");
-    assert_eq!(s["generation"], 500, "{s}");
-    // Decoded into the heap; once this leader has passed it on into its own
-    // group (in the current format) it may already serve it from that file.
-    if e.snapshot().is_mapped() {
-        let mine = std::fs::read(group_dir(dir.path(), "r8new").join("snap.500")).unwrap();
-        assert!(
-            mine.starts_with(b"CKVSNAP2"),
-            "re-published in the current format"
+    use ckv::shared::{codec_v1, codec_v2};
+    use ckv::snapshot::{Meta, Name, ServiceRef};
+    type Encode = fn(&Meta, &ServiceRef<'_>) -> Vec<u8>;
+    let layouts: [(&str, Encode); 2] = [
+        ("r8", |m, s| codec_v1::encode(m, &[*s], true)),
+        ("r9", |m, s| codec_v2::encode(m, &[*s])),
+    ];
+    for (group, encode) in layouts {
+        let (old_group, new_group) = (format!("{group}old"), format!("{group}new"));
+        let dir = tempfile::tempdir().unwrap();
+        let (old, d, url) = old_generation(dir.path(), &old_group);
+        d.stop();
+        let name = format!("{url}/v1/kv/p/web/");
+        let two = r#"[{"host":"10.0.0.1","port":80,"weight":1},{"host":"10.0.0.2","port":80,"weight":1}]"#;
+        let web = ServiceRef {
+            name: Name::whole(&name),
+            generation: 500,
+            server: 0,
+            node_count: 2,
+            nodes_json: two,
+        };
+        let meta = Meta {
+            seq: 500,
+            synced: true,
+            ..Meta::default()
+        };
+        // Newer than anything the old leader wrote, in the old layout.
+        let file = group_dir(dir.path(), &old_group).join("snap.500");
+        std::fs::write(&file, encode(&meta, &web)).unwrap();
+        let e = start(
+            &url,
+            "p",
+            dir.path(),
+            &format!(r#""group":"{new_group}","previous_group":"{old_group}""#),
         );
+        assert_eq!(nodes(&e, &url, "p/web/").as_deref(), Some(two), "{group}");
+        let s = stats(&e);
+        assert_eq!(s["source"], "previous", "{group}: {s}");
+        assert_eq!(s["generation"], 500, "{group}: {s}");
+        // Decoded into the heap; once this leader has passed it on into its
+        // own group (in the current format) it may already serve it from
+        // that file.
+        if e.snapshot().is_mapped() {
+            let mine = std::fs::read(group_dir(dir.path(), &new_group).join("snap.500")).unwrap();
+            assert!(
+                mine.starts_with(b"CKVSNAP3"),
+                "{group}: re-published in the current format"
+            );
+        }
+        drop(e);
+        drop(old);
     }
-    drop(old);
 }

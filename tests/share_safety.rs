@@ -319,7 +319,7 @@ const TWO_NODES: &str =
 /// A snapshot file with service `WEB` holding `json`, as a leader writes it.
 fn snapshot_file(seq: u64, json: &str) -> Vec<u8> {
     let web = ServiceRef {
-        name: WEB,
+        name: ckv::snapshot::Name::whole(WEB),
         generation: seq,
         server: 0,
         node_count: json.matches("host").count() as u32,

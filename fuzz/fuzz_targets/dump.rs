@@ -25,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
         Ok((Loaded::Fresh(s), _warnings)) => {
             assert!(s.from_dump);
             for svc in s.iter() {
-                check_nodes_json(svc.name, svc.nodes_json, svc.node_count, false);
+                check_nodes_json(&svc.name.to_str(), svc.nodes_json, svc.node_count, false);
             }
             let again = decode(&encode(&s), None).expect("codec round trip");
             assert_eq!(again, s);

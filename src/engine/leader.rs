@@ -101,7 +101,11 @@ pub fn take_leadership(shared: &Shared) {
         .enumerate()
         .map(|(i, s)| {
             let mut m = ServerModel::new(i as u16, &s.url, rules.clone());
-            m.seed(current.iter().map(|s| (Arc::from(s.name), s.to_service())));
+            m.seed(
+                current
+                    .iter()
+                    .map(|s| (Arc::from(&*s.name.to_str()), s.to_service())),
+            );
             m
         })
         .collect();

@@ -157,16 +157,17 @@ impl NodeCache {
     fn typed(
         &self,
         snap: &Snapshot,
+        name: &str,
         service: &ServiceRef<'_>,
     ) -> Result<Arc<TypedNodes>, serde_json::Error> {
-        if let Some(t) = self.by_name.read().get(service.name) {
+        if let Some(t) = self.by_name.read().get(name) {
             if t.version == version_of(service) {
                 return Ok(t.clone());
             }
         }
         let typed = Arc::new(TypedNodes::decode(service)?);
         let mut map = self.by_name.write();
-        map.insert(Arc::from(service.name), typed.clone());
+        map.insert(Arc::from(name), typed.clone());
         // Services that left the snapshot are forgotten now and then.
         if map.len() > snap.len() + 64 {
             map.retain(|k, _| snap.contains(k));
@@ -182,7 +183,7 @@ impl NodeCache {
         logs: Option<&crate::log::LogQueue>,
     ) -> Result<Box<ckv_node_list>, ckv_status> {
         let service = snap.get(name).ok_or(ckv_status::CKV_ERR_NOT_FOUND)?;
-        let nodes = self.typed(snap, &service).map_err(|e| {
+        let nodes = self.typed(snap, name, &service).map_err(|e| {
             // Our own rendering did not decode: a bug, reported as one.
             if let Some(logs) = logs {
                 logs.push(

@@ -1,6 +1,6 @@
 //! A pinned view of every service in one snapshot.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use super::args::{boundary, out_arg, put};
 use super::ckv_status;
@@ -20,6 +20,34 @@ pub struct ckv_service_list {
     /// Its services are in name order already.
     snapshot: Arc<Snapshot>,
     cache: Arc<NodeCache>,
+    /// Every name in one piece, put together at the first request: the
+    /// snapshot holds each server's head once, apart from the names.
+    names: OnceLock<Names>,
+}
+
+/// The list's names side by side, and where each ends.
+#[derive(Debug, Default)]
+struct Names {
+    text: String,
+    ends: Vec<usize>,
+}
+
+impl Names {
+    fn of(snapshot: &Snapshot) -> Names {
+        let mut names = Names::default();
+        names.ends.reserve_exact(snapshot.len());
+        for s in snapshot.iter() {
+            s.name.push_to(&mut names.text);
+            names.ends.push(names.text.len());
+        }
+        names
+    }
+
+    fn get(&self, i: usize) -> Option<&str> {
+        let end = *self.ends.get(i)?;
+        let start = if i == 0 { 0 } else { *self.ends.get(i - 1)? };
+        self.text.get(start..end)
+    }
 }
 
 /// # Safety
@@ -32,8 +60,10 @@ unsafe fn list_ref<'a>(list: *const ckv_service_list) -> Option<&'a ckv_service_
 /// Takes a pinned view of every service in the current snapshot into
 /// `*out`. Returns `CKV_OK`, `CKV_ERR_NULL_ARGUMENT` or `CKV_ERR_FORKED`.
 ///
-/// Ownership: free `*out` with `ckv_service_list_free`. Costs no copy: the
-/// list pins the snapshot. Thread safety: any thread of the creating process.
+/// Ownership: free `*out` with `ckv_service_list_free`. Copies no service:
+/// the list pins the snapshot. The first `ckv_service_list_name` puts the
+/// names together once, for the list's life. Thread safety: any thread of
+/// the creating process.
 #[no_mangle]
 pub extern "C" fn ckv_services_get(
     h: *const ckv_handle,
@@ -46,6 +76,7 @@ pub extern "C" fn ckv_services_get(
         let list = Box::new(ckv_service_list {
             snapshot: h.engine().snapshot(),
             cache: h.node_cache().clone(),
+            names: OnceLock::new(),
         });
         // SAFETY: checked non-NULL; the caller gives a writable slot.
         unsafe { put(out, Box::into_raw(list).cast_const()) };
@@ -82,14 +113,16 @@ pub extern "C" fn ckv_service_list_name(
         };
         let out_name = try_arg!(out_arg(out_name));
         let out_len = try_arg!(out_arg(out_len));
-        let Some(service) = list.snapshot.nth(index) else {
+        let names = list.names.get_or_init(|| Names::of(&list.snapshot));
+        let Some(name) = names.get(index) else {
             return ckv_status::CKV_ERR_NOT_FOUND;
         };
         // SAFETY: both checked non-NULL; the caller gives writable slots.
-        // The name points into the snapshot, which the list pins.
+        // The name points into the list's own names, which live until the
+        // list is freed and are never written after they were put together.
         unsafe {
-            put(out_name, service.name.as_ptr());
-            put(out_len, service.name.len());
+            put(out_name, name.as_ptr());
+            put(out_len, name.len());
         }
         ckv_status::CKV_OK
     })
@@ -115,7 +148,8 @@ pub extern "C" fn ckv_service_list_nodes(
         let Some(service) = list.snapshot.nth(index) else {
             return ckv_status::CKV_ERR_NOT_FOUND;
         };
-        let view = try_arg!(list.cache.view(&list.snapshot, service.name, None));
+        let name = service.name.to_str();
+        let view = try_arg!(list.cache.view(&list.snapshot, &name, None));
         // SAFETY: checked non-NULL; the caller gives a writable slot.
         unsafe { put(out, Box::into_raw(view).cast_const()) };
         ckv_status::CKV_OK

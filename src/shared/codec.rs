@@ -4,74 +4,72 @@
 //! serves from the same layout in memory, so there is one lookup path.
 //!
 //! All integers are little-endian and unaligned; offsets count from the
-//! first byte of the file.
+//! first byte of the file, which is under 4 GiB.
 //!
 //! ```text
 //! header (64 bytes)
-//!    0  magic        "CKVSNAP2"
+//!    0  magic        "CKVSNAP3"
 //!    8  seq          u64
 //!   16  received_us  u64   unix µs the Consul response arrived (0: none)
-//!   24  flags        u32   1 = from the dump, 2 = synced, 4 = seeded hash;
-//!                            other bits 0
+//!   24  flags        u32   1 = from the dump, 2 = synced; other bits 0
 //!   28  count        u32   number of services
 //!   32  slots        u32   index slots: a power of two, more than count
-//!   36  seed         u32   the hash seed with flag 4, else 0
-//!   40  offsets_at   u64   end of the records, start of the offset table
-//!   48  index_at     u64   = offsets_at + 8 × count
-//!   56  file_len     u64   = index_at + 4 × slots, the file's size
-//! records, from byte 64, back to back, in strict byte order of name
-//!   generation u64, node_count u32, server u16, name_len u32, json_len u32,
-//!   name[name_len] (UTF-8), json[json_len] (UTF-8, the nodes array)
-//! offset table: count × u64, the offset of each record, in record order
+//!   36  seed         u32   the index hash's seed
+//!   40  records_at   u32   end of the heads, start of the records
+//!   44  offsets_at   u32   end of the records, start of the offset table
+//!   48  index_at     u32   = offsets_at + 4 × count
+//!   52  file_len     u32   = index_at + 4 × slots, the file's size
+//!   56  heads        u16   number of name heads
+//!   58  reserved     6 bytes, 0
+//! name heads, from byte 64 to records_at:
+//!   heads × { len u16, bytes[len] (UTF-8) }
+//! records, from records_at, back to back, in strict byte order of name:
+//!   generation u64, node_count u32, server u16, head u16, tail_len u32,
+//!   json_len u32, tail[tail_len] (UTF-8), json[json_len] (UTF-8, the nodes
+//!   array); the service's name is head number `head`, then the tail
+//! offset table: count × u32, the offset of each record, in record order
 //! index: slots × u32, 0 = empty, else record number + 1
 //! ```
+//!
+//! Every name of a server starts with `{server url}/v1/kv/{prefix}/`: the
+//! file holds that head once per server and each record only the rest,
+//! which takes a third off a file of one-node services.
 //!
 //! The index is an open-addressing table with linear probing: the service
 //! named `n` sits at the first slot from `home(n)` (wrapping) that holds its
 //! record number, and every slot from `home(n)` to there is occupied. The
 //! hash is fixed by this format (a leader and a follower of different
-//! releases share files during a reload), never a std hash: with flag 4,
-//! [`seeded_hash`] under the header's seed, which each leader process draws
-//! at random, so that names written into Consul cannot be chosen to pile
-//! up in one run of the index; without it (files of earlier builds),
-//! [`name_hash`].
+//! releases share files during a reload), never a std hash: [`seeded_hash`]
+//! of the whole name under the header's seed, which each leader process
+//! draws at random, so that names written into Consul cannot be chosen to
+//! pile up in one run of the index.
 //!
 //! A file is validated once, when opened ([`Table::open`]): sizes, every
-//! offset and length, UTF-8 of names and JSON, name order, and that the
-//! index reaches every record exactly once. After that, lookups only read
-//! proven data. A bad file is an error naming what is wrong.
+//! offset and length, UTF-8 of heads, names and JSON, name order, and that
+//! the index reaches every record exactly once. After that, lookups only
+//! read proven data. A bad file is an error naming what is wrong.
 //!
-//! Files of the previous release (`CKVSNAP1`) still open: they are decoded
-//! into a table in the heap (see `codec_v1`).
+//! Files of earlier layouts (`CKVSNAP1`, `CKVSNAP2`) still open: they are
+//! decoded and laid out again in the heap (`codec_v1`, `codec_v2`).
 
 use std::borrow::Cow;
 use std::fmt;
 
 use memmap2::Mmap;
 
-use super::codec_v1;
-use crate::snapshot::{Meta, ServiceRef, Snapshot};
+use super::{codec_v1, codec_v2};
+use crate::snapshot::{Meta, Name, ServiceRef, Snapshot};
 
 /// What every snapshot file starts with, whatever its version.
 pub const MAGIC_PREFIX: &[u8] = b"CKVSNAP";
-const MAGIC: &[u8; 8] = b"CKVSNAP2";
+const MAGIC: &[u8; 8] = b"CKVSNAP3";
 const HEADER_LEN: usize = 64;
-/// generation, node_count, server, name_len, json_len.
-const RECORD_FIXED: usize = 8 + 4 + 2 + 4 + 4;
+/// generation, node_count, server, head, tail_len, json_len.
+const RECORD_FIXED: usize = 8 + 4 + 2 + 2 + 4 + 4;
 const FLAG_FROM_DUMP: u32 = 1;
 const FLAG_SYNCED: u32 = 2;
-const FLAG_SEEDED_HASH: u32 = 4;
-
-/// The format's name hash, version 1: 64-bit FNV-1a over the name's bytes
-/// (offset basis 0xcbf29ce484222325, prime 0x100000001b3).
-pub fn name_hash(name: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in name {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
+/// Heads of at most this many bytes, at most this many heads.
+const HEAD_MAX: usize = u16::MAX as usize;
 
 /// 64 × 64 → 128-bit multiply, halves xored.
 #[inline(always)]
@@ -83,68 +81,88 @@ fn fold(a: u64, b: u64) -> u64 {
 const SEED_MIX: u64 = 0xa076_1d64_78bd_642f;
 const FINAL_MIX: u64 = 0xe703_7ed1_a0b4_28db;
 
-/// The format's name hash, version 2 (flag 4): eight bytes per step, so a
-/// lookup of a 60-byte name costs a handful of multiplies instead of one
-/// per byte. With `m = fold(seed ^ 0xa0761d6478bd642f,
-/// 0xe7037ed1a0b428db) | 1` and `h = m ^ len`, each 8-byte little-endian
-/// word of the name (the last one zero-padded) gives `h = fold(h ^ word,
-/// m)`; the hash is `fold(h, 0xe7037ed1a0b428db)`.
+#[inline(always)]
+fn word(bytes: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    b[..bytes.len()].copy_from_slice(bytes);
+    u64::from_le_bytes(b)
+}
+
+/// The format's name hash: eight bytes per step, so a lookup of a 60-byte
+/// name costs a handful of multiplies. With `m = fold(seed ^
+/// 0xa0761d6478bd642f, 0xe7037ed1a0b428db) | 1` and `h = m ^ len`, each
+/// 8-byte little-endian word of the name (the last one zero-padded) gives
+/// `h = fold(h ^ word, m)`; the hash is `fold(h, 0xe7037ed1a0b428db)`.
 pub fn seeded_hash(seed: u32, name: &[u8]) -> u64 {
     let m = fold(u64::from(seed) ^ SEED_MIX, FINAL_MIX) | 1;
     let mut h = m ^ name.len() as u64;
     let mut words = name.chunks_exact(8);
     for w in &mut words {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(w);
-        h = fold(h ^ u64::from_le_bytes(b), m);
+        h = fold(h ^ word(w), m);
     }
     let rest = words.remainder();
     if !rest.is_empty() {
-        let mut b = [0u8; 8];
-        b[..rest.len()].copy_from_slice(rest);
-        h = fold(h ^ u64::from_le_bytes(b), m);
+        h = fold(h ^ word(rest), m);
     }
     fold(h, FINAL_MIX)
 }
 
-/// How a table hashes names into its index.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Hashing {
-    /// [`name_hash`]: files without flag 4.
-    Fnv,
-    /// [`seeded_hash`] under this seed.
-    Seeded(u32),
+/// [`seeded_hash`] of `a` followed by `b`, without putting them together.
+pub fn seeded_hash_of_parts(seed: u32, a: &[u8], b: &[u8]) -> u64 {
+    let m = fold(u64::from(seed) ^ SEED_MIX, FINAL_MIX) | 1;
+    let mut h = m ^ (a.len() + b.len()) as u64;
+    let mut words = a.chunks_exact(8);
+    for w in &mut words {
+        h = fold(h ^ word(w), m);
+    }
+    let rest = words.remainder();
+    let mut b = b;
+    if !rest.is_empty() {
+        // The word that straddles the two parts.
+        let take = (8 - rest.len()).min(b.len());
+        let mut w = [0u8; 8];
+        w[..rest.len()].copy_from_slice(rest);
+        w[rest.len()..rest.len() + take].copy_from_slice(&b[..take]);
+        h = fold(h ^ u64::from_le_bytes(w), m);
+        b = &b[take..];
+    }
+    let mut words = b.chunks_exact(8);
+    for w in &mut words {
+        h = fold(h ^ word(w), m);
+    }
+    let rest = words.remainder();
+    if !rest.is_empty() {
+        h = fold(h ^ word(rest), m);
+    }
+    fold(h, FINAL_MIX)
 }
 
-impl Hashing {
-    #[inline]
-    fn of(self, name: &[u8]) -> u64 {
-        match self {
-            Hashing::Fnv => name_hash(name),
-            Hashing::Seeded(seed) => seeded_hash(seed, name),
+/// The hash of a name in whatever pieces it is held.
+fn hash_name(seed: u32, name: &Name<'_>) -> u64 {
+    match name.parts() {
+        ("", whole) => seeded_hash(seed, whole.as_bytes()),
+        (head, tail) => seeded_hash_of_parts(seed, head.as_bytes(), tail.as_bytes()),
+    }
+}
+
+/// The seed this process's leader writes: one random seed per process (a
+/// table built twice from the same services is the same bytes).
+pub fn seed_for_this_process() -> u32 {
+    static SEED: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *SEED.get_or_init(|| {
+        let mut b = [0u8; 4];
+        if rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty()).is_ok() {
+            return u32::from_le_bytes(b);
         }
-    }
-
-    /// What this process's leader writes: one random seed per process (a
-    /// table built twice from the same services is the same bytes).
-    pub fn for_this_process() -> Hashing {
-        static SEED: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-        Hashing::Seeded(*SEED.get_or_init(|| {
-            let mut b = [0u8; 4];
-            if rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty()).is_ok() {
-                return u32::from_le_bytes(b);
-            }
-            // No entropy to be had: still differ between processes.
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos());
-            t ^ std::process::id().rotate_left(16)
-        }))
-    }
+        // No entropy to be had: still differ between processes.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        t ^ std::process::id().rotate_left(16)
+    })
 }
 
-/// The home slot of a hash: its two halves xored (FNV's low bits alone mix
-/// poorly), masked to the table size.
+/// The home slot of a hash: its two halves xored, masked to the table size.
 fn home(hash: u64, mask: usize) -> usize {
     ((hash ^ (hash >> 32)) as usize) & mask
 }
@@ -215,10 +233,13 @@ pub struct Table {
     bytes: Bytes,
     meta: Meta,
     count: usize,
+    seed: u32,
+    /// (offset, length) of each name head.
+    heads: Box<[(usize, usize)]>,
+    records_at: usize,
     offsets_at: usize,
     index_at: usize,
     mask: usize,
-    hashing: Hashing,
     /// Sum of every service's node count.
     nodes: u64,
 }
@@ -246,36 +267,49 @@ struct RawRecord {
     generation: u64,
     node_count: u32,
     server: u16,
-    name: (usize, usize),
+    head: u16,
+    tail: (usize, usize),
     json: (usize, usize),
     end: usize,
 }
 
+#[inline]
 fn raw_record(b: &[u8], at: usize, end: usize) -> Option<RawRecord> {
-    let name_len = u32_at(b, at.checked_add(14)?)? as usize;
-    let json_len = u32_at(b, at.checked_add(18)?)? as usize;
-    let name_at = at.checked_add(RECORD_FIXED)?;
-    let json_at = name_at.checked_add(name_len)?;
+    let fixed = b.get(at..at.checked_add(RECORD_FIXED)?)?;
+    let tail_len = u32_at(fixed, 16)? as usize;
+    let json_len = u32_at(fixed, 20)? as usize;
+    let tail_at = at + RECORD_FIXED;
+    let json_at = tail_at.checked_add(tail_len)?;
     let rec_end = json_at.checked_add(json_len)?;
     if rec_end > end {
         return None;
     }
     Some(RawRecord {
-        generation: u64_at(b, at)?,
-        node_count: u32_at(b, at + 8)?,
-        server: u16_at(b, at + 12)?,
-        name: (name_at, name_len),
+        generation: u64_at(fixed, 0)?,
+        node_count: u32_at(fixed, 8)?,
+        server: u16_at(fixed, 12)?,
+        head: u16_at(fixed, 14)?,
+        tail: (tail_at, tail_len),
         json: (json_at, json_len),
         end: rec_end,
     })
 }
 
+/// Whether a file of these parts fits the format's u32 offsets.
+fn fits_u32(n: usize) -> bool {
+    u32::try_from(n).is_ok()
+}
+
 impl Table {
-    /// Opens snapshot file bytes of either version, validating all of it.
+    /// Opens snapshot file bytes of any version, validating all of it.
     pub fn open(bytes: Bytes) -> Result<Table, String> {
         let b = bytes.as_slice();
         if b.starts_with(codec_v1::MAGIC) {
             let (meta, services) = codec_v1::decode(b)?;
+            return Ok(Table::build(&meta, services));
+        }
+        if b.starts_with(codec_v2::MAGIC) {
+            let (meta, services) = codec_v2::decode(b)?;
             return Ok(Table::build(&meta, services));
         }
         let layout = validate(b)?;
@@ -284,44 +318,39 @@ impl Table {
 
     /// Lays out `services` (any order; sorted here) in this format, in the
     /// heap. Of several services with one name, one is kept. A name or JSON
-    /// of 4 GiB or more does not fit the format and is left out (responses
-    /// are capped far below that by `max_response_bytes`).
+    /// of 4 GiB or more, or services past a file of 4 GiB, do not fit the
+    /// format and are left out (responses are capped far below that by
+    /// `max_response_bytes`).
     pub fn build(meta: &Meta, services: Vec<ServiceRef<'_>>) -> Table {
-        Table::build_hashed(meta, services, Hashing::for_this_process())
+        Table::build_seeded(meta, services, seed_for_this_process())
     }
 
-    /// [`Table::build`] with the index hashed as given.
-    pub fn build_hashed(meta: &Meta, mut services: Vec<ServiceRef<'_>>, hashing: Hashing) -> Table {
-        let fits = |n: usize| u32::try_from(n).is_ok();
-        services.retain(|s| fits(s.name.len()) && fits(s.nodes_json.len()));
-        services.truncate(u32::MAX as usize / 4);
+    /// [`Table::build`] with the index hashed under `seed`.
+    pub fn build_seeded(meta: &Meta, mut services: Vec<ServiceRef<'_>>, seed: u32) -> Table {
+        services.retain(|s| fits_u32(s.name.len()) && fits_u32(s.nodes_json.len()));
         // A model lists its services in key order after a first sync: one
         // look tells, and spares the sort and a second list.
         let in_order = services.windows(2).all(|w| w[0].name < w[1].name);
         if !in_order {
-            let names: Vec<&[u8]> = services.iter().map(|s| s.name.as_bytes()).collect();
+            let full: Vec<Cow<'_, str>> = services.iter().map(|s| s.name.to_str()).collect();
+            let names: Vec<&[u8]> = full.iter().map(|n| n.as_bytes()).collect();
             let mut order: Vec<u32> = (0..services.len() as u32).collect();
             sort_by_name(&names, &mut order, 0);
             order.dedup_by(|a, b| names[*a as usize] == names[*b as usize]);
             services = order.iter().map(|&i| services[i as usize]).collect();
         }
-        let bytes = encode_sorted(meta, &services, hashing);
-        let count = services.len();
-        let offsets_at = HEADER_LEN
-            + services
-                .iter()
-                .map(|s| RECORD_FIXED + s.name.len() + s.nodes_json.len())
-                .sum::<usize>();
-        Table {
-            bytes: Bytes::from(bytes),
-            meta: *meta,
-            count,
-            offsets_at,
-            index_at: offsets_at + 8 * count,
-            mask: slots_for(count) - 1,
-            hashing,
-            nodes: services.iter().map(|s| u64::from(s.node_count)).sum(),
-        }
+        let heads = Heads::of(&services);
+        let mut size = HEADER_LEN + heads.bytes();
+        let fitting = services
+            .iter()
+            .take_while(|s| {
+                // The record, its offset, and at most four index slots.
+                size += RECORD_FIXED + s.name.len() - heads.choose(s).1 + s.nodes_json.len() + 20;
+                fits_u32(size + 4)
+            })
+            .count();
+        services.truncate(fitting);
+        encode_sorted(meta, &services, &heads, seed)
     }
 
     /// The same table served from `mapping`, when the mapping holds exactly
@@ -335,6 +364,7 @@ impl Table {
         }
         Some(Table {
             bytes: Bytes::Mapped(mapping),
+            heads: self.heads.clone(),
             ..*self
         })
     }
@@ -366,25 +396,33 @@ impl Table {
     }
 
     /// Text the validation proved to be UTF-8.
+    #[inline]
     fn text(&self, (at, len): (usize, usize)) -> &str {
         let Some(bytes) = self.as_bytes().get(at..at + len) else {
             return "";
         };
-        // SAFETY: every name and JSON extent a record yields was checked to
-        // be UTF-8 when the table was opened (`validate`) or was copied from
-        // a `&str` (`build`). The bytes never change afterwards: heap bytes
-        // are owned by the table and never written; a mapping is read-only
-        // and private, of a file the leader renamed into place complete and
-        // never writes again. Only a process of our own uid could rewrite it
-        // in place (the directory is 0700 and the file ours with one link),
-        // and that uid is trusted, as for the shared header.
+        // SAFETY: every head, tail and JSON extent a table yields was
+        // checked to be UTF-8 when the table was opened (`validate`) or was
+        // copied from a `&str` (`build`; a head and a tail are cut at a
+        // '/', a character of its own). The bytes never change afterwards:
+        // heap bytes are owned by the table and never written; a mapping is
+        // read-only and private, of a file the leader renamed into place
+        // complete and never writes again. Only a process of our own uid
+        // could rewrite it in place (the directory is 0700 and the file ours
+        // with one link), and that uid is trusted, as for the shared header.
         unsafe { std::str::from_utf8_unchecked(bytes) }
+    }
+
+    fn head(&self, head: u16) -> &str {
+        self.heads
+            .get(usize::from(head))
+            .map_or("", |&h| self.text(h))
     }
 
     fn record_at(&self, at: usize) -> Option<ServiceRef<'_>> {
         let r = raw_record(self.as_bytes(), at, self.offsets_at)?;
         Some(ServiceRef {
-            name: self.text(r.name),
+            name: Name::new(self.head(r.head), self.text(r.tail)),
             generation: r.generation,
             server: r.server,
             node_count: r.node_count,
@@ -392,11 +430,12 @@ impl Table {
         })
     }
 
+    #[inline]
     fn offset_of(&self, i: usize) -> Option<usize> {
         if i >= self.count {
             return None;
         }
-        usize::try_from(u64_at(self.as_bytes(), self.offsets_at + 8 * i)?).ok()
+        Some(u32_at(self.as_bytes(), self.offsets_at + 4 * i)? as usize)
     }
 
     /// Service number `i` in name order.
@@ -408,11 +447,16 @@ impl Table {
     /// offset.
     fn find(&self, name: &str) -> Option<(usize, usize)> {
         let b = self.as_bytes();
-        let home = home(self.hashing.of(name.as_bytes()), self.mask);
+        let name = name.as_bytes();
+        let home = home(seeded_hash(self.seed, name), self.mask);
         for i in run_from(b, self.index_at, self.mask, home) {
             let at = self.offset_of(i)?;
             let r = raw_record(b, at, self.offsets_at)?;
-            if b.get(r.name.0..r.name.0 + r.name.1)? == name.as_bytes() {
+            let (head_at, head_len) = *self.heads.get(usize::from(r.head))?;
+            if name.len() == head_len + r.tail.1
+                && name[..head_len] == b[head_at..head_at + head_len]
+                && name[head_len..] == b[r.tail.0..r.tail.0 + r.tail.1]
+            {
                 return Some((i, at));
             }
         }
@@ -430,15 +474,101 @@ impl Table {
 
     /// Every service in name order.
     pub fn iter(&self) -> impl Iterator<Item = ServiceRef<'_>> + '_ {
-        let mut at = HEADER_LEN;
+        let b = self.as_bytes();
+        let mut at = self.records_at;
         std::iter::from_fn(move || {
             if at >= self.offsets_at {
                 return None;
             }
+            let r = raw_record(b, at, self.offsets_at)?;
             let s = self.record_at(at)?;
-            at += RECORD_FIXED + s.name.len() + s.nodes_json.len();
+            at = r.end;
             Some(s)
         })
+    }
+}
+
+/// The name heads of a file: per server, the part every one of its names
+/// shares, up to and with its last '/'; the last head is the empty one.
+struct Heads<'a> {
+    list: Vec<&'a str>,
+    /// (server, head number) for each server of the services.
+    of_server: Vec<(u16, u16)>,
+}
+
+/// How many of `a`'s bytes `name` starts with.
+fn common_len(a: &[u8], name: &Name<'_>) -> usize {
+    let (head, tail) = name.parts();
+    a.iter()
+        .zip(head.bytes().chain(tail.bytes()))
+        .take_while(|(x, y)| **x == *y)
+        .count()
+}
+
+impl<'a> Heads<'a> {
+    fn of(services: &[ServiceRef<'a>]) -> Heads<'a> {
+        // By server: the bytes all of its names start with so far,
+        // borrowed from its first name. Servers are few, and a server's
+        // names come one after the other.
+        let mut shared: Vec<(u16, &'a [u8])> = Vec::new();
+        let mut last = 0;
+        for s in services {
+            if !matches!(shared.get(last), Some(e) if e.0 == s.server) {
+                match shared.iter().position(|e| e.0 == s.server) {
+                    Some(k) => last = k,
+                    None => {
+                        let (head, tail) = s.name.parts();
+                        let first = if head.is_empty() { tail } else { head };
+                        shared.push((s.server, first.as_bytes()));
+                        last = shared.len() - 1;
+                        continue;
+                    }
+                }
+            }
+            let held = &mut shared[last].1;
+            // Names of one server share their first tens of bytes: nearly
+            // always this is one comparison of those.
+            if !s.name.starts_with(held) {
+                *held = &held[..common_len(held, &s.name)];
+            }
+        }
+        let mut list: Vec<&'a str> = Vec::new();
+        let mut of_server = Vec::with_capacity(shared.len());
+        for &(server, held) in &shared {
+            // Up to and with the last '/': a head never ends inside a
+            // character, and stays put as services come and go.
+            let cut = held.iter().rposition(|&c| c == b'/').map_or(0, |i| i + 1);
+            let head = std::str::from_utf8(&held[..cut]).unwrap_or("");
+            if head.is_empty() || head.len() > HEAD_MAX || list.len() + 1 >= HEAD_MAX {
+                continue;
+            }
+            of_server.push((server, list.len() as u16));
+            list.push(head);
+        }
+        // The last head is the empty one, for every other name.
+        list.push("");
+        Heads { list, of_server }
+    }
+
+    /// The head number service `s` is written with, and its length.
+    fn choose(&self, s: &ServiceRef<'_>) -> (u16, usize) {
+        let empty = (self.list.len() - 1) as u16;
+        let k = self
+            .of_server
+            .iter()
+            .find(|e| e.0 == s.server)
+            .map_or(empty, |e| e.1);
+        let head = self.list[usize::from(k)];
+        if s.name.starts_with(head.as_bytes()) {
+            (k, head.len())
+        } else {
+            (empty, 0)
+        }
+    }
+
+    /// Bytes of the heads part of the file.
+    fn bytes(&self) -> usize {
+        self.list.iter().map(|h| 2 + h.len()).sum()
     }
 }
 
@@ -498,11 +628,8 @@ fn sort_by_name(names: &[&[u8]], order: &mut [u32], known: usize) {
     }
 }
 
-fn flags_of(meta: &Meta, hashing: Hashing) -> u32 {
+fn flags_of(meta: &Meta) -> u32 {
     let mut flags = 0;
-    if let Hashing::Seeded(_) = hashing {
-        flags |= FLAG_SEEDED_HASH;
-    }
     if meta.from_dump {
         flags |= FLAG_FROM_DUMP;
     }
@@ -512,53 +639,86 @@ fn flags_of(meta: &Meta, hashing: Hashing) -> u32 {
     flags
 }
 
-/// The header of a file with these fields and sizes.
-fn header(
-    meta: &Meta,
-    hashing: Hashing,
+/// Where a file's parts begin.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
     count: usize,
     slots: usize,
+    heads: usize,
+    records_at: usize,
     offsets_at: usize,
-) -> [u8; HEADER_LEN] {
-    let index_at = offsets_at + 8 * count;
-    let file_len = index_at + 4 * slots;
+}
+
+impl Layout {
+    fn index_at(&self) -> usize {
+        self.offsets_at + 4 * self.count
+    }
+
+    fn file_len(&self) -> usize {
+        self.index_at() + 4 * self.slots
+    }
+}
+
+/// The header of a file with these fields and sizes (all below 4 GiB, as
+/// `build` made sure).
+fn header(meta: &Meta, seed: u32, l: &Layout) -> [u8; HEADER_LEN] {
+    let u32_of = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
     let mut h = [0u8; HEADER_LEN];
     h[..8].copy_from_slice(MAGIC);
     h[8..16].copy_from_slice(&meta.seq.to_le_bytes());
     h[16..24].copy_from_slice(&meta.received_us.to_le_bytes());
-    h[24..28].copy_from_slice(&flags_of(meta, hashing).to_le_bytes());
-    h[28..32].copy_from_slice(&(count as u32).to_le_bytes());
-    h[32..36].copy_from_slice(&(slots as u32).to_le_bytes());
-    if let Hashing::Seeded(seed) = hashing {
-        h[36..40].copy_from_slice(&seed.to_le_bytes());
-    }
-    h[40..48].copy_from_slice(&(offsets_at as u64).to_le_bytes());
-    h[48..56].copy_from_slice(&(index_at as u64).to_le_bytes());
-    h[56..64].copy_from_slice(&(file_len as u64).to_le_bytes());
+    h[24..28].copy_from_slice(&flags_of(meta).to_le_bytes());
+    h[28..32].copy_from_slice(&u32_of(l.count));
+    h[32..36].copy_from_slice(&u32_of(l.slots));
+    h[36..40].copy_from_slice(&seed.to_le_bytes());
+    h[40..44].copy_from_slice(&u32_of(l.records_at));
+    h[44..48].copy_from_slice(&u32_of(l.offsets_at));
+    h[48..52].copy_from_slice(&u32_of(l.index_at()));
+    h[52..56].copy_from_slice(&u32_of(l.file_len()));
+    h[56..58].copy_from_slice(&(l.heads as u16).to_le_bytes());
     h
 }
 
-/// The file for services sorted by name, without duplicates.
-fn encode_sorted(meta: &Meta, services: &[ServiceRef<'_>], hashing: Hashing) -> Vec<u8> {
+/// The table of services sorted by name, without duplicates, that fit.
+fn encode_sorted(meta: &Meta, services: &[ServiceRef<'_>], heads: &Heads<'_>, seed: u32) -> Table {
     let count = services.len();
     let slots = slots_for(count);
+    let records_at = HEADER_LEN + heads.bytes();
     let records: usize = services
         .iter()
-        .map(|s| RECORD_FIXED + s.name.len() + s.nodes_json.len())
+        .map(|s| RECORD_FIXED + s.name.len() - heads.choose(s).1 + s.nodes_json.len())
         .sum();
-    let offsets_at = HEADER_LEN + records;
-    let mut out = Vec::with_capacity(offsets_at + 8 * count + 4 * slots);
-    out.extend_from_slice(&header(meta, hashing, count, slots, offsets_at));
+    let layout = Layout {
+        count,
+        slots,
+        heads: heads.list.len(),
+        records_at,
+        offsets_at: records_at + records,
+    };
+    let mut out = Vec::with_capacity(layout.file_len());
+    out.extend_from_slice(&header(meta, seed, &layout));
+    let mut head_spans = Vec::with_capacity(heads.list.len());
+    for h in &heads.list {
+        out.extend_from_slice(&(h.len() as u16).to_le_bytes());
+        head_spans.push((out.len(), h.len()));
+        out.extend_from_slice(h.as_bytes());
+    }
     let mut offsets = Vec::with_capacity(count);
+    let mut nodes = 0u64;
     for s in services {
-        offsets.push(out.len() as u64);
+        let (head, skip) = heads.choose(s);
+        let (a, b) = s.name.after(skip);
+        offsets.push(out.len() as u32);
         out.extend_from_slice(&s.generation.to_le_bytes());
         out.extend_from_slice(&s.node_count.to_le_bytes());
         out.extend_from_slice(&s.server.to_le_bytes());
-        out.extend_from_slice(&(s.name.len() as u32).to_le_bytes());
+        out.extend_from_slice(&head.to_le_bytes());
+        out.extend_from_slice(&((a.len() + b.len()) as u32).to_le_bytes());
         out.extend_from_slice(&(s.nodes_json.len() as u32).to_le_bytes());
-        out.extend_from_slice(s.name.as_bytes());
+        out.extend_from_slice(a.as_bytes());
+        out.extend_from_slice(b.as_bytes());
         out.extend_from_slice(s.nodes_json.as_bytes());
+        nodes += u64::from(s.node_count);
     }
     for o in offsets {
         out.extend_from_slice(&o.to_le_bytes());
@@ -566,7 +726,7 @@ fn encode_sorted(meta: &Meta, services: &[ServiceRef<'_>], hashing: Hashing) -> 
     let mut index = vec![0u32; slots];
     let mask = slots - 1;
     for (i, s) in services.iter().enumerate() {
-        let mut slot = home(hashing.of(s.name.as_bytes()), mask);
+        let mut slot = home(hash_name(seed, &s.name), mask);
         while index[slot] != 0 {
             slot = (slot + 1) & mask;
         }
@@ -575,7 +735,18 @@ fn encode_sorted(meta: &Meta, services: &[ServiceRef<'_>], hashing: Hashing) -> 
     for e in index {
         out.extend_from_slice(&e.to_le_bytes());
     }
-    out
+    Table {
+        bytes: Bytes::from(out),
+        meta: *meta,
+        count,
+        seed,
+        heads: head_spans.into_boxed_slice(),
+        records_at,
+        offsets_at: layout.offsets_at,
+        index_at: layout.index_at(),
+        mask,
+        nodes,
+    }
 }
 
 /// The file bytes of `snapshot`, copied (see [`file_bytes`]).
@@ -592,37 +763,44 @@ pub fn file_bytes(snapshot: &Snapshot) -> Cow<'_, [u8]> {
         return Cow::Borrowed(table.as_bytes());
     }
     let mut bytes = table.as_bytes().to_vec();
-    let h = header(
-        &meta,
-        table.hashing,
-        table.count,
-        table.mask + 1,
-        table.offsets_at,
-    );
-    bytes[..HEADER_LEN].copy_from_slice(&h);
+    let layout = Layout {
+        count: table.count,
+        slots: table.mask + 1,
+        heads: table.heads.len(),
+        records_at: table.records_at,
+        offsets_at: table.offsets_at,
+    };
+    bytes[..HEADER_LEN].copy_from_slice(&header(&meta, table.seed, &layout));
     Cow::Owned(bytes)
 }
 
-/// The snapshot in file bytes of either version (a mapping is served in
-/// place), validated.
+/// The snapshot in file bytes of any version (a mapping of the current
+/// version is served in place), validated.
 pub fn open(bytes: impl Into<Bytes>) -> Result<Snapshot, String> {
     Table::open(bytes.into()).map(Snapshot::from_table)
 }
 
-/// Decodes snapshot file bytes of either version into a snapshot in the
-/// heap. `_previous` is accepted for callers of the previous API: nothing
-/// is shared with it any more.
+/// Decodes snapshot file bytes of any version into a snapshot in the heap.
+/// `_previous` is accepted for callers of the previous API: nothing is
+/// shared with it any more.
 pub fn decode(buf: &[u8], _previous: Option<&Snapshot>) -> Result<Snapshot, String> {
-    if buf.starts_with(codec_v1::MAGIC) {
-        let (meta, services) = codec_v1::decode(buf)?;
+    // Older layouts are laid out again anyway: read them in place.
+    let older = if buf.starts_with(codec_v1::MAGIC) {
+        Some(codec_v1::decode(buf)?)
+    } else if buf.starts_with(codec_v2::MAGIC) {
+        Some(codec_v2::decode(buf)?)
+    } else {
+        None
+    };
+    if let Some((meta, services)) = older {
         return Ok(Snapshot::from_table(Table::build(&meta, services)));
     }
     open(buf.to_vec())
 }
 
-/// Checks every byte of a version-2 file; returns its layout (with empty
-/// bytes, for the caller to fill in).
-fn validate(b: &[u8]) -> Result<Table, String> {
+/// Checks the header and the heads of a current file; returns the layout
+/// and the heads' extents.
+fn validate_header(b: &[u8]) -> Result<(Layout, Vec<(usize, usize)>), String> {
     if b.len() < HEADER_LEN {
         return Err(format!(
             "snapshot truncated: {} bytes, the header alone is {HEADER_LEN}",
@@ -632,54 +810,94 @@ fn validate(b: &[u8]) -> Result<Table, String> {
     if &b[..8] != MAGIC {
         return Err("not a ckv snapshot (bad magic)".into());
     }
-    let field = |at: usize| u64_at(b, at).unwrap_or(0);
-    let small = |at: usize| u32_at(b, at).unwrap_or(0);
-    let (seq, received_us, flags) = (field(8), field(16), small(24));
-    let (count, slots, seed) = (small(28) as usize, small(32) as usize, small(36));
-    let (offsets_at, index_at, file_len) = (field(40), field(48), field(56));
-    if file_len != b.len() as u64 {
+    let small = |at: usize| u32_at(b, at).unwrap_or(0) as usize;
+    let flags = small(24) as u32;
+    if flags & !(FLAG_FROM_DUMP | FLAG_SYNCED) != 0 {
+        return Err(format!("unknown flags {flags:#x} in the header"));
+    }
+    if b[58..64].iter().any(|&x| x != 0) {
+        return Err("reserved header bytes 58..64 are not zero".into());
+    }
+    let l = Layout {
+        count: small(28),
+        slots: small(32),
+        heads: usize::from(u16_at(b, 56).unwrap_or(0)),
+        records_at: small(40),
+        offsets_at: small(44),
+    };
+    let (index_at, file_len) = (small(48), small(52));
+    if file_len != b.len() {
         return Err(format!(
             "snapshot is {} bytes, its header says {file_len} (truncated or padded)",
             b.len()
         ));
     }
-    if flags & !(FLAG_FROM_DUMP | FLAG_SYNCED | FLAG_SEEDED_HASH) != 0 {
-        return Err(format!("unknown flags {flags:#x} in the header"));
-    }
-    let hashing = if flags & FLAG_SEEDED_HASH != 0 {
-        Hashing::Seeded(seed)
-    } else if seed != 0 {
+    if !l.slots.is_power_of_two() || l.slots <= l.count {
         return Err(format!(
-            "seed {seed:#x} in the header without the seeded-hash flag"
-        ));
-    } else {
-        Hashing::Fnv
-    };
-    if !slots.is_power_of_two() || slots <= count {
-        return Err(format!(
-            "index of {slots} slots for {count} services (needs a power of two above the count)"
+            "index of {} slots for {} services (needs a power of two above the count)",
+            l.slots, l.count
         ));
     }
-    // From here every size is within the file, so within usize.
-    let len = b.len() as u64;
-    if offsets_at < HEADER_LEN as u64 || offsets_at > len {
+    // From here every size is below 4 GiB: the sums cannot overflow.
+    if l.records_at < HEADER_LEN || l.records_at > l.offsets_at || l.offsets_at > file_len {
         return Err(format!(
-            "offset table at byte {offsets_at}, outside the file of {len} bytes"
+            "records from byte {} to {}, outside the file of {file_len} bytes",
+            l.records_at, l.offsets_at
         ));
     }
-    let expect_index = offsets_at + 8 * count as u64;
-    if index_at != expect_index || index_at + 4 * slots as u64 != file_len {
+    if index_at != l.index_at() || l.file_len() != file_len {
         return Err(format!(
-            "header counts lie: {count} services and {slots} slots do not fit offset table at {offsets_at}, index at {index_at}, end at {file_len}"
+            "header counts lie: {} services and {} slots do not fit offset table at {}, index at {index_at}, end at {file_len}",
+            l.count, l.slots, l.offsets_at
         ));
     }
-    let (offsets_at, index_at) = (offsets_at as usize, index_at as usize);
-    let mask = slots - 1;
+    // Two bytes at least per head: a count the part cannot hold is refused
+    // before anything is allocated for it.
+    if l.heads * 2 > l.records_at - HEADER_LEN {
+        return Err(format!(
+            "{} name heads do not fit in the {} bytes before the records",
+            l.heads,
+            l.records_at - HEADER_LEN
+        ));
+    }
+    let mut heads = Vec::with_capacity(l.heads);
     let mut at = HEADER_LEN;
-    let mut previous: Option<&[u8]> = None;
+    for k in 0..l.heads {
+        let len = u16_at(b, at).map(usize::from);
+        let Some(len) = len.filter(|&n| at + 2 + n <= l.records_at) else {
+            return Err(format!("name head {k} at byte {at} runs past the heads"));
+        };
+        std::str::from_utf8(&b[at + 2..at + 2 + len])
+            .map_err(|e| format!("name head {k} at byte {at} is not UTF-8: {e}"))?;
+        heads.push((at + 2, len));
+        at += 2 + len;
+    }
+    if at != l.records_at {
+        return Err(format!(
+            "{} stray bytes between the name heads and the records",
+            l.records_at - at
+        ));
+    }
+    Ok((l, heads))
+}
+
+/// Checks every byte of a current file; returns its layout (with empty
+/// bytes, for the caller to fill in).
+fn validate(b: &[u8]) -> Result<Table, String> {
+    let (l, heads) = validate_header(b)?;
+    let seed = u32_at(b, 36).unwrap_or(0);
+    let (offsets_at, index_at) = (l.offsets_at, l.index_at());
+    let mask = l.slots - 1;
+    let head_text = |k: usize| {
+        let (at, len) = heads[k];
+        // Checked to be UTF-8 by validate_header.
+        std::str::from_utf8(&b[at..at + len]).unwrap_or("")
+    };
+    let mut at = l.records_at;
+    let mut previous: Option<Name<'_>> = None;
     let mut nodes = 0u64;
-    for i in 0..count {
-        let listed = u64_at(b, offsets_at + 8 * i).unwrap_or(u64::MAX);
+    for i in 0..l.count {
+        let listed = u32_at(b, offsets_at + 4 * i).map_or(u64::MAX, u64::from);
         if listed != at as u64 {
             return Err(format!(
                 "offset table says record {i} starts at byte {listed}; it starts at {at}"
@@ -688,33 +906,41 @@ fn validate(b: &[u8]) -> Result<Table, String> {
         let r = raw_record(b, at, offsets_at).ok_or_else(|| {
             format!("record {i} at byte {at} runs past the records (which end at {offsets_at})")
         })?;
-        let name = &b[r.name.0..r.name.0 + r.name.1];
-        // Name and nodes lie side by side: one UTF-8 check of both, and the
-        // name must end on a character boundary.
-        let both = std::str::from_utf8(&b[r.name.0..r.json.0 + r.json.1]);
-        let name_text = match both {
-            Ok(t) if t.is_char_boundary(r.name.1) => &t[..r.name.1],
+        let head = usize::from(r.head);
+        if head >= heads.len() {
+            return Err(format!(
+                "record {i} at byte {at} names head {head} of {}",
+                heads.len()
+            ));
+        }
+        // Tail and nodes lie side by side: one UTF-8 check of both, and the
+        // tail must end on a character boundary.
+        let both = std::str::from_utf8(&b[r.tail.0..r.json.0 + r.json.1]);
+        let tail = match both {
+            Ok(t) if t.is_char_boundary(r.tail.1) => &t[..r.tail.1],
             _ => {
-                let name_text = std::str::from_utf8(name)
+                let tail = std::str::from_utf8(&b[r.tail.0..r.tail.0 + r.tail.1])
                     .map_err(|e| format!("name of record {i} at byte {at} is not UTF-8: {e}"))?;
+                let name = Name::new(head_text(head), tail);
                 return Err(
                     match std::str::from_utf8(&b[r.json.0..r.json.0 + r.json.1]) {
-                        Err(e) => format!("nodes of service {name_text:?} are not UTF-8: {e}"),
+                        Err(e) => format!("nodes of service {name:?} are not UTF-8: {e}"),
                         Ok(_) => format!("record {i} at byte {at} is not UTF-8"),
                     },
                 );
             }
         };
+        let name = Name::new(head_text(head), tail);
         if previous.is_some_and(|p| p >= name) {
             return Err(format!(
-                "services are not in strict name order at record {i} ({name_text:?})"
+                "services are not in strict name order at record {i} ({name:?})"
             ));
         }
         previous = Some(name);
         // A lookup of the name reaches this record: every slot from its
         // home up to the record's is taken.
-        if !run_from(b, index_at, mask, home(hashing.of(name), mask)).any(|e| e == i) {
-            return Err(format!("index does not lead to service {name_text:?}"));
+        if !run_from(b, index_at, mask, home(hash_name(seed, &name), mask)).any(|e| e == i) {
+            return Err(format!("index does not lead to service {name:?}"));
         }
         nodes += u64::from(r.node_count);
         at = r.end;
@@ -725,30 +951,25 @@ fn validate(b: &[u8]) -> Result<Table, String> {
             offsets_at - at
         ));
     }
-    check_index(b, index_at, count, slots)?;
+    check_index(b, index_at, l.count, l.slots)?;
+    let flags = u32_at(b, 24).unwrap_or(0);
     Ok(Table {
         bytes: Bytes::Heap(Box::default()),
         meta: Meta {
-            seq,
+            seq: u64_at(b, 8).unwrap_or(0),
             from_dump: flags & FLAG_FROM_DUMP != 0,
             synced: flags & FLAG_SYNCED != 0,
-            received_us,
+            received_us: u64_at(b, 16).unwrap_or(0),
         },
-        count,
+        count: l.count,
+        seed,
+        heads: heads.into_boxed_slice(),
+        records_at: l.records_at,
         offsets_at,
         index_at,
-        mask: slots - 1,
-        hashing,
+        mask,
         nodes,
     })
-}
-
-/// The name of record `i`, through the offset table.
-#[cfg(test)]
-fn name_in(b: &[u8], offsets_at: usize, i: usize) -> Option<&[u8]> {
-    let at = usize::try_from(u64_at(b, offsets_at.checked_add(i.checked_mul(8)?)?)?).ok()?;
-    let r = raw_record(b, at, offsets_at)?;
-    b.get(r.name.0..r.name.0 + r.name.1)
 }
 
 /// The index names every record exactly once. (That a lookup of each name

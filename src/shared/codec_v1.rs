@@ -11,7 +11,7 @@
 //! `received_us` is present when flag 4 is set; flag 1 is "from the dump",
 //! 2 is "synced". Services may come in any order.
 
-use crate::snapshot::{Meta, ServiceRef};
+use crate::snapshot::{Meta, Name, ServiceRef};
 
 pub const MAGIC: &[u8; 8] = b"CKVSNAP1";
 const FLAG_FROM_DUMP: u8 = 1;
@@ -85,7 +85,7 @@ pub fn decode(buf: &[u8]) -> Result<(Meta, Vec<ServiceRef<'_>>), String> {
         let name = r.str()?;
         let nodes_json = r.str()?;
         services.push(ServiceRef {
-            name,
+            name: Name::whole(name),
             generation,
             server,
             node_count,
@@ -132,8 +132,9 @@ pub fn encode(meta: &Meta, services: &[ServiceRef<'_>], with_received: bool) -> 
         out.extend_from_slice(&s.server.to_le_bytes());
         out.extend_from_slice(&s.generation.to_le_bytes());
         out.extend_from_slice(&s.node_count.to_le_bytes());
-        out.extend_from_slice(&(s.name.len() as u32).to_le_bytes());
-        out.extend_from_slice(s.name.as_bytes());
+        let name = s.name.to_str();
+        out.extend_from_slice(&(name.len() as u32).to_le_bytes());
+        out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(&(s.nodes_json.len() as u32).to_le_bytes());
         out.extend_from_slice(s.nodes_json.as_bytes());
     }

@@ -5,6 +5,7 @@
 
 pub mod codec;
 pub mod codec_v1;
+pub mod codec_v2;
 mod fork;
 mod futex;
 pub mod group;

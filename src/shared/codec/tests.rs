@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::shared::codec_v1;
+use crate::shared::{codec_v1, codec_v2};
 
 /// A small deterministic generator (no dependency, same cases every run).
 struct Rng(u64);
@@ -41,7 +41,13 @@ fn random_model(rng: &mut Rng, count: usize) -> Model {
     ];
     let mut m = Model::new();
     while m.len() < count {
-        let mut name = String::new();
+        let server = rng.below(5) as u16;
+        // Most names start with their server's head, as APISIX's do.
+        let mut name = if rng.below(4) == 0 {
+            String::new()
+        } else {
+            format!("http://s{server}:8500/v1/kv/up/")
+        };
         for _ in 0..rng.below(6) {
             name.push_str(PIECES[rng.below(PIECES.len() as u64) as usize]);
         }
@@ -58,7 +64,7 @@ fn random_model(rng: &mut Rng, count: usize) -> Model {
             format!("[{}]", list.join(","))
         };
         let generation = rng.next();
-        m.insert(name, (generation, rng.below(5) as u16, nodes, json));
+        m.insert(name, (generation, server, nodes, json));
     }
     m
 }
@@ -67,7 +73,7 @@ fn refs(m: &Model) -> Vec<ServiceRef<'_>> {
     m.iter()
         .map(
             |(name, (generation, server, node_count, json))| ServiceRef {
-                name,
+                name: Name::whole(name),
                 generation: *generation,
                 server: *server,
                 node_count: *node_count,
@@ -105,9 +111,10 @@ fn assert_same(t: &Table, m: &Model) {
         "iteration in name order"
     );
     for (i, s) in expected.iter().enumerate() {
-        assert_eq!(t.get(s.name), Some(*s), "{:?}", s.name);
+        let name = s.name.to_str();
+        assert_eq!(t.get(&name), Some(*s), "{name:?}");
         assert_eq!(t.nth(i), Some(*s));
-        assert_eq!(t.position(s.name), Some(i));
+        assert_eq!(t.position(&name), Some(i));
     }
     assert_eq!(t.nth(m.len()), None);
     let nodes: u64 = m.values().map(|v| u64::from(v.2)).sum();
@@ -146,19 +153,37 @@ fn a_hundred_thousand_services() {
         );
         m.insert(name, (i, 0, 1, json));
     }
-    let t = Table::open(Bytes::from(file_of(&m, &mut rng))).unwrap();
+    let file = file_of(&m, &mut rng);
+    let t = Table::open(Bytes::from(file.clone())).unwrap();
     assert_same(&t, &m);
     assert!(t
         .get("http://127.0.0.1:8500/v1/kv/upstreams/svc-100000/")
         .is_none());
+    // The server's head is held once: each record keeps `svc-NNNNNN/`.
+    let head = b"http://127.0.0.1:8500/v1/kv/upstreams/";
+    assert_eq!(file.windows(head.len()).filter(|w| w == head).count(), 1);
+    assert_eq!(t.heads.len(), 2);
+    let tails = 100_000 * "svc-000000/".len();
+    let json: usize = m.values().map(|v| v.3.len()).sum();
+    assert_eq!(
+        t.offsets_at - t.records_at,
+        100_000 * RECORD_FIXED + tails + json
+    );
 }
 
 #[test]
-fn the_name_hash_is_fnv1a_64() {
-    // Published FNV-1a test vectors: the hash is part of the file format.
-    assert_eq!(name_hash(b""), 0xcbf2_9ce4_8422_2325);
-    assert_eq!(name_hash(b"a"), 0xaf63_dc4c_8601_ec8c);
-    assert_eq!(name_hash(b"foobar"), 0x8594_4171_f739_67e8);
+fn a_name_in_two_pieces_hashes_as_the_whole_name() {
+    let name = b"http://127.0.0.1:8500/v1/kv/upstreams/web-service-17/";
+    for seed in [0, 1, 0xdead_beef] {
+        for end in 0..name.len() {
+            let part = &name[..end];
+            let want = seeded_hash(seed, part);
+            for cut in 0..=end {
+                let got = seeded_hash_of_parts(seed, &part[..cut], &part[cut..]);
+                assert_eq!(got, want, "seed {seed}, {end} bytes cut at {cut}");
+            }
+        }
+    }
 }
 
 #[test]
@@ -180,31 +205,31 @@ fn the_seeded_hash_is_the_documented_one() {
 #[test]
 fn a_seeded_file_names_its_seed_and_places_names_by_it() {
     let s = ServiceRef {
-        name: "web/",
+        name: Name::whole("web/"),
         generation: 7,
         server: 2,
         node_count: 0,
         nodes_json: "[]",
     };
     let seed = 0x1234_5678;
-    let file = Table::build_hashed(&meta(), vec![s], Hashing::Seeded(seed))
+    let file = Table::build_seeded(&meta(), vec![s], seed)
         .as_bytes()
         .to_vec();
-    assert_eq!(u32_at(&file, 24), Some(2 | 4));
+    assert_eq!(u32_at(&file, 24), Some(2));
     assert_eq!(u32_at(&file, 36), Some(seed));
     let h = seeded_hash(seed, b"web/");
     let slot = ((h ^ (h >> 32)) & 1) as usize;
-    let index_at = u64_at(&file, 48).unwrap() as usize;
+    let index_at = u32_at(&file, 48).unwrap() as usize;
     assert_eq!(u32_at(&file, index_at + 4 * slot), Some(1));
     assert_eq!(Table::open(Bytes::from(file)).unwrap().get("web/"), Some(s));
 }
 
 #[test]
-fn files_of_earlier_builds_and_of_other_seeds_open_and_find_every_name() {
+fn files_of_other_seeds_open_and_find_every_name() {
     let mut rng = Rng(7);
     let m = random_model(&mut rng, 500);
-    for hashing in [Hashing::Fnv, Hashing::Seeded(0), Hashing::Seeded(u32::MAX)] {
-        let file = Table::build_hashed(&meta(), refs(&m), hashing)
+    for seed in [0, 1, u32::MAX] {
+        let file = Table::build_seeded(&meta(), refs(&m), seed)
             .as_bytes()
             .to_vec();
         let t = Table::open(Bytes::from(file)).unwrap();
@@ -214,41 +239,56 @@ fn files_of_earlier_builds_and_of_other_seeds_open_and_find_every_name() {
 
 #[test]
 fn the_layout_is_the_documented_one() {
-    let name = "web/";
-    let json = "[]";
-    let s = ServiceRef {
-        name,
-        generation: 7,
+    let s = |name, generation| ServiceRef {
+        name: Name::whole(name),
+        generation,
         server: 2,
         node_count: 0,
-        nodes_json: json,
+        nodes_json: "[]",
     };
-    // The layout of earlier builds' files, which still open.
-    let file = Table::build_hashed(&meta(), vec![s], Hashing::Fnv)
+    let seed = 0x0bad_cafe;
+    let file = Table::build_seeded(&meta(), vec![s("k/b/", 8), s("k/a/", 7)], seed)
         .as_bytes()
         .to_vec();
-    let mut want = b"CKVSNAP2".to_vec();
+    let mut want = b"CKVSNAP3".to_vec();
     want.extend_from_slice(&42u64.to_le_bytes());
     want.extend_from_slice(&1_700_000_000_123_456u64.to_le_bytes());
     want.extend_from_slice(&2u32.to_le_bytes()); // synced
-    want.extend_from_slice(&1u32.to_le_bytes()); // count
-    want.extend_from_slice(&2u32.to_le_bytes()); // slots
-    want.extend_from_slice(&0u32.to_le_bytes());
-    let offsets_at = 64 + 22 + 4 + 2;
-    want.extend_from_slice(&(offsets_at as u64).to_le_bytes());
-    want.extend_from_slice(&(offsets_at as u64 + 8).to_le_bytes());
-    want.extend_from_slice(&(offsets_at as u64 + 8 + 8).to_le_bytes());
-    want.extend_from_slice(&7u64.to_le_bytes());
-    want.extend_from_slice(&0u32.to_le_bytes());
+    want.extend_from_slice(&2u32.to_le_bytes()); // count
+    want.extend_from_slice(&4u32.to_le_bytes()); // slots
+    want.extend_from_slice(&seed.to_le_bytes());
+    let records_at = 64 + (2 + 2) + 2; // heads "k/" and ""
+    let offsets_at = records_at + 2 * (24 + 2 + 2);
+    let index_at = offsets_at + 2 * 4;
+    for n in [records_at, offsets_at, index_at, index_at + 4 * 4] {
+        want.extend_from_slice(&(n as u32).to_le_bytes());
+    }
+    want.extend_from_slice(&2u16.to_le_bytes()); // heads
+    want.extend_from_slice(&[0; 6]);
     want.extend_from_slice(&2u16.to_le_bytes());
-    want.extend_from_slice(&4u32.to_le_bytes());
-    want.extend_from_slice(&2u32.to_le_bytes());
-    want.extend_from_slice(b"web/[]");
-    want.extend_from_slice(&64u64.to_le_bytes());
-    let h = name_hash(b"web/");
-    let slot = ((h ^ (h >> 32)) & 1) as usize;
-    let mut index = [0u32; 2];
-    index[slot] = 1;
+    want.extend_from_slice(b"k/");
+    want.extend_from_slice(&0u16.to_le_bytes());
+    for (generation, tail) in [(7u64, b"a/"), (8, b"b/")] {
+        want.extend_from_slice(&generation.to_le_bytes());
+        want.extend_from_slice(&0u32.to_le_bytes()); // node count
+        want.extend_from_slice(&2u16.to_le_bytes()); // server
+        want.extend_from_slice(&0u16.to_le_bytes()); // head "k/"
+        want.extend_from_slice(&2u32.to_le_bytes());
+        want.extend_from_slice(&2u32.to_le_bytes());
+        want.extend_from_slice(tail);
+        want.extend_from_slice(b"[]");
+    }
+    want.extend_from_slice(&(records_at as u32).to_le_bytes());
+    want.extend_from_slice(&(records_at as u32 + 28).to_le_bytes());
+    let mut index = [0u32; 4];
+    for (i, name) in [b"k/a/", b"k/b/"].iter().enumerate() {
+        let h = seeded_hash(seed, *name);
+        let mut slot = ((h ^ (h >> 32)) & 3) as usize;
+        while index[slot] != 0 {
+            slot = (slot + 1) & 3;
+        }
+        index[slot] = i as u32 + 1;
+    }
     for e in index {
         want.extend_from_slice(&e.to_le_bytes());
     }
@@ -262,6 +302,10 @@ fn sample_file() -> (Model, Vec<u8>) {
         "b-web/".into(),
         (3, 0, 1, r#"[{"host":"h","port":1,"weight":1}]"#.into()),
     );
+    // A server all of whose names share a head.
+    for name in ["http://s9/v1/kv/up/a/", "http://s9/v1/kv/up/b/"] {
+        m.insert(name.into(), (4, 9, 0, "[]".into()));
+    }
     let file = file_of(&m, &mut rng);
     (m, file)
 }
@@ -285,22 +329,23 @@ fn every_truncation_and_extension_is_refused() {
     assert!(open_err(longer).contains("its header says"));
 }
 
-struct Layout {
+struct Parts {
     seed: u32,
     count: usize,
     slots: usize,
+    records_at: usize,
     offsets_at: usize,
     index_at: usize,
 }
 
-fn layout(file: &[u8]) -> Layout {
-    assert_eq!(u32_at(file, 24).unwrap() & 4, 4, "a seeded hash");
-    Layout {
+fn layout(file: &[u8]) -> Parts {
+    Parts {
         seed: u32_at(file, 36).unwrap(),
         count: u32_at(file, 28).unwrap() as usize,
         slots: u32_at(file, 32).unwrap() as usize,
-        offsets_at: u64_at(file, 40).unwrap() as usize,
-        index_at: u64_at(file, 48).unwrap() as usize,
+        records_at: u32_at(file, 40).unwrap() as usize,
+        offsets_at: u32_at(file, 44).unwrap() as usize,
+        index_at: u32_at(file, 48).unwrap() as usize,
     }
 }
 
@@ -308,27 +353,26 @@ fn put_u32(file: &mut [u8], at: usize, v: u32) {
     file[at..at + 4].copy_from_slice(&v.to_le_bytes());
 }
 
-fn put_u64(file: &mut [u8], at: usize, v: u64) {
-    file[at..at + 8].copy_from_slice(&v.to_le_bytes());
+fn put_u16(file: &mut [u8], at: usize, v: u16) {
+    file[at..at + 2].copy_from_slice(&v.to_le_bytes());
 }
 
 /// Applies `corrupt` to a good file; the error must contain `expect`.
-fn refused(expect: &str, corrupt: impl FnOnce(&mut Vec<u8>, &Layout)) {
+fn refused(expect: &str, corrupt: impl FnOnce(&mut Vec<u8>, &Parts)) {
     let (_, mut file) = sample_file();
     let l = layout(&file);
     corrupt(&mut file, &l);
-    let err = open_err(file);
+    let Err(err) = Table::open(Bytes::from(file)) else {
+        panic!("a file corrupt for {expect:?} was accepted");
+    };
     assert!(err.contains(expect), "expected {expect:?} in {err:?}");
 }
 
 #[test]
 fn targeted_corruptions_are_refused_with_what_is_wrong() {
     refused("bad magic", |f, _| f[7] = b'9');
-    refused("unknown flags", |f, _| put_u32(f, 24, 8 | 4));
-    refused("without the seeded-hash flag", |f, _| {
-        put_u32(f, 24, 2);
-        put_u32(f, 36, 1);
-    });
+    refused("unknown flags", |f, _| put_u32(f, 24, 4 | 2));
+    refused("reserved header bytes", |f, _| f[63] = 1);
     // Another seed sends lookups elsewhere.
     refused("does not lead to service", |f, l| {
         put_u32(f, 36, l.seed ^ 1)
@@ -343,24 +387,49 @@ fn targeted_corruptions_are_refused_with_what_is_wrong() {
     refused("power of two", |f, l| put_u32(f, 32, l.slots as u32 - 1));
     refused("power of two", |f, l| put_u32(f, 28, l.slots as u32));
     refused("header counts lie", |f, l| {
-        put_u64(f, 48, l.index_at as u64 + 4)
+        put_u32(f, 48, l.index_at as u32 + 4)
     });
-    refused("outside the file", |f, _| put_u64(f, 40, u64::MAX));
-    refused("outside the file", |f, _| put_u64(f, 40, 3));
+    refused("outside the file", |f, _| put_u32(f, 44, u32::MAX));
+    refused("outside the file", |f, _| put_u32(f, 40, 3));
+    refused("outside the file", |f, l| {
+        put_u32(f, 40, l.offsets_at as u32 + 1)
+    });
+    // Heads: lengths past their part, bytes that are not text, a part
+    // that does not end where the records begin.
+    refused("name head 0 at byte 64 runs past the heads", |f, _| {
+        put_u16(f, 64, u16::MAX)
+    });
+    refused("is not UTF-8", |f, _| {
+        // The first head that is not empty.
+        let mut at = 64;
+        while u16_at(f, at) == Some(0) {
+            at += 2;
+        }
+        f[at + 2] = 0xff;
+    });
+    refused("stray bytes between the name heads", |f, _| {
+        let n = u16_at(f, 56).unwrap();
+        put_u16(f, 56, n - 1);
+    });
+    refused("runs past the heads", |f, _| {
+        let n = u16_at(f, 56).unwrap();
+        put_u16(f, 56, n + 1);
+    });
+    refused("names head 700", |f, l| put_u16(f, l.records_at + 14, 700));
     // Offsets out of bounds or into the middle of a record.
     refused("offset table says record 0", |f, l| {
-        put_u64(f, l.offsets_at, u64::MAX)
+        put_u32(f, l.offsets_at, u32::MAX)
     });
     refused("offset table says record 1", |f, l| {
-        let at = u64_at(f, l.offsets_at + 8).unwrap();
-        put_u64(f, l.offsets_at + 8, at + 3);
+        let at = u32_at(f, l.offsets_at + 4).unwrap();
+        put_u32(f, l.offsets_at + 4, at + 3);
     });
     // A record whose lengths run past the records.
-    refused("runs past the records", |f, _| {
-        put_u32(f, 64 + 18, u32::MAX)
+    refused("runs past the records", |f, l| {
+        put_u32(f, l.records_at + 20, u32::MAX)
     });
-    refused("runs past the records", |f, _| {
-        put_u32(f, 64 + 14, u32::MAX - 30)
+    refused("runs past the records", |f, l| {
+        put_u32(f, l.records_at + 16, u32::MAX - 30)
     });
     // Index entries: out of range, twice, missing, misplaced.
     refused("names record", |f, l| {
@@ -389,14 +458,11 @@ fn targeted_corruptions_are_refused_with_what_is_wrong() {
     refused("does not lead to service", |f, l| {
         // An entry sitting at its home slot, moved to an empty slot elsewhere.
         let mask = l.slots - 1;
+        let t = Table::open(Bytes::from(f.clone())).unwrap();
         let (slot, e) = (0..l.slots)
             .map(|s| (s, u32_at(f, l.index_at + 4 * s).unwrap() as usize))
             .find(|&(s, e)| {
-                e != 0
-                    && home(
-                        seeded_hash(l.seed, name_in(f, l.offsets_at, e - 1).unwrap()),
-                        mask,
-                    ) == s
+                e != 0 && home(hash_name(l.seed, &t.nth(e - 1).unwrap().name), mask) == s
             })
             .unwrap();
         let empty = (0..l.slots)
@@ -410,13 +476,16 @@ fn targeted_corruptions_are_refused_with_what_is_wrong() {
 /// A file whose records are laid out in the given order (not sorted), with
 /// a consistent index: only the order is wrong.
 fn unsorted_file(services: &[ServiceRef<'_>]) -> Vec<u8> {
-    encode_sorted(&meta(), services, Hashing::for_this_process())
+    let heads = Heads::of(services);
+    encode_sorted(&meta(), services, &heads, seed_for_this_process())
+        .as_bytes()
+        .to_vec()
 }
 
 #[test]
 fn records_out_of_order_or_repeated_are_refused() {
     let s = |name| ServiceRef {
-        name,
+        name: Name::whole(name),
         generation: 1,
         server: 0,
         node_count: 0,
@@ -427,19 +496,23 @@ fn records_out_of_order_or_repeated_are_refused() {
     let err = open_err(unsorted_file(&[s("a/"), s("a/")]));
     assert!(err.contains("strict name order at record 1"), "{err}");
     assert!(Table::open(Bytes::from(unsorted_file(&[s("a/"), s("b/")]))).is_ok());
+    // With a head: the order is of whole names.
+    let err = open_err(unsorted_file(&[s("h/a/"), s("h/c/"), s("h/b/")]));
+    assert!(err.contains("record 2 (\"h/b/\")"), "{err}");
 }
 
 #[test]
 fn names_and_json_must_be_utf8() {
     let s = |name, json| ServiceRef {
-        name,
+        name: Name::whole(name),
         generation: 1,
         server: 0,
         node_count: 0,
         nodes_json: json,
     };
     let mut file = unsorted_file(&[s("a/", "[]"), s("b/", "[]")]);
-    let second_name = 64 + 22 + 2 + 2 + 22;
+    let l = layout(&file);
+    let second_name = u32_at(&file, l.offsets_at + 4).unwrap() as usize + RECORD_FIXED;
     file[second_name] = 0xff;
     let err = open_err(file.clone());
     assert!(
@@ -475,6 +548,21 @@ fn previous_release_files_still_read() {
             assert!(Table::open(Bytes::from(v1[..n].to_vec())).is_err(), "{n}");
         }
     }
+    // The layout before name heads: records with whole names.
+    let mut shuffled = services.clone();
+    shuffled.reverse();
+    let v2 = codec_v2::encode(&meta(), &shuffled);
+    let t = Table::open(Bytes::from(v2.clone())).unwrap();
+    assert!(!t.is_mapped());
+    assert_eq!(*t.meta(), meta());
+    assert_same(&t, &m);
+    for n in 0..v2.len() {
+        assert!(Table::open(Bytes::from(v2[..n].to_vec())).is_err(), "{n}");
+    }
+    let mut bad = v2.clone();
+    bad[64 + 22] = 0xff;
+    let err = open_err(bad);
+    assert!(err.contains("not UTF-8"), "{err}");
 }
 
 #[test]
