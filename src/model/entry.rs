@@ -29,6 +29,10 @@ pub(super) const VALUE_STORED: u8 = 2;
 /// `json` points into this response's fresh node text, not (yet) into the
 /// service's `nodes_json`.
 pub(super) const FRESH: u8 = 4;
+/// `json` is a value's tail in this response's memo text; the node's host
+/// and port are read from the key when the service is rendered (no copy of
+/// the node is made before its service's `nodes_json`).
+pub(super) const FRESH_TAIL: u8 = 32;
 /// Bits 3-4: which kind of JSON value `Value` was.
 const VALUE_KIND_SHIFT: u8 = 3;
 const VALUE_KIND_MASK: u8 = 3 << VALUE_KIND_SHIFT;
@@ -45,7 +49,8 @@ pub(super) struct Entry {
     /// The service slot of a node.
     pub slot: u32,
     /// A node's JSON object: a range of its service's `nodes_json`, or of
-    /// the fresh text while `FRESH` is set.
+    /// the fresh text while `FRESH` is set, or the value's tail while
+    /// `FRESH_TAIL` is.
     pub json: Span,
     pub kind: Kind,
     pub flags: u8,

@@ -49,6 +49,13 @@ impl KeyArena {
         self.bytes.as_bytes().get(key.range()).unwrap_or_default()
     }
 
+    /// The key of the record at `key` as text (keys are stored whole, so
+    /// always found).
+    #[inline]
+    pub fn get_str(&self, key: Span) -> &str {
+        self.bytes.get(key.range()).unwrap_or_default()
+    }
+
     /// The value stored after the key of a record.
     pub fn value_after(&self, key: Span, value_len: u32) -> &[u8] {
         let start = key.off as usize + key.len as usize;

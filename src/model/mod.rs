@@ -206,7 +206,11 @@ impl ServerModel {
                 &mut self.entries,
                 &mut self.slots,
                 &dirty,
-                &scratch.fresh,
+                render::Fresh {
+                    nodes: &scratch.fresh,
+                    tails: &scratch.tails,
+                    keys: &self.keys,
+                },
                 render::Target {
                     nodes: &mut self.nodes,
                     base: &self.name_base,

@@ -1,5 +1,6 @@
-//! Turning one key and value into a node's JSON object, written straight
-//! into the response's fresh text.
+//! Turning one key and value into a node's JSON object: the part that comes
+//! from the value, with the key's host and port put in front when the
+//! service is rendered.
 //!
 //! Values repeat: most services' nodes carry the same `{"weight":1,...}`.
 //! What a value contributes to a node does not depend on the key (only
@@ -24,11 +25,13 @@ const MEMO_TRIAL: u32 = 1024;
 
 /// What a key and value gave.
 pub(super) enum Parsed<'k> {
-    /// A node of `service_path`; its JSON object is at `json` in the fresh
-    /// text.
+    /// A node of `service_path`. Its JSON object is at `json` in the fresh
+    /// text, or, with `tail`, is `{"host":"..","port":N` from the key
+    /// followed by the text at `json` in the memo's tails.
     Node {
         service_path: &'k str,
         json: Span,
+        tail: bool,
     },
     Quiet,
     Malformed(String),
@@ -58,7 +61,8 @@ pub(super) struct NodeParser {
 #[derive(Default)]
 pub(super) struct Scratch<'v> {
     memo: FxHashMap<&'v str, ValuePart>,
-    tails: String,
+    /// The value parts of nodes after their host and port.
+    pub tails: String,
     lookups: u32,
     hits: u32,
     memo_off: bool,
@@ -96,27 +100,11 @@ impl NodeParser {
             None => return self.whole(key, value, scratch),
         };
         match part {
-            ValuePart::Tail(tail) => {
-                let port = itoa_u16(parsed.port);
-                let tail = scratch.tails.get(tail.range()).unwrap_or_default();
-                let json = push_text(
-                    &mut scratch.fresh,
-                    &[
-                        "{\"host\":\"",
-                        parsed.host,
-                        "\",\"port\":",
-                        port.as_str(),
-                        tail,
-                    ],
-                );
-                match json {
-                    Some(json) => Parsed::Node {
-                        service_path: parsed.service_path,
-                        json,
-                    },
-                    None => Parsed::Malformed(TOO_MUCH.into()),
-                }
-            }
+            ValuePart::Tail(tail) => Parsed::Node {
+                service_path: parsed.service_path,
+                json: tail,
+                tail: true,
+            },
             ValuePart::Quiet => Parsed::Quiet,
             ValuePart::Malformed(reason) => Parsed::Malformed(reason),
         }
@@ -175,6 +163,7 @@ impl NodeParser {
                     Some(json) => Parsed::Node {
                         service_path: p.service_path,
                         json,
+                        tail: false,
                     },
                     None => Parsed::Malformed(TOO_MUCH.into()),
                 }
@@ -187,29 +176,23 @@ impl NodeParser {
 
 const TOO_MUCH: &str = "the response holds more than 4 GiB of node text";
 
-/// `port` in decimal, without going through `fmt`.
-fn itoa_u16(port: u16) -> PortText {
-    let mut buf = [0u8; 5];
-    let mut n = port;
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    PortText { buf, start: i }
+/// The `{"host":"..","port":N` of a node from its key (as `kv::parse_key`
+/// checked it) and its service path's length: host and port are the key's
+/// text after the service path, split at its last `:` (after a bracketed
+/// IPv6 literal comes only `:port`), and the port is written without the
+/// leading zeros the key may have (as a number). `None` if the key does not
+/// have that shape.
+pub(super) fn node_head(key: &str, path_len: usize) -> Option<(&str, &str)> {
+    let node = key.get(path_len..)?;
+    let colon = node.bytes().rposition(|b| b == b':')?;
+    // `:` is ASCII: both sides are whole text.
+    let host = node.get(..colon)?;
+    let digits = node.get(colon + 1..)?;
+    let port = digits.trim_start_matches('0');
+    (!port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit()))
+        .then_some((host, port))
 }
 
-struct PortText {
-    buf: [u8; 5],
-    start: usize,
-}
-
-impl PortText {
-    fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.buf[self.start..]).unwrap_or_default()
-    }
-}
+/// `{"host":"` before a node's host, `","port":` before its port.
+pub(super) const HOST_OPEN: &str = "{\"host\":\"";
+pub(super) const PORT_OPEN: &str = "\",\"port\":";

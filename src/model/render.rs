@@ -1,13 +1,25 @@
 //! Rendering the services a response touched: each one's `nodes_json` is
 //! put together from its nodes' text, in key order, copying unchanged nodes
 //! out of the service's previous `nodes_json` (no per-node allocation is
-//! kept) and new ones out of the response's fresh text.
+//! kept) and new ones out of the response's fresh text, or from their key's
+//! host and port and their value's memoized tail.
 
 use std::sync::Arc;
 
-use super::entry::{self, FRESH};
+use super::entry::{self, FRESH, FRESH_TAIL};
+use super::keys::KeyArena;
+use super::nodes::{node_head, HOST_OPEN, PORT_OPEN};
 use super::slots::Slots;
 use crate::snapshot::Service;
+
+/// This response's text the new nodes are made of.
+pub(super) struct Fresh<'a> {
+    /// Whole node objects (`FRESH`).
+    pub nodes: &'a str,
+    /// Value tails (`FRESH_TAIL`), after the host and port of the key.
+    pub tails: &'a str,
+    pub keys: &'a KeyArena,
+}
 
 /// Where the rendered services go besides their slots.
 pub(super) struct Target<'a> {
@@ -79,7 +91,7 @@ pub(super) fn render(
     entries: &mut [entry::Entry],
     slots: &mut Slots,
     dirty: &[u32],
-    fresh: &str,
+    fresh: Fresh<'_>,
     target: Target<'_>,
 ) -> usize {
     // New slots keep their path's place in `at` until named: note it first.
@@ -111,9 +123,11 @@ pub(super) fn render(
             slots.release(s);
             continue;
         }
-        if slots.name_of(s, base, born).is_none() {
+        let Some(name) = slots.name_of(s, base, born) else {
             continue;
-        }
+        };
+        // Every node of the slot has its key start with the slot's path.
+        let path_len = name.len().saturating_sub(base.len());
         let old = slots.list[s as usize]
             .service
             .as_ref()
@@ -123,10 +137,17 @@ pub(super) fn render(
         let mut count = 0u32;
         for &i in mine {
             let e = &mut entries[i as usize];
-            let text = if e.flags & FRESH != 0 {
-                fresh.get(e.json.range())
+            let text = if e.flags & FRESH_TAIL != 0 {
+                let key = fresh.keys.get_str(e.key);
+                node_head(key, path_len)
+                    .zip(fresh.tails.get(e.json.range()))
+                    .map(|((host, port), tail)| Text::Parts(host, port, tail))
+            } else if e.flags & FRESH != 0 {
+                fresh.nodes.get(e.json.range()).map(Text::Whole)
             } else {
-                old.as_deref().and_then(|o| o.get(e.json.range()))
+                old.as_deref()
+                    .and_then(|o| o.get(e.json.range()))
+                    .map(Text::Whole)
             };
             // Always found: a node is either fresh or was rendered into its
             // service's current `nodes_json`.
@@ -139,8 +160,17 @@ pub(super) fn render(
             };
             e.json.off = off;
             e.json.len = len;
-            e.flags &= !FRESH;
-            buf.push_str(text);
+            e.flags &= !(FRESH | FRESH_TAIL);
+            match text {
+                Text::Whole(t) => buf.push_str(t),
+                Text::Parts(host, port, tail) => {
+                    buf.push_str(HOST_OPEN);
+                    buf.push_str(host);
+                    buf.push_str(PORT_OPEN);
+                    buf.push_str(port);
+                    buf.push_str(tail);
+                }
+            }
             count += 1;
         }
         buf.push(']');
@@ -160,4 +190,23 @@ pub(super) fn render(
         changed += 1;
     }
     changed
+}
+
+/// A node's text, whole or in the pieces it is made of.
+#[derive(Clone, Copy)]
+enum Text<'a> {
+    Whole(&'a str),
+    /// Host, port and the value's tail.
+    Parts(&'a str, &'a str, &'a str),
+}
+
+impl Text<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Text::Whole(t) => t.len(),
+            Text::Parts(host, port, tail) => {
+                HOST_OPEN.len() + host.len() + PORT_OPEN.len() + port.len() + tail.len()
+            }
+        }
+    }
 }

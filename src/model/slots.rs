@@ -64,6 +64,27 @@ fn spread(h: u32) -> u64 {
     u64::from(h).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
+/// The service path of `slot`: after the base in its name, or, for a slot
+/// made in this response, in `born`.
+fn path_in<'a>(
+    list: &'a [Slot],
+    born: &'a str,
+    born_spans: &[Span],
+    base_len: usize,
+    slot: u32,
+) -> &'a [u8] {
+    let Some(s) = list.get(slot as usize) else {
+        return &[];
+    };
+    match &s.name {
+        Some(n) => n.as_bytes().get(base_len..).unwrap_or_default(),
+        None => born_spans
+            .get(s.at as usize)
+            .and_then(|span| born.as_bytes().get(span.range()))
+            .unwrap_or_default(),
+    }
+}
+
 impl Slots {
     pub fn new(base_len: usize) -> Self {
         Slots {
@@ -73,17 +94,13 @@ impl Slots {
     }
 
     fn path_of(&self, slot: u32) -> &[u8] {
-        let Some(s) = self.list.get(slot as usize) else {
-            return &[];
-        };
-        match &s.name {
-            Some(n) => n.as_bytes().get(self.base_len..).unwrap_or_default(),
-            None => self
-                .born_spans
-                .get(s.at as usize)
-                .and_then(|span| self.born.as_bytes().get(span.range()))
-                .unwrap_or_default(),
-        }
+        path_in(
+            &self.list,
+            &self.born,
+            &self.born_spans,
+            self.base_len,
+            slot,
+        )
     }
 
     /// The service path of a slot.
@@ -151,37 +168,47 @@ impl Slots {
     /// The slot of `path`, made if new (named when rendered).
     pub fn find_or_add(&mut self, path: &str) -> u32 {
         let h = hash_path(path.as_bytes());
-        if let Some(&i) = self
-            .index
-            .find(spread(h), |&i| self.path_of(i) == path.as_bytes())
-        {
-            return i;
-        }
-        let born = self.born_spans.len() as u32;
-        let span = push_text(&mut self.born, &[path]).unwrap_or_default();
-        self.born_spans.push(span);
+        // One probe finds the slot or the place of a new one.
+        let Slots {
+            list,
+            index,
+            born,
+            born_spans,
+            base_len,
+            ..
+        } = self;
+        let at = |i: u32| path_in(list, born, born_spans, *base_len, i);
+        let vacant = match index.entry(
+            spread(h),
+            |&i| at(i) == path.as_bytes(),
+            |&j| spread(list[j as usize].hash),
+        ) {
+            hashbrown::hash_table::Entry::Occupied(o) => return *o.get(),
+            hashbrown::hash_table::Entry::Vacant(v) => v,
+        };
+        let born_at = born_spans.len() as u32;
+        let span = push_text(born, &[path]).unwrap_or_default();
+        born_spans.push(span);
         let slot = Slot {
             name: None,
             hash: h,
-            at: born,
+            at: born_at,
             service: None,
         };
         let i = match self.free.pop() {
             Some(i) => {
-                self.list[i as usize] = slot;
+                list[i as usize] = slot;
                 i
             }
             None => {
-                self.list.push(slot);
-                (self.list.len() - 1) as u32
+                list.push(slot);
+                (list.len() - 1) as u32
             }
         };
-        if self.dirty.len() * 64 < self.list.len() {
+        vacant.insert(i);
+        if self.dirty.len() * 64 < list.len() {
             self.dirty.push(0);
         }
-        let list = &self.list;
-        self.index
-            .insert_unique(spread(h), i, |&j| spread(list[j as usize].hash));
         i
     }
 

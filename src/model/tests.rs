@@ -733,3 +733,88 @@ fn services_are_listed_in_key_order_after_a_first_sync_and_found_by_name() {
     assert_eq!(m.service_count(), 4);
     assert_eq!(m.services().count(), 4);
 }
+
+/// Every node as `kv::parse_entry` renders it, grouped by service in key
+/// order: what the model must serve.
+fn parser_services(raws: &[RawEntry<'_>]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    for raw in raws {
+        let Field::Ok(key) = &raw.key else { continue };
+        if let crate::kv::Outcome::Node { service_path, json } =
+            crate::kv::parse_entry(key, &raw.value, &rules())
+        {
+            let name = format!("{URL}/v1/kv/{service_path}");
+            match out.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, nodes)) => nodes.push(json.into()),
+                None => out.push((name, vec![json.into()])),
+            }
+        }
+    }
+    out.into_iter()
+        .map(|(n, nodes)| (n, format!("[{}]", nodes.join(","))))
+        .collect()
+}
+
+#[test]
+fn nodes_put_together_from_key_and_value_match_the_parser() {
+    // Hosts and ports as the key writes them (IPv6 literals, leading zeros,
+    // names), nested services, a repeated value (the memo's tail path) and
+    // then distinct values (the memo turns itself off: whole nodes).
+    let hosts = [
+        "[2001:db8::1]:080",
+        "[::1]:1",
+        "10.0.0.1:00080",
+        "api-1_b.internal:65535",
+        "h:8080",
+    ];
+    let services = ["a", "a/b", "a/b/c", "z"];
+    let mut keys: Vec<String> = Vec::new();
+    for s in services {
+        for h in hosts {
+            keys.push(format!("upstreams/{s}/{h}"));
+        }
+    }
+    for i in 0..1500 {
+        keys.push(format!(
+            "upstreams/many/10.1.{}.{}:0{}",
+            i / 250,
+            i % 250,
+            1 + i % 9
+        ));
+    }
+    keys.sort();
+    let repeated: Vec<RawEntry<'static>> = keys
+        .iter()
+        .map(|k| entry(k, r#"{"weight":3,"metadata":{"x":[1]}}"#))
+        .collect();
+    let distinct: Vec<RawEntry<'static>> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| entry(k, &format!(r#"{{"weight":{i},"priority":-1}}"#)))
+        .collect();
+    for raws in [&repeated, &distinct] {
+        let mut m = ServerModel::new(0, URL, rules());
+        m.apply(raws, 1).unwrap();
+        let want = parser_services(raws);
+        assert_eq!(m.service_count(), want.len());
+        for (name, json) in &want {
+            assert_eq!(
+                &*m.service(name).unwrap().nodes_json,
+                json.as_str(),
+                "{name}"
+            );
+        }
+        // The next response walks the rendered text, not the tails.
+        let mut again: Vec<RawEntry<'static>> = raws.iter().map(|e| e.clone_entry()).collect();
+        again[3].modify_index = Field::Ok(2);
+        again[3].value = entry("x", r#"{"weight":9}"#).value;
+        m.apply(&again, 2).unwrap();
+        for (name, json) in &parser_services(&again) {
+            assert_eq!(
+                &*m.service(name).unwrap().nodes_json,
+                json.as_str(),
+                "{name}"
+            );
+        }
+    }
+}

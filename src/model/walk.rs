@@ -11,7 +11,9 @@ use std::hash::Hasher as _;
 
 use hashbrown::HashTable;
 
-use super::entry::{self, Entry, Fingerprint, Kind, FRESH, HAS_INDEX, NO_SLOT, VALUE_STORED};
+use super::entry::{
+    self, Entry, Fingerprint, Kind, FRESH, FRESH_TAIL, HAS_INDEX, NO_SLOT, VALUE_STORED,
+};
 use super::keys::{KeyArena, Span};
 use super::nodes::{NodeParser, Parsed, Scratch};
 use super::report::Applied;
@@ -186,7 +188,11 @@ impl<'m, 'v> Pass<'m, 'v> {
         Fingerprint::of(&raw.value).store(e);
         e.slot = NO_SLOT;
         match self.parser.parse(key, &raw.value, &mut self.scratch) {
-            Parsed::Node { service_path, json } => {
+            Parsed::Node {
+                service_path,
+                json,
+                tail,
+            } => {
                 let slot = if self.last_slot != NO_SLOT
                     && self.slots.path(self.last_slot) == service_path.as_bytes()
                 {
@@ -199,7 +205,7 @@ impl<'m, 'v> Pass<'m, 'v> {
                 e.kind = Kind::Node;
                 e.slot = slot;
                 e.json = json;
-                e.flags |= FRESH;
+                e.flags |= if tail { FRESH_TAIL } else { FRESH };
             }
             Parsed::Quiet => e.kind = Kind::Quiet,
             Parsed::Malformed(reason) => {
