@@ -130,7 +130,12 @@ impl<'a> Name<'a> {
 
 impl Ord for Name<'_> {
     fn cmp(&self, other: &Name<'_>) -> Ordering {
-        if self.head == other.head {
+        // Names of one table share their head: same bytes, same place.
+        let same_head = self.head.len() == other.head.len()
+            && (self.head.is_empty()
+                || std::ptr::eq(self.head.as_ptr(), other.head.as_ptr())
+                || self.head == other.head);
+        if same_head {
             return self.tail.cmp(other.tail);
         }
         self.bytes().cmp(other.bytes())

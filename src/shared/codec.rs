@@ -340,17 +340,25 @@ impl Table {
             services = order.iter().map(|&i| services[i as usize]).collect();
         }
         let heads = Heads::of(&services);
-        let mut size = HEADER_LEN + heads.bytes();
+        let (mut size, mut records) = (HEADER_LEN + heads.bytes(), 0);
         let fitting = services
             .iter()
             .take_while(|s| {
+                let record = RECORD_FIXED + s.name.len() - heads.choose(s).1 + s.nodes_json.len();
                 // The record, its offset, and at most four index slots.
-                size += RECORD_FIXED + s.name.len() - heads.choose(s).1 + s.nodes_json.len() + 20;
+                size += record + 20;
+                records += record;
                 fits_u32(size + 4)
             })
             .count();
-        services.truncate(fitting);
-        encode_sorted(meta, &services, &heads, seed)
+        if fitting < services.len() {
+            services.truncate(fitting);
+            records = services
+                .iter()
+                .map(|s| RECORD_FIXED + s.name.len() - heads.choose(s).1 + s.nodes_json.len())
+                .sum();
+        }
+        encode_sorted(meta, &services, &heads, seed, records)
     }
 
     /// The same table served from `mapping`, when the mapping holds exactly
@@ -680,14 +688,17 @@ fn header(meta: &Meta, seed: u32, l: &Layout) -> [u8; HEADER_LEN] {
 }
 
 /// The table of services sorted by name, without duplicates, that fit.
-fn encode_sorted(meta: &Meta, services: &[ServiceRef<'_>], heads: &Heads<'_>, seed: u32) -> Table {
+/// `records` is the size of their records.
+fn encode_sorted(
+    meta: &Meta,
+    services: &[ServiceRef<'_>],
+    heads: &Heads<'_>,
+    seed: u32,
+    records: usize,
+) -> Table {
     let count = services.len();
     let slots = slots_for(count);
     let records_at = HEADER_LEN + heads.bytes();
-    let records: usize = services
-        .iter()
-        .map(|s| RECORD_FIXED + s.name.len() - heads.choose(s).1 + s.nodes_json.len())
-        .sum();
     let layout = Layout {
         count,
         slots,
@@ -888,11 +899,12 @@ fn validate(b: &[u8]) -> Result<Table, String> {
     let seed = u32_at(b, 36).unwrap_or(0);
     let (offsets_at, index_at) = (l.offsets_at, l.index_at());
     let mask = l.slots - 1;
-    let head_text = |k: usize| {
-        let (at, len) = heads[k];
-        // Checked to be UTF-8 by validate_header.
-        std::str::from_utf8(&b[at..at + len]).unwrap_or("")
-    };
+    // Checked to be UTF-8 by validate_header; looked at once here.
+    let head_texts: Vec<&str> = heads
+        .iter()
+        .map(|&(at, len)| std::str::from_utf8(&b[at..at + len]).unwrap_or(""))
+        .collect();
+    let head_text = |k: usize| head_texts[k];
     let mut at = l.records_at;
     let mut previous: Option<Name<'_>> = None;
     let mut nodes = 0u64;
