@@ -94,9 +94,18 @@ fn word(bytes: &[u8]) -> u64 {
 /// 8-byte little-endian word of the name (the last one zero-padded) gives
 /// `h = fold(h ^ word, m)`; the hash is `fold(h, 0xe7037ed1a0b428db)`.
 pub fn seeded_hash(seed: u32, name: &[u8]) -> u64 {
-    let m = fold(u64::from(seed) ^ SEED_MIX, FINAL_MIX) | 1;
-    let mut h = m ^ name.len() as u64;
-    let mut words = name.chunks_exact(8);
+    let m = multiplier(seed);
+    fold(absorb(m ^ name.len() as u64, m, name), FINAL_MIX)
+}
+
+fn multiplier(seed: u32) -> u64 {
+    fold(u64::from(seed) ^ SEED_MIX, FINAL_MIX) | 1
+}
+
+/// `h` after the 8-byte words of `bytes`, the last one zero-padded.
+#[inline(always)]
+fn absorb(mut h: u64, m: u64, bytes: &[u8]) -> u64 {
+    let mut words = bytes.chunks_exact(8);
     for w in &mut words {
         h = fold(h ^ word(w), m);
     }
@@ -104,18 +113,15 @@ pub fn seeded_hash(seed: u32, name: &[u8]) -> u64 {
     if !rest.is_empty() {
         h = fold(h ^ word(rest), m);
     }
-    fold(h, FINAL_MIX)
+    h
 }
 
 /// [`seeded_hash`] of `a` followed by `b`, without putting them together.
 pub fn seeded_hash_of_parts(seed: u32, a: &[u8], b: &[u8]) -> u64 {
-    let m = fold(u64::from(seed) ^ SEED_MIX, FINAL_MIX) | 1;
-    let mut h = m ^ (a.len() + b.len()) as u64;
-    let mut words = a.chunks_exact(8);
-    for w in &mut words {
-        h = fold(h ^ word(w), m);
-    }
-    let rest = words.remainder();
+    let m = multiplier(seed);
+    let whole = a.len() / 8 * 8;
+    let mut h = absorb(m ^ (a.len() + b.len()) as u64, m, &a[..whole]);
+    let rest = &a[whole..];
     let mut b = b;
     if !rest.is_empty() {
         // The word that straddles the two parts.
@@ -126,15 +132,7 @@ pub fn seeded_hash_of_parts(seed: u32, a: &[u8], b: &[u8]) -> u64 {
         h = fold(h ^ u64::from_le_bytes(w), m);
         b = &b[take..];
     }
-    let mut words = b.chunks_exact(8);
-    for w in &mut words {
-        h = fold(h ^ word(w), m);
-    }
-    let rest = words.remainder();
-    if !rest.is_empty() {
-        h = fold(h ^ word(rest), m);
-    }
-    fold(h, FINAL_MIX)
+    fold(absorb(h, m, b), FINAL_MIX)
 }
 
 /// The hash of a name in whatever pieces it is held.
@@ -244,19 +242,19 @@ pub struct Table {
     nodes: u64,
 }
 
-fn u16_at(b: &[u8], at: usize) -> Option<u16> {
+pub(super) fn u16_at(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_le_bytes(
         b.get(at..at.checked_add(2)?)?.try_into().ok()?,
     ))
 }
 
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+pub(super) fn u32_at(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_le_bytes(
         b.get(at..at.checked_add(4)?)?.try_into().ok()?,
     ))
 }
 
-fn u64_at(b: &[u8], at: usize) -> Option<u64> {
+pub(super) fn u64_at(b: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_le_bytes(
         b.get(at..at.checked_add(8)?)?.try_into().ok()?,
     ))
@@ -427,15 +425,19 @@ impl Table {
             .map_or("", |&h| self.text(h))
     }
 
-    fn record_at(&self, at: usize) -> Option<ServiceRef<'_>> {
-        let r = raw_record(self.as_bytes(), at, self.offsets_at)?;
-        Some(ServiceRef {
+    fn service_of(&self, r: &RawRecord) -> ServiceRef<'_> {
+        ServiceRef {
             name: Name::new(self.head(r.head), self.text(r.tail)),
             generation: r.generation,
             server: r.server,
             node_count: r.node_count,
             nodes_json: self.text(r.json),
-        })
+        }
+    }
+
+    fn record_at(&self, at: usize) -> Option<ServiceRef<'_>> {
+        let r = raw_record(self.as_bytes(), at, self.offsets_at)?;
+        Some(self.service_of(&r))
     }
 
     #[inline]
@@ -489,9 +491,8 @@ impl Table {
                 return None;
             }
             let r = raw_record(b, at, self.offsets_at)?;
-            let s = self.record_at(at)?;
             at = r.end;
-            Some(s)
+            Some(self.service_of(&r))
         })
     }
 }

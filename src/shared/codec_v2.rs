@@ -12,6 +12,7 @@
 //!   name[name_len], json[json_len]
 //! ```
 
+use super::codec::{u16_at, u32_at, u64_at};
 use crate::snapshot::{Meta, Name, ServiceRef};
 
 pub const MAGIC: &[u8; 8] = b"CKVSNAP2";
@@ -20,18 +21,6 @@ const RECORD_FIXED: usize = 22;
 const FLAG_FROM_DUMP: u32 = 1;
 const FLAG_SYNCED: u32 = 2;
 const KNOWN_FLAGS: u32 = 1 | 2 | 4;
-
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(
-        b.get(at..at.checked_add(4)?)?.try_into().ok()?,
-    ))
-}
-
-fn u64_at(b: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(
-        b.get(at..at.checked_add(8)?)?.try_into().ok()?,
-    ))
-}
 
 fn text<'a>(b: &'a [u8], at: usize, len: usize, what: &str) -> Result<&'a str, String> {
     let bytes = at
@@ -81,7 +70,7 @@ pub fn decode(b: &[u8]) -> Result<(Meta, Vec<ServiceRef<'_>>), String> {
             .ok_or_else(|| format!("record {i} at byte {at} runs past the records"))?;
         let generation = u64_at(fixed, 0).unwrap_or(0);
         let node_count = u32_at(fixed, 8).unwrap_or(0);
-        let server = u16::from_le_bytes([fixed[12], fixed[13]]);
+        let server = u16_at(fixed, 12).unwrap_or(0);
         let name_len = u32_at(fixed, 14).unwrap_or(0) as usize;
         let json_len = u32_at(fixed, 18).unwrap_or(0) as usize;
         let name_at = at + RECORD_FIXED;
