@@ -3,7 +3,6 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ckv::shared::codec;
 use ckv::snapshot::{Meta, Name, ServiceRef, Snapshot};
@@ -11,17 +10,19 @@ use ckv::snapshot::{Meta, Name, ServiceRef, Snapshot};
 /// Records the largest single allocation made by a thread that asked for it.
 struct Largest;
 
-static LARGEST: AtomicUsize = AtomicUsize::new(0);
+// Both per thread: tests run in parallel, and each measures only its own
+// allocations (one process-wide maximum mixed them up).
 thread_local! {
     static TRACK: Cell<bool> = const { Cell::new(false) };
+    static LARGEST: Cell<usize> = const { Cell::new(0) };
 }
 
 // SAFETY: forwards to the system allocator unchanged; the bookkeeping only
-// touches an atomic and a thread-local flag (no allocation).
+// touches two thread-local cells (no allocation).
 unsafe impl GlobalAlloc for Largest {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if TRACK.try_with(Cell::get).unwrap_or(false) {
-            LARGEST.fetch_max(layout.size(), Ordering::Relaxed);
+            let _ = LARGEST.try_with(|l| l.set(l.get().max(layout.size())));
         }
         // SAFETY: same contract as the caller's.
         unsafe { System.alloc(layout) }
@@ -36,11 +37,11 @@ unsafe impl GlobalAlloc for Largest {
 static GLOBAL: Largest = Largest;
 
 fn largest_allocation_of(f: impl FnOnce()) -> usize {
-    LARGEST.store(0, Ordering::Relaxed);
+    LARGEST.with(|l| l.set(0));
     TRACK.with(|t| t.set(true));
     f();
     TRACK.with(|t| t.set(false));
-    LARGEST.load(Ordering::Relaxed)
+    LARGEST.with(Cell::get)
 }
 
 /// A previous-release (`CKVSNAP1`) header claiming `count` services.
