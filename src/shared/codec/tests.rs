@@ -477,13 +477,22 @@ fn targeted_corruptions_are_refused_with_what_is_wrong() {
 /// a consistent index: only the order is wrong.
 fn unsorted_file(services: &[ServiceRef<'_>]) -> Vec<u8> {
     let heads = Heads::of(services);
+    let chosen: Vec<_> = services.iter().map(|s| heads.choose(s)).collect();
     let records = services
         .iter()
-        .map(|s| RECORD_FIXED + s.name.len() - heads.choose(s).1 + s.nodes_json.len())
+        .zip(&chosen)
+        .map(|(s, c)| RECORD_FIXED + s.name.len() - c.1 + s.nodes_json.len())
         .sum();
-    encode_sorted(&meta(), services, &heads, seed_for_this_process(), records)
-        .as_bytes()
-        .to_vec()
+    encode_sorted(
+        &meta(),
+        services,
+        &chosen,
+        &heads,
+        seed_for_this_process(),
+        records,
+    )
+    .as_bytes()
+    .to_vec()
 }
 
 #[test]
