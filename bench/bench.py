@@ -451,6 +451,8 @@ def bench_propagation(report):
                 if any(r.get("steps") or []):
                     row["steps_p50_ms"] = step_split(r["steps"])
                     log(f"   {mode} {services} steps p50 (ms): {row['steps_p50_ms']}")
+                    row["change_split_ms"] = change_split(r["steps"])
+                    log(f"   {mode} {services} split of a change (ms): {row['change_split_ms']}")
                 log(f"   {mode} {services} services: p50 {row['p50_ms']:.2f} ms, "
                     f"p99 {row['p99_ms']:.2f} ms ({len(lat)}/{n} changes)")
                 res.append(row)
@@ -475,6 +477,50 @@ def step_split(steps):
         d = [(s[b] - s[a]) / 1000 for s in leader if s.get(a) and s.get(b)]
         if d:
             out[name] = round(pct(d, 50), 2)
+    return out
+
+
+CHANGE_PARTS = ("wire", "body", "parse", "apply", "publish", "follow", "poll")
+
+
+def change_split(steps):
+    """Where each change's time went, PUT returned -> last worker saw it (ms).
+    wire: PUT returned -> the leader had the response's headers (the double's
+    wake-up and the leader thread's); body, parse, apply, publish: the
+    leader's steps; follow: published -> the last worker served it; poll:
+    served -> seen by the 1 ms poller. p50 and p99 of each over all changes,
+    and the mean of each over the slowest 2 % of changes (the p99 ones)."""
+    by_change = {}
+    for w in steps:
+        for s in w:
+            if s.get("change") is not None:
+                by_change.setdefault(s["change"], []).append(s)
+    rows = []
+    for seen in by_change.values():
+        leader = [s for s in seen if s.get("published_us")]
+        if len(leader) != 1 or len(seen) < 2 or not all(s.get("seen_us") for s in seen):
+            continue
+        ld = leader[0]
+        if any(s.get("seq") != ld.get("seq") for s in seen):
+            continue
+        served = max(s["served_us"] for s in seen)
+        last_seen = max(s["seen_us"] for s in seen)
+        marks = [ld["put_us"], ld["headers_us"], ld["received_us"], ld["parsed_us"],
+                 ld["applied_us"], ld["published_us"], served, last_seen]
+        if not all(marks):
+            continue
+        parts = {n: (b - a) / 1000 for n, a, b in zip(CHANGE_PARTS, marks, marks[1:])}
+        parts["total"] = (last_seen - ld["put_us"]) / 1000
+        rows.append(parts)
+    if not rows:
+        return {}
+    out = {"changes": len(rows)}
+    for n in CHANGE_PARTS + ("total",):
+        vals = [r[n] for r in rows]
+        out[n] = {"p50": round(pct(vals, 50), 2), "p99": round(pct(vals, 99), 2)}
+    slow = sorted(rows, key=lambda r: r["total"])[-max(1, len(rows) // 50):]
+    out["slowest_2pct_mean"] = {n: round(sum(r[n] for r in slow) / len(slow), 2)
+                                for n in CHANGE_PARTS + ("total",)}
     return out
 
 

@@ -262,6 +262,14 @@ impl Snapshot {
         Snapshot::new(meta, services.into_iter().map(|(k, v)| v.as_ref(k)))
     }
 
+    /// The snapshot of `services` made from `prev` by rewriting only the
+    /// records that changed ([`Table::patched`]: the caller vouches that
+    /// the names are `prev`'s, in order). `None` when `prev` cannot be
+    /// patched: build the snapshot instead.
+    pub fn patched(prev: &Snapshot, meta: Meta, services: &[ServiceRef<'_>]) -> Option<Snapshot> {
+        Table::patched(&prev.table, &meta, services).map(Snapshot::from_table)
+    }
+
     /// The snapshot a table holds (fields from its header).
     pub fn from_table(table: Table) -> Snapshot {
         Snapshot::with_table(Arc::new(table))

@@ -163,7 +163,8 @@ pub struct ChangeTimes {
     pub parsed_us: u64,
     /// Leader: the model was updated.
     pub applied_us: u64,
-    /// Leader: the snapshot was in the shared directory, followers woken.
+    /// Leader: the snapshot was in the shared directory, followers woken
+    /// (0 while that is under way: the leader serves the snapshot first).
     pub published_us: u64,
     /// This process started serving it.
     pub served_us: u64,

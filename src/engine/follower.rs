@@ -84,7 +84,7 @@ pub fn follow(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
                     Some((seq, map)) => {
                         // A snapshot that does not validate is never retried.
                         seen_seq = seq;
-                        codec::open(map)
+                        codec::open_after(map, &shared.current.load())
                             .map(Some)
                             .map_err(|e| format!("shared snapshot {seq} is unusable: {e}"))
                     }

@@ -16,7 +16,7 @@ use crate::model::ServerModel;
 use crate::policy::{self, EmptyOutcome};
 use crate::shared::{codec, Group};
 use crate::snapshot::{Meta, Snapshot};
-use crate::stats::ServerStats;
+use crate::stats::{ChangeTimes, ServerStats};
 use crate::watcher::{self, WatchSink};
 
 /// Dump writes are coalesced: at most one per this interval.
@@ -44,6 +44,11 @@ pub struct Leader {
     /// Per server: when its response being handled arrived.
     received: Vec<Option<Arrival>>,
     seq: u64,
+    /// Each model's `names_epoch` when snapshot `seq` was built: while they
+    /// stay, the next snapshot is that one patched.
+    built_epochs: Vec<u64>,
+    /// Snapshots made by patching the previous one, not built anew.
+    patched: u64,
 }
 
 /// When a response arrived.
@@ -119,6 +124,8 @@ pub fn take_leadership(shared: &Shared) {
         kept_empty: vec![false; servers],
         received: vec![None; servers],
         seq,
+        built_epochs: Vec::new(),
+        patched: 0,
     });
     if shared.role() == Role::Follower {
         shared.set_role(Role::Leader);
@@ -164,7 +171,7 @@ fn publish_from(shared: &Shared, leader: &mut Leader, arrival: Arrival, parsed_u
         synced: leader.synced.iter().all(|s| *s),
         received_us,
     };
-    let snapshot = Snapshot::from_services(meta, leader.models.iter().flat_map(|m| m.services()));
+    let snapshot = next_snapshot(shared, leader, meta);
     for (i, m) in leader.models.iter().enumerate() {
         let (services, nodes) = (m.service_count() as u64, m.node_count());
         if let Some(s) = shared.stats.lock().get_mut(i) {
@@ -172,20 +179,59 @@ fn publish_from(shared: &Shared, leader: &mut Leader, arrival: Arrival, parsed_u
             s.nodes = nodes;
         }
     }
+    // The times are those of this change before the snapshot is served, so
+    // that `stats()` never pairs its seq with the previous change's steps;
+    // `published_us` stays 0 until the followers have been woken.
+    *shared.last_change.lock() = ChangeTimes {
+        seq: leader.seq,
+        headers_us: arrival.headers_us,
+        received_us,
+        parsed_us,
+        applied_us,
+        published_us: 0,
+        served_us: 0,
+    };
     shared.publish_observed(snapshot);
     share_current(shared);
-    {
-        let mut times = shared.last_change.lock();
-        times.headers_us = arrival.headers_us;
-        times.received_us = received_us;
-        times.parsed_us = parsed_us;
-        times.applied_us = applied_us;
-        times.published_us = crate::stats::now_us();
-    }
+    shared.last_change.lock().published_us = crate::stats::now_us();
     shared.stats_dirty.store(true, Ordering::Release);
     shared.stats_changed.notify_one();
     if shared.config.dump.is_some() {
         shared.dump_dirty.notify_one();
+    }
+}
+
+/// The snapshot of the models under `meta`: the served one patched when
+/// only nodes changed since it was built (no service added or removed in
+/// any model), else built anew.
+fn next_snapshot(shared: &Shared, leader: &mut Leader, meta: Meta) -> Snapshot {
+    let epochs: Vec<u64> = leader.models.iter().map(ServerModel::names_epoch).collect();
+    let services: Vec<_> = leader
+        .models
+        .iter()
+        .flat_map(|m| m.services())
+        .map(|(name, s)| s.as_ref(name))
+        .collect();
+    let current = shared.current.load();
+    let patched = (epochs == leader.built_epochs && current.seq == meta.seq - 1)
+        .then(|| Snapshot::patched(&current, meta, &services))
+        .flatten();
+    leader.built_epochs = epochs;
+    match patched {
+        Some(s) => {
+            debug_assert!(
+                codec::file_bytes(&s)[..]
+                    == *codec::encode(&Snapshot::from_table(codec::Table::build_seeded(
+                        &meta,
+                        services,
+                        current.table().seed()
+                    ))),
+                "a patched snapshot differs from the one built anew"
+            );
+            leader.patched += 1;
+            s
+        }
+        None => Snapshot::new(meta, services),
     }
 }
 
@@ -541,7 +587,65 @@ async fn write_stats(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kv::Field;
+    use std::borrow::Cow;
     use std::sync::atomic::AtomicUsize;
+
+    fn node(service: &str, host: u8, weight: u32) -> RawEntry<'static> {
+        use base64::Engine as _;
+        let value = format!(r#"{{"weight":{weight}}}"#);
+        RawEntry {
+            key: Field::Ok(Cow::Owned(format!("upstreams/{service}/10.0.0.{host}:80"))),
+            value: Field::Ok(Cow::Owned(
+                base64::engine::general_purpose::STANDARD.encode(value),
+            )),
+            modify_index: Field::Ok(u64::from(weight)),
+        }
+    }
+
+    #[test]
+    fn a_change_of_nodes_only_patches_the_served_snapshot() {
+        let config = crate::config::Config::from_json(
+            br#"{"servers":["http://127.0.0.1:8500"],"prefix":"upstreams"}"#,
+        )
+        .unwrap();
+        let shared = Arc::new(Shared::new(Arc::new(config), None, None));
+        take_leadership(&shared);
+        let sink = Sink {
+            shared: shared.clone(),
+            release: Arc::new(Notify::new()),
+        };
+        let patched = || shared.leader.lock().as_ref().unwrap().patched;
+        let weight_of = |service: &str| {
+            let name = format!("http://127.0.0.1:8500/v1/kv/upstreams/{service}/");
+            let snap = shared.current.load_full();
+            let json = snap.get(&name).map(|s| s.nodes_json.to_owned());
+            json
+        };
+        let mut nodes = vec![node("a", 1, 1), node("b", 1, 1), node("c", 1, 1)];
+        assert_eq!(sink.apply(0, &nodes), Ok(true));
+        assert_eq!(patched(), 0, "the first snapshot is built");
+        nodes[1] = node("b", 1, 7);
+        assert_eq!(sink.apply(0, &nodes), Ok(true));
+        assert_eq!(patched(), 1, "a weight: patched");
+        assert!(weight_of("b").unwrap().contains(r#""weight":7"#));
+        nodes.push(node("c", 2, 3));
+        assert_eq!(sink.apply(0, &nodes), Ok(true));
+        assert_eq!(patched(), 2, "a node more in a service: patched");
+        nodes.push(node("d", 1, 1));
+        assert_eq!(sink.apply(0, &nodes), Ok(true));
+        assert_eq!(patched(), 2, "a service more: built");
+        assert!(weight_of("d").is_some());
+        nodes.remove(0);
+        assert_eq!(sink.apply(0, &nodes), Ok(true));
+        assert_eq!(patched(), 2, "a service fewer: built");
+        assert!(weight_of("a").is_none());
+        nodes[0] = node("b", 1, 9);
+        assert_eq!(sink.apply(0, &nodes), Ok(true));
+        assert_eq!(patched(), 3);
+        assert!(weight_of("b").unwrap().contains(r#""weight":9"#));
+        assert_eq!(shared.current.load().len(), 3);
+    }
 
     /// Lets the release task run until it waits again (time is paused).
     async fn settle() {

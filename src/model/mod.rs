@@ -83,6 +83,14 @@ impl ServerModel {
         self.slots.services()
     }
 
+    /// Changes whenever a service is added or removed (or the order of
+    /// [`ServerModel::services`] could change otherwise); stays while only
+    /// nodes change. A service that changes while it stays gets the `seq`
+    /// of that `apply`.
+    pub fn names_epoch(&self) -> u64 {
+        self.slots.epoch()
+    }
+
     /// Number of services.
     pub fn service_count(&self) -> usize {
         self.slots.services

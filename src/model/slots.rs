@@ -49,6 +49,11 @@ pub(super) struct Slots {
     born_spans: Vec<Span>,
     /// Where a new name is put together.
     name_buf: String,
+    /// Changes whenever the services listed could change other than in
+    /// their nodes (one added or removed, slots renumbered): while it stays,
+    /// `services()` yields the same names in the same order, which lets the
+    /// leader patch its previous snapshot instead of building it again.
+    epoch: u64,
 }
 
 fn hash_path(path: &[u8]) -> u32 {
@@ -133,6 +138,7 @@ impl Slots {
         let name: Arc<str> = Arc::from(buf.as_str());
         self.name_buf = buf;
         self.list[slot as usize].name = Some(name.clone());
+        self.epoch += 1;
         Some(name)
     }
 
@@ -248,6 +254,9 @@ impl Slots {
         if s.service.is_some() {
             self.services += 1;
         }
+        if old.is_some() != s.service.is_some() {
+            self.epoch += 1;
+        }
         old
     }
 
@@ -270,6 +279,7 @@ impl Slots {
         if let Some(s) = self.list.get_mut(slot as usize) {
             *s = Slot::default();
             self.free.push(slot);
+            self.epoch += 1;
         }
     }
 
@@ -295,6 +305,7 @@ impl Slots {
             }
             self.list = list;
             self.free = Vec::new();
+            self.epoch += 1;
             self.dirty = vec![0; self.list.len().div_ceil(64)];
             self.index = HashTable::with_capacity(live);
             let list = &self.list;
@@ -312,6 +323,14 @@ impl Slots {
     }
 
     pub fn clear(&mut self) {
-        *self = Slots::new(self.base_len);
+        *self = Slots {
+            epoch: self.epoch + 1,
+            ..Slots::new(self.base_len)
+        };
+    }
+
+    /// See [`Slots::epoch`](Slots#structfield.epoch).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 }

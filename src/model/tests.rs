@@ -818,3 +818,106 @@ fn nodes_put_together_from_key_and_value_match_the_parser() {
         }
     }
 }
+
+fn names(m: &ServerModel) -> Vec<String> {
+    m.services().map(|(n, _)| n.to_string()).collect()
+}
+
+#[test]
+fn the_names_epoch_stays_exactly_while_the_list_of_names_does() {
+    // The leader patches its previous snapshot while every epoch stays: a
+    // list of names that changed under the same epoch would serve nodes
+    // under the wrong names.
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    let index = std::cell::Cell::new(1u64);
+    let bump = || {
+        index.set(index.get() + 1);
+        index.get()
+    };
+    let make = |rng: &mut Rng| {
+        let svc = ["a", "b", "b/x", "c", "d/e/f", "g"][rng.next(6)];
+        let key = format!("upstreams/{svc}/10.0.0.{}:80", rng.next(6));
+        (key, rng.next(3) as u32, bump())
+    };
+    let mut rows: Vec<(String, u32, u64)> = (0..20).map(|_| make(&mut rng)).collect();
+    rows.sort();
+    rows.dedup_by(|a, b| a.0 == b.0);
+    let mut m = ServerModel::new(0, URL, rules());
+    m.apply(&raws(&rows), 1).unwrap();
+    let (mut stayed, mut moved) = (0, 0);
+    for seq in 2..400 {
+        let (epoch, before) = (m.names_epoch(), names(&m));
+        match rng.next(5) {
+            0 if !rows.is_empty() => {
+                rows.remove(rng.next(rows.len()));
+            }
+            1 => {
+                let row = make(&mut rng);
+                if !rows.iter().any(|r| r.0 == row.0) {
+                    rows.push(row);
+                    rows.sort();
+                }
+            }
+            _ if !rows.is_empty() => {
+                let i = rng.next(rows.len());
+                rows[i].1 += 1;
+                rows[i].2 = bump();
+            }
+            _ => {}
+        }
+        if rng.next(40) == 0 {
+            m.clear();
+        } else {
+            m.apply(&raws(&rows), seq).unwrap();
+        }
+        if m.names_epoch() == epoch {
+            assert_eq!(
+                names(&m),
+                before,
+                "names changed under epoch {epoch} at {seq}"
+            );
+            stayed += 1;
+        } else {
+            moved += 1;
+        }
+    }
+    // Both happen often: most changes are of weights only.
+    assert!(stayed > 150 && moved > 40, "stayed {stayed}, moved {moved}");
+}
+
+#[test]
+fn the_names_epoch_moves_on_an_added_removed_or_cleared_service_only() {
+    let mut m = ServerModel::new(0, URL, rules());
+    m.apply(&[entry("upstreams/a/10.0.0.1:80", "{}")], 1)
+        .unwrap();
+    let e = m.names_epoch();
+    m.apply(&[entry("upstreams/a/10.0.0.1:80", r#"{"weight":5}"#)], 2)
+        .unwrap();
+    assert_eq!(m.names_epoch(), e, "a weight");
+    m.apply(
+        &[
+            entry("upstreams/a/10.0.0.1:80", r#"{"weight":5}"#),
+            entry("upstreams/a/10.0.0.2:80", "{}"),
+        ],
+        3,
+    )
+    .unwrap();
+    assert_eq!(m.names_epoch(), e, "a node more in the same service");
+    m.apply(
+        &[
+            entry("upstreams/a/10.0.0.1:80", r#"{"weight":5}"#),
+            entry("upstreams/b/10.0.0.2:80", "{}"),
+        ],
+        4,
+    )
+    .unwrap();
+    let added = m.names_epoch();
+    assert_ne!(added, e, "a service added");
+    m.apply(&[entry("upstreams/a/10.0.0.1:80", r#"{"weight":5}"#)], 5)
+        .unwrap();
+    let removed = m.names_epoch();
+    assert_ne!(removed, added, "a service removed");
+    m.clear();
+    assert_ne!(m.names_epoch(), removed, "cleared");
+    assert!(m.names_epoch() > removed, "never back to an earlier epoch");
+}

@@ -240,6 +240,10 @@ pub struct Table {
     mask: usize,
     /// Sum of every service's node count.
     nodes: u64,
+    /// Built from services already in name order, none left out: record `i`
+    /// is the `i`-th service given, so the table can be patched
+    /// ([`Table::patched`]). False for a table opened from a file.
+    follows_input: bool,
 }
 
 pub(super) fn u16_at(b: &[u8], at: usize) -> Option<u16> {
@@ -314,6 +318,17 @@ impl Table {
         Ok(Table { bytes, ..layout })
     }
 
+    /// [`Table::open`] of the file that follows `prev` (a follower's next
+    /// snapshot): when it differs from `prev` in nodes only, the records
+    /// whose names are `prev`'s bytes for bytes need no order or index check
+    /// again. Any other file is validated whole.
+    pub fn open_after(bytes: Bytes, prev: &Table) -> Result<Table, String> {
+        match after::validate_after(bytes.as_slice(), prev) {
+            Some(layout) => Ok(Table { bytes, ..layout }),
+            None => Table::open(bytes),
+        }
+    }
+
     /// Lays out `services` (any order; sorted here) in this format, in the
     /// heap. Of several services with one name, one is kept. A name or JSON
     /// of 4 GiB or more, or services past a file of 4 GiB, do not fit the
@@ -325,6 +340,7 @@ impl Table {
 
     /// [`Table::build`] with the index hashed under `seed`.
     pub fn build_seeded(meta: &Meta, mut services: Vec<ServiceRef<'_>>, seed: u32) -> Table {
+        let given = services.len();
         services.retain(|s| fits_u32(s.name.len()) && fits_u32(s.nodes_json.len()));
         // A model lists its services in key order after a first sync: one
         // look tells, and spares the sort and a second list.
@@ -352,8 +368,11 @@ impl Table {
             records += record;
             chosen.push(head);
         }
+        let follows_input = in_order && services.len() == given && chosen.len() == given;
         services.truncate(chosen.len());
-        encode_sorted(meta, &services, &chosen, &heads, seed, records)
+        let mut table = encode_sorted(meta, &services, &chosen, &heads, seed, records);
+        table.follows_input = follows_input;
+        table
     }
 
     /// The same table served from `mapping`, when the mapping holds exactly
@@ -374,6 +393,11 @@ impl Table {
 
     pub fn meta(&self) -> &Meta {
         &self.meta
+    }
+
+    /// The seed its index is hashed under.
+    pub fn seed(&self) -> u32 {
+        self.seed
     }
 
     /// The file's bytes.
@@ -755,6 +779,7 @@ fn encode_sorted(
         index_at: layout.index_at(),
         mask,
         nodes,
+        follows_input: false,
     }
 }
 
@@ -787,6 +812,11 @@ pub fn file_bytes(snapshot: &Snapshot) -> Cow<'_, [u8]> {
 /// version is served in place), validated.
 pub fn open(bytes: impl Into<Bytes>) -> Result<Snapshot, String> {
     Table::open(bytes.into()).map(Snapshot::from_table)
+}
+
+/// [`open`] of the snapshot that follows `prev` ([`Table::open_after`]).
+pub fn open_after(bytes: impl Into<Bytes>, prev: &Snapshot) -> Result<Snapshot, String> {
+    Table::open_after(bytes.into(), prev.table()).map(Snapshot::from_table)
 }
 
 /// Decodes snapshot file bytes of any version into a snapshot in the heap.
@@ -962,8 +992,14 @@ fn validate(b: &[u8]) -> Result<Table, String> {
         ));
     }
     check_index(b, index_at, l.count, l.slots)?;
+    Ok(validated(b, &l, heads, nodes))
+}
+
+/// The table of a validated file `b` of layout `l` (with empty bytes, for
+/// the caller to fill in).
+fn validated(b: &[u8], l: &Layout, heads: Vec<(usize, usize)>, nodes: u64) -> Table {
     let flags = u32_at(b, 24).unwrap_or(0);
-    Ok(Table {
+    Table {
         bytes: Bytes::Heap(Box::default()),
         meta: Meta {
             seq: u64_at(b, 8).unwrap_or(0),
@@ -972,14 +1008,15 @@ fn validate(b: &[u8]) -> Result<Table, String> {
             received_us: u64_at(b, 16).unwrap_or(0),
         },
         count: l.count,
-        seed,
+        seed: u32_at(b, 36).unwrap_or(0),
         heads: heads.into_boxed_slice(),
         records_at: l.records_at,
-        offsets_at,
-        index_at,
-        mask,
+        offsets_at: l.offsets_at,
+        index_at: l.index_at(),
+        mask: l.slots - 1,
         nodes,
-    })
+        follows_input: false,
+    }
 }
 
 /// The index names every record exactly once. (That a lookup of each name
@@ -1011,5 +1048,7 @@ fn check_index(b: &[u8], index_at: usize, count: usize, slots: usize) -> Result<
     Ok(())
 }
 
+mod after;
+mod patch;
 #[cfg(test)]
 mod tests;

@@ -20,6 +20,12 @@ function _M.now_ns()
     return tonumber(ts.tv_sec) * 1e9 + tonumber(ts.tv_nsec)
 end
 
+--- CLOCK_REALTIME, microseconds: the clock of ckv's `last_change_steps`.
+function _M.now_real_us()
+    C.clock_gettime(0, ts)
+    return tonumber(ts.tv_sec) * 1e6 + math.floor(tonumber(ts.tv_nsec) / 1000)
+end
+
 --- CLOCK_THREAD_CPUTIME_ID, nanoseconds of CPU used by this thread.
 function _M.cpu_ns()
     C.clock_gettime(3, ts)

@@ -45,27 +45,44 @@ local function poller(premature)
     local seen_k = -1
     local i = 0
     dict:set("pid" .. wid, ngx.worker.pid())
+    -- a sighting whose steps are not complete yet: the leader serves a
+    -- snapshot before it has published it (published_us still 0)
+    local pending_k, pending_real
+    local function record_steps(k, t_real)
+        local st = dropin.stats()
+        local steps = st and st.last_change_steps
+        if steps and steps.headers_us > 0 and steps.published_us == 0 then
+            return false
+        end
+        if steps then
+            steps.seen_us = t_real
+            dict:set("steps" .. wid .. ":" .. k, cjson.encode(steps))
+        end
+        return true
+    end
     while not ngx.worker.exiting() do
         local target = dict:get("target")
         local k = dict:get("k")
+        if pending_k and record_steps(pending_k, pending_real) then
+            dict:set("seen" .. wid, pending_k)
+            pending_k = nil
+        end
         if target and k ~= seen_k then
             local nodes = nodes_fn(target)
             if nodes then
                 for _, n in ipairs(nodes) do
                     if n.weight == k then
                         local t = now_ns()
+                        local t_real = clock.now_real_us()
                         dict:set("t" .. wid .. ":" .. k, t)
-                        if dropin then
-                            -- where the change's time went (after the
-                            -- sighting is timed: this costs nothing measured)
-                            local st = dropin.stats()
-                            local steps = st and st.last_change_steps
-                            if steps then
-                                dict:set("steps" .. wid .. ":" .. k, cjson.encode(steps))
-                            end
-                        end
-                        dict:set("seen" .. wid, k)
                         seen_k = k
+                        -- where the change's time went (after the sighting
+                        -- is timed: this costs nothing measured)
+                        if dropin and not record_steps(k, t_real) then
+                            pending_k, pending_real = k, t_real
+                        else
+                            dict:set("seen" .. wid, k)
+                        end
                         break
                     end
                 end
@@ -312,6 +329,7 @@ function _M.prop()
             path = "/v1/kv/" .. key, body = '{"weight":' .. k .. '}', close = true,
         })
         local t_put = now_ns()
+        local t_put_real = clock.now_real_us()
         if status ~= 200 then
             return json_out({ error = "PUT failed: " .. tostring(status) .. " " .. tostring(err) })
         end
@@ -341,7 +359,10 @@ function _M.prop()
                 local steps = dict:get("steps" .. w .. ":" .. k)
                 if steps then
                     dict:delete("steps" .. w .. ":" .. k)
-                    steps_of[w + 1][#steps_of[w + 1] + 1] = cjson.decode(steps)
+                    local st = cjson.decode(steps)
+                    st.change = c
+                    st.put_us = t_put_real
+                    steps_of[w + 1][#steps_of[w + 1] + 1] = st
                 end
                 if d > worst then worst = d end
             end

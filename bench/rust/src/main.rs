@@ -162,6 +162,22 @@ fn main() {
         let _ = model2.apply(&entries, 1);
         let _ = model2.apply(&changed, 2);
         let file2 = codec::encode(&snapshot_of(&model2, 2));
+        // The leader after one changed value: the previous snapshot patched
+        // (no service added or removed), against building it anew.
+        let meta2 = ckv::snapshot::Meta {
+            seq: 2,
+            synced: true,
+            ..Default::default()
+        };
+        let snapshot_patched = measure(
+            reps,
+            || (),
+            |()| {
+                let services: Vec<_> = model2.services().map(|(n, s)| s.as_ref(n)).collect();
+                Snapshot::patched(&snap1, meta2, &services).expect("patchable")
+            },
+        );
+        let snapshot_built = measure(reps, || (), |()| snapshot_of(&model2, 2));
         let decode_cold = measure(reps, || (), |()| codec::decode(&file1, None).unwrap());
         // What a follower does: map the leader's file read-only and validate
         // it in place (tmpfs, as the shared directory).
@@ -182,6 +198,27 @@ fn main() {
                 codec::open(m).unwrap()
             },
         );
+        // The next file (one changed value, patched by the leader) opened
+        // against the mapping the follower serves.
+        let held = {
+            let f = std::fs::File::open(&snap_path).unwrap();
+            // SAFETY: as above.
+            codec::open(unsafe { memmap2::Mmap::map(&f) }.unwrap()).unwrap()
+        };
+        let next_file = codec::encode(&Snapshot::patched(&snap1, meta2, &model2.services().map(|(n, s)| s.as_ref(n)).collect::<Vec<_>>()).expect("patchable"));
+        let next_path = shm.join(format!("ckv-bench-next.{}", std::process::id()));
+        std::fs::write(&next_path, &next_file).expect("write snapshot file");
+        let map_open_after = measure(
+            reps,
+            || (),
+            |()| {
+                let f = std::fs::File::open(&next_path).unwrap();
+                // SAFETY: the bench's own file, not written while mapped.
+                let m = unsafe { memmap2::Mmap::map(&f) }.unwrap();
+                codec::open_after(m, &held).unwrap()
+            },
+        );
+        let _ = std::fs::remove_file(&next_path);
         let _ = std::fs::remove_file(&snap_path);
         let decode_warm = measure(
             reps,
@@ -269,9 +306,12 @@ fn main() {
                 "apply_cold": ms(apply_cold.cpu),
                 "apply_warm_one_change": ms(apply_warm.cpu),
                 "render_snapshot_encode": ms(render.cpu),
+                "snapshot_one_change_built": ms(snapshot_built.cpu),
+                "snapshot_one_change_patched": ms(snapshot_patched.cpu),
                 "follower_decode_cold": ms(decode_cold.cpu),
                 "follower_decode_warm": ms(decode_warm.cpu),
                 "follower_map_open": ms(map_open.cpu),
+                "follower_map_open_after_one_change": ms(map_open_after.cpu),
                 "leader_total_cold": ms(total_cold.cpu),
             },
             "wall_ms": {
@@ -281,9 +321,12 @@ fn main() {
                 "apply_cold": ms(apply_cold.wall),
                 "apply_warm_one_change": ms(apply_warm.wall),
                 "render_snapshot_encode": ms(render.wall),
+                "snapshot_one_change_built": ms(snapshot_built.wall),
+                "snapshot_one_change_patched": ms(snapshot_patched.wall),
                 "follower_decode_cold": ms(decode_cold.wall),
                 "follower_decode_warm": ms(decode_warm.wall),
                 "follower_map_open": ms(map_open.wall),
+                "follower_map_open_after_one_change": ms(map_open_after.wall),
                 "leader_total_cold": ms(total_cold.wall),
             },
             "mb_per_s": {

@@ -667,3 +667,188 @@ fn mapped_files_read_as_the_heap_tables_they_were_written_from() {
         assert!(map.iter().eq(heap.iter()));
     }
 }
+
+/// `m` with every generation at most `meta().seq`, as a leader's are.
+fn settled(mut m: Model) -> Model {
+    for v in m.values_mut() {
+        v.0 %= meta().seq + 1;
+    }
+    m
+}
+
+/// New nodes for a random few services of `m` (shorter, longer or the same
+/// length), stamped with `generation`.
+fn change_some(m: &mut Model, rng: &mut Rng, how_many: usize, generation: u64) {
+    let names: Vec<String> = m.keys().cloned().collect();
+    if names.is_empty() {
+        return;
+    }
+    for _ in 0..how_many {
+        let name = &names[rng.below(names.len() as u64) as usize];
+        let v = m.get_mut(name).unwrap();
+        let nodes = rng.below(5) as u32;
+        let list: Vec<String> = (0..nodes)
+            .map(|i| {
+                format!(
+                    r#"{{"host":"10.1.0.{i}","port":{},"weight":{}}}"#,
+                    rng.below(99),
+                    i
+                )
+            })
+            .collect();
+        *v = (generation, v.1, nodes, format!("[{}]", list.join(",")));
+    }
+}
+
+#[test]
+fn a_patched_table_has_the_bytes_of_a_full_build() {
+    let mut rng = Rng(0x9a7c);
+    for count in [1, 2, 3, 50, 3000] {
+        let mut m = settled(random_model(&mut rng, count));
+        let mut prev = Table::build_seeded(&meta(), refs(&m), 7);
+        for round in 0..6u64 {
+            // None changed, one, a few, all of them.
+            let how_many = [0, 1, 3, count, 1, 2][round as usize];
+            change_some(&mut m, &mut rng, how_many, prev.meta().seq + 1);
+            let next_meta = Meta {
+                seq: prev.meta().seq + 1,
+                ..meta()
+            };
+            let patched = Table::patched(&prev, &next_meta, &refs(&m)).expect("patchable");
+            let built = Table::build_seeded(&next_meta, refs(&m), 7);
+            assert_eq!(
+                patched.as_bytes(),
+                built.as_bytes(),
+                "{count} services, round {round}"
+            );
+            assert_eq!(patched.node_count(), built.node_count());
+            // And it opens as a file does, validated.
+            let opened = Table::open(Bytes::from(patched.as_bytes().to_vec())).unwrap();
+            assert!(opened.iter().eq(refs(&m).into_iter()));
+            // The mapping of the leader's own file can be patched in turn.
+            prev = patched.remapped(mapping_of(patched.as_bytes())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_generation_newer_than_the_previous_table_is_written_again() {
+    // The record says generation 50 > seq 42: a service stamped 50 since
+    // may have other nodes of the same length, and must not be copied.
+    let mut rng = Rng(0x51);
+    let mut m = settled(random_model(&mut rng, 40));
+    let first = m.keys().next().unwrap().clone();
+    m.get_mut(&first).unwrap().0 = 50;
+    let prev = Table::build_seeded(&meta(), refs(&m), 3);
+    let v = m.get_mut(&first).unwrap();
+    // Same generation, same length, other bytes.
+    v.3 = v.3.replace('1', "2").replace('0', "3");
+    let next_meta = Meta { seq: 43, ..meta() };
+    let patched = Table::patched(&prev, &next_meta, &refs(&m)).unwrap();
+    assert_eq!(patched.get(&first).unwrap().nodes_json, m[&first].3);
+    let built = Table::build_seeded(&next_meta, refs(&m), 3);
+    assert_eq!(patched.as_bytes(), built.as_bytes());
+}
+
+#[test]
+fn tables_that_cannot_be_patched_say_so() {
+    let mut rng = Rng(0x0dd);
+    let m = settled(random_model(&mut rng, 30));
+    let next = Meta { seq: 43, ..meta() };
+    let prev = Table::build_seeded(&meta(), refs(&m), 5);
+    // One service more or fewer.
+    let mut fewer = refs(&m);
+    fewer.pop();
+    assert!(Table::patched(&prev, &next, &fewer).is_none());
+    // Another server, or a name of another length, at the same place.
+    let mut moved = refs(&m);
+    moved[3].server += 1;
+    assert!(Table::patched(&prev, &next, &moved).is_none());
+    let longer = format!("{}x", moved[4].name.to_str());
+    let mut renamed = refs(&m);
+    renamed[4].name = Name::whole(&longer);
+    assert!(Table::patched(&prev, &next, &renamed).is_none());
+    // Built from a shuffled list: its records are not the services given.
+    let shuffled = Table::open(Bytes::from(file_of(&m, &mut rng))).unwrap();
+    assert!(Table::patched(&shuffled, &next, &refs(&m)).is_none());
+    let mut given = refs(&m);
+    given.reverse();
+    let sorted_here = Table::build_seeded(&meta(), given, 5);
+    assert!(Table::patched(&sorted_here, &next, &refs(&m)).is_none());
+    // A file opened from bytes, whatever its order.
+    let opened = Table::open(Bytes::from(prev.as_bytes().to_vec())).unwrap();
+    assert!(Table::patched(&opened, &next, &refs(&m)).is_none());
+    // The one that can.
+    assert!(Table::patched(&prev, &next, &refs(&m)).is_some());
+}
+
+/// A file and the file after a few services' nodes changed (as the leader
+/// patches it), with the tables a follower holds for each.
+fn file_and_next(rng: &mut Rng, count: usize) -> (Model, Table, Vec<u8>) {
+    let mut m = settled(random_model(rng, count));
+    let prev = Table::build_seeded(&meta(), refs(&m), 11);
+    change_some(&mut m, rng, 1 + count / 10, meta().seq + 1);
+    let next_meta = Meta {
+        seq: meta().seq + 1,
+        ..meta()
+    };
+    let next = Table::patched(&prev, &next_meta, &refs(&m)).unwrap();
+    let held = mapped(prev.as_bytes());
+    (m, held, next.as_bytes().to_vec())
+}
+
+#[test]
+fn a_file_that_changes_only_nodes_is_checked_against_the_previous_one() {
+    let mut rng = Rng(0xaf7e);
+    for count in [0, 1, 2, 40, 5000] {
+        let (m, held, next) = file_and_next(&mut rng, count);
+        let fast = after::validate_after(&next, &held).expect("the quick path");
+        let whole = validate(&next).unwrap();
+        assert_eq!(fast.meta, whole.meta);
+        assert_eq!(
+            (fast.count, fast.seed, fast.nodes),
+            (whole.count, whole.seed, whole.nodes)
+        );
+        assert_eq!(fast.heads, whole.heads);
+        let opened = Table::open_after(Bytes::from(mapping_of(&next)), &held).unwrap();
+        assert!(opened.iter().eq(refs(&m).into_iter()), "{count}");
+        for s in refs(&m) {
+            assert_eq!(opened.get(&s.name.to_str()), Some(s));
+        }
+    }
+}
+
+#[test]
+fn a_file_that_differs_otherwise_is_validated_whole() {
+    let mut rng = Rng(0x3e1);
+    let (_, held, next) = file_and_next(&mut rng, 60);
+    let l = layout(&next);
+    // Nodes that are not UTF-8: the whole validation says so.
+    let mut bad_json = next.clone();
+    let r = raw_record(&bad_json, l.records_at, l.offsets_at).unwrap();
+    bad_json[r.json.0] = 0xff;
+    assert!(after::validate_after(&bad_json, &held).is_none());
+    let e = Table::open_after(Bytes::from(bad_json), &held).unwrap_err();
+    assert!(e.contains("not UTF-8"), "{e}");
+    // A name of the same length with other bytes: its order and index are
+    // not the previous one's, so nothing is taken from it.
+    let mut renamed = next.clone();
+    renamed[r.tail.0 + r.tail.1 - 1] ^= 1;
+    assert!(after::validate_after(&renamed, &held).is_none());
+    // Another index, or an offset that lies.
+    let mut index = next.clone();
+    let last = index.len() - 1;
+    index[last] ^= 1;
+    assert!(after::validate_after(&index, &held).is_none());
+    assert!(Table::open_after(Bytes::from(index), &held).is_err());
+    let mut offset = next.clone();
+    put_u32(&mut offset, l.offsets_at + 4, 0);
+    assert!(after::validate_after(&offset, &held).is_none());
+    assert!(Table::open_after(Bytes::from(offset), &held).is_err());
+    // A file of other services altogether opens as any file does.
+    let other = settled(random_model(&mut rng, 61));
+    let file = file_of(&other, &mut rng);
+    assert!(after::validate_after(&file, &held).is_none());
+    let t = Table::open_after(Bytes::from(file), &held).unwrap();
+    assert_same(&t, &other);
+}
