@@ -30,7 +30,8 @@ impl Table {
         let b = prev.as_bytes();
         let head_len = |h: u16| prev.heads.get(usize::from(h)).map(|&(_, len)| len);
         // Which records change, and by how many bytes the file grows.
-        let mut changed: Vec<usize> = Vec::new();
+        // (record number, where it starts, the record) of each changed one.
+        let mut changed = Vec::new();
         let mut grow: i64 = 0;
         let mut nodes = prev.nodes;
         for (i, s) in services.iter().enumerate() {
@@ -44,9 +45,9 @@ impl Table {
                 && r.node_count == s.node_count
                 && r.json.1 == s.nodes_json.len();
             if !same {
-                changed.push(i);
                 grow += s.nodes_json.len() as i64 - r.json.1 as i64;
                 nodes = nodes.saturating_sub(u64::from(r.node_count)) + u64::from(s.node_count);
+                changed.push((i, at, r));
             }
         }
         let offsets_at = usize::try_from(prev.offsets_at as i64 + grow).ok()?;
@@ -65,9 +66,7 @@ impl Table {
         out.extend_from_slice(b.get(HEADER_LEN..prev.records_at)?);
         // Runs of unchanged records are copied whole.
         let mut copied_to = prev.records_at;
-        for &i in &changed {
-            let at = u32_at(b, prev.offsets_at + 4 * i)? as usize;
-            let r = raw_record(b, at, prev.offsets_at)?;
+        for &(i, at, ref r) in &changed {
             let s = &services[i];
             out.extend_from_slice(b.get(copied_to..at)?);
             out.extend_from_slice(&s.generation.to_le_bytes());
@@ -87,9 +86,7 @@ impl Table {
         for (i, s) in services.iter().enumerate() {
             let old = i64::from(u32_at(b, prev.offsets_at + 4 * i)?);
             out.extend_from_slice(&((old + shift) as u32).to_le_bytes());
-            if next.peek() == Some(&&i) {
-                next.next();
-                let r = raw_record(b, old as usize, prev.offsets_at)?;
+            if let Some((_, _, r)) = next.next_if(|c| c.0 == i) {
                 shift += s.nodes_json.len() as i64 - r.json.1 as i64;
             }
         }
