@@ -80,6 +80,7 @@ pub(super) struct Fingerprint {
 }
 
 impl Fingerprint {
+    #[inline(always)]
     pub fn of(value: &Field<Cow<'_, str>>) -> Self {
         let (kind, text) = match value {
             Field::Ok(v) => (0, &**v),

@@ -144,14 +144,17 @@ impl<'m, 'v> Pass<'m, 'v> {
         true
     }
 
-    /// A key the previous response did not have.
-    pub fn insert(&mut self, raw: &'v RawEntry<'v>, key: &'v str) -> Option<Entry> {
+    /// A key the previous response did not have: its entry is pushed to
+    /// `out` and filled there, not built on the stack and copied (that copy
+    /// reads back bytes just written piecewise, so it waits for every store
+    /// before it: 6% of a cold apply). Returns whether it was pushed.
+    pub fn insert(&mut self, out: &mut Vec<Entry>, raw: &'v RawEntry<'v>, key: &'v str) -> bool {
         let Some(span) = self.keys.push(key, stored_value(raw)) else {
             self.applied.malformed_total += 1;
             self.applied.report(key, TOO_MUCH_KEYS);
-            return None;
+            return false;
         };
-        let mut e = Entry {
+        out.push(Entry {
             key: span,
             index: 0,
             value_len: 0,
@@ -160,9 +163,12 @@ impl<'m, 'v> Pass<'m, 'v> {
             json: Span::default(),
             kind: Kind::Quiet,
             flags: 0,
-        };
-        self.fill(&mut e, raw, key);
-        Some(e)
+        });
+        match out.last_mut() {
+            Some(e) => self.fill(e, raw, key),
+            None => return false, // unreachable: just pushed
+        }
+        true
     }
 
     fn too_much(&mut self, e: &mut Entry, key: &str) -> bool {
@@ -175,6 +181,7 @@ impl<'m, 'v> Pass<'m, 'v> {
     }
 
     /// Parses `raw` into `e` (whose key record is already right).
+    #[inline(always)]
     fn fill(&mut self, e: &mut Entry, raw: &'v RawEntry<'v>, key: &'v str) {
         let index = entry::index_of(raw);
         e.index = index.unwrap_or(0);
@@ -344,14 +351,15 @@ pub(super) fn rebuild<'v>(
                 next.push(e);
             }
             None => {
-                if let Some(e) = pass.insert(raw, key) {
-                    let at = next.len() as u32;
+                let at = next.len() as u32;
+                if pass.insert(&mut next, raw, key) {
                     if let Some(index) = index.as_mut() {
                         let keys = &*pass.keys;
                         let (old, next) = (old, &next);
                         index.insert_unique(hash_key(key.as_bytes()), at | IN_NEXT, |&w| {
                             let span = if w & IN_NEXT != 0 {
-                                next.get((w & !IN_NEXT) as usize).map_or(e.key, |n| n.key)
+                                next.get((w & !IN_NEXT) as usize)
+                                    .map_or(Span::default(), |n| n.key)
                             } else {
                                 old[w as usize].key
                             };
@@ -360,7 +368,6 @@ pub(super) fn rebuild<'v>(
                     } else {
                         inserted.push(at);
                     }
-                    next.push(e);
                 }
             }
         }

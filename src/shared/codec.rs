@@ -580,7 +580,10 @@ impl<'a> Heads<'a> {
         Heads { list, of_server }
     }
 
-    /// The head number service `s` is written with, and its length.
+    /// The head number service `s` is written with, and its length. `s`
+    /// must be one of the services the heads were made [`of`](Heads::of):
+    /// a server's head is a prefix of what all of its names share, so no
+    /// name is compared with it again.
     fn choose(&self, s: &ServiceRef<'_>) -> (u16, usize) {
         let empty = (self.list.len() - 1) as u16;
         let k = self
@@ -589,11 +592,8 @@ impl<'a> Heads<'a> {
             .find(|e| e.0 == s.server)
             .map_or(empty, |e| e.1);
         let head = self.list[usize::from(k)];
-        if s.name.starts_with(head.as_bytes()) {
-            (k, head.len())
-        } else {
-            (empty, 0)
-        }
+        debug_assert!(s.name.starts_with(head.as_bytes()));
+        (k, head.len())
     }
 
     /// Bytes of the heads part of the file.
