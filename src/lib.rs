@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod model;
 pub mod notify;
 pub mod policy;
+mod prefetch;
 pub mod shared;
 pub mod snapshot;
 pub mod stats;

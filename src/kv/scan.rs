@@ -289,17 +289,7 @@ impl<'a> Reader<'a> {
         const LINE: usize = 64;
         let until = (self.pos + AHEAD).min(self.body.len());
         while self.prefetched < until {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: PREFETCHT0 is only a hint: it reads nothing into the
-            // program and never faults, whatever the address (which is in
-            // the body anyway); SSE is part of the x86_64 baseline, which is
-            // all `_mm_prefetch` needs.
-            unsafe {
-                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-                _mm_prefetch::<_MM_HINT_T0>(
-                    self.body.as_ptr().wrapping_add(self.prefetched).cast(),
-                );
-            }
+            crate::prefetch::prefetch(self.body.as_ptr().wrapping_add(self.prefetched));
             self.prefetched += LINE;
         }
     }

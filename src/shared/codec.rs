@@ -179,6 +179,9 @@ fn run_from(
         .map_while(move |slot| (u32_at(b, index_at + 4 * slot)? as usize).checked_sub(1))
 }
 
+/// How many names ahead an index walk asks for the slot it will read.
+const PROBE_AHEAD: usize = 16;
+
 /// Index slots for `count` services: a power of two of at least twice the
 /// count (half full at most, so probes stay short), and at least one.
 fn slots_for(count: usize) -> usize {
@@ -738,8 +741,12 @@ fn encode_sorted(
         out.extend_from_slice(h.as_bytes());
     }
     let mut offsets = Vec::with_capacity(count);
+    let mask = slots - 1;
+    // Each name's home slot, hashed while the name is at hand.
+    let mut homes: Vec<u32> = Vec::with_capacity(count);
     let mut nodes = 0u64;
     for (s, &(head, skip)) in services.iter().zip(chosen) {
+        homes.push(home(hash_name(seed, &s.name), mask) as u32);
         let (a, b) = s.name.after(skip);
         offsets.push(out.len() as u32);
         out.extend_from_slice(&s.generation.to_le_bytes());
@@ -757,9 +764,13 @@ fn encode_sorted(
         out.extend_from_slice(&o.to_le_bytes());
     }
     let mut index = vec![0u32; slots];
-    let mask = slots - 1;
-    for (i, s) in services.iter().enumerate() {
-        let mut slot = home(hash_name(seed, &s.name), mask);
+    // The homes are all over an index larger than the caches: each is asked
+    // for some names ahead, so that the probes do not wait on memory.
+    for (i, &h) in homes.iter().enumerate() {
+        if let Some(&ahead) = homes.get(i + PROBE_AHEAD) {
+            crate::prefetch::prefetch(index.as_ptr().wrapping_add(ahead as usize));
+        }
+        let mut slot = h as usize;
         while index[slot] != 0 {
             slot = (slot + 1) & mask;
         }
@@ -936,6 +947,17 @@ fn validate(b: &[u8]) -> Result<Table, String> {
     let mut at = l.records_at;
     let mut previous: Option<Name<'_>> = None;
     let mut nodes = 0u64;
+    // A lookup of each name must reach its record. The homes are all over
+    // an index larger than the caches, so each is asked for when its record
+    // is read and walked PROBE_AHEAD records later: (record, home, name).
+    let mut pending = [(0, 0, Name::whole("")); PROBE_AHEAD];
+    let reaches = |(i, h, name): (usize, usize, Name<'_>)| {
+        if run_from(b, index_at, mask, h).any(|e| e == i) {
+            Ok(())
+        } else {
+            Err(format!("index does not lead to service {name:?}"))
+        }
+    };
     for i in 0..l.count {
         let listed = u32_at(b, offsets_at + 4 * i).map_or(u64::MAX, u64::from);
         if listed != at as u64 {
@@ -977,13 +999,17 @@ fn validate(b: &[u8]) -> Result<Table, String> {
             ));
         }
         previous = Some(name);
-        // A lookup of the name reaches this record: every slot from its
-        // home up to the record's is taken.
-        if !run_from(b, index_at, mask, home(hash_name(seed, &name), mask)).any(|e| e == i) {
-            return Err(format!("index does not lead to service {name:?}"));
+        let h = home(hash_name(seed, &name), mask);
+        crate::prefetch::prefetch(b.as_ptr().wrapping_add(index_at + 4 * h));
+        let due = std::mem::replace(&mut pending[i % PROBE_AHEAD], (i, h, name));
+        if i >= PROBE_AHEAD {
+            reaches(due)?;
         }
         nodes += u64::from(r.node_count);
         at = r.end;
+    }
+    for i in l.count.saturating_sub(PROBE_AHEAD)..l.count {
+        reaches(pending[i % PROBE_AHEAD])?;
     }
     if at != offsets_at {
         return Err(format!(

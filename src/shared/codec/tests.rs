@@ -852,3 +852,27 @@ fn a_file_that_differs_otherwise_is_validated_whole() {
     let t = Table::open_after(Bytes::from(file), &held).unwrap();
     assert_same(&t, &other);
 }
+
+/// The index lookups of a validation are made some records after each
+/// name is read, and the last ones after all records: whichever record's
+/// entry is missing from the index, the error names that service.
+#[test]
+fn a_missing_index_entry_is_reported_for_its_own_service() {
+    let (_, file) = sample_file();
+    let l = layout(&file);
+    let t = Table::open(Bytes::from(file.clone())).unwrap();
+    assert!(l.count > 2 * PROBE_AHEAD, "both paths are taken");
+    for i in 0..l.count {
+        let mut f = file.clone();
+        let slot = (0..l.slots)
+            .find(|&s| u32_at(&f, l.index_at + 4 * s) == Some(i as u32 + 1))
+            .unwrap();
+        put_u32(&mut f, l.index_at + 4 * slot, 0);
+        let name = t.nth(i).unwrap().name.to_string();
+        let err = Table::open(Bytes::from(f)).err().unwrap();
+        assert!(
+            err.contains(&format!("index does not lead to service {name:?}")),
+            "record {i}: {err}"
+        );
+    }
+}
