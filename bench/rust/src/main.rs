@@ -70,6 +70,14 @@ fn snapshot_of(model: &ServerModel, seq: u64) -> Snapshot {
     Snapshot::from_services(meta, model.services())
 }
 
+/// A read-only mapping of one of the bench's own snapshot files (opened
+/// and mapped inside the measurement, as a follower does).
+fn map(path: &std::path::Path) -> memmap2::Mmap {
+    let f = std::fs::File::open(path).unwrap();
+    // SAFETY: the bench's own file, not written while mapped.
+    unsafe { memmap2::Mmap::map(&f) }.unwrap()
+}
+
 /// The same entries with one value changed (a weight edit on one node).
 fn with_one_change<'a>(entries: &[RawEntry<'a>]) -> Vec<RawEntry<'a>> {
     let mut out = entries.to_vec();
@@ -188,35 +196,19 @@ fn main() {
         };
         let snap_path = shm.join(format!("ckv-bench-snap.{}", std::process::id()));
         std::fs::write(&snap_path, &file1).expect("write snapshot file");
-        let map_open = measure(
-            reps,
-            || (),
-            |()| {
-                let f = std::fs::File::open(&snap_path).unwrap();
-                // SAFETY: the bench's own file, not written while mapped.
-                let m = unsafe { memmap2::Mmap::map(&f) }.unwrap();
-                codec::open(m).unwrap()
-            },
-        );
+        let map_open = measure(reps, || (), |()| codec::open(map(&snap_path)).unwrap());
         // The next file (one changed value, patched by the leader) opened
         // against the mapping the follower serves.
-        let held = {
-            let f = std::fs::File::open(&snap_path).unwrap();
-            // SAFETY: as above.
-            codec::open(unsafe { memmap2::Mmap::map(&f) }.unwrap()).unwrap()
-        };
-        let next_file = codec::encode(&Snapshot::patched(&snap1, meta2, &model2.services().map(|(n, s)| s.as_ref(n)).collect::<Vec<_>>()).expect("patchable"));
+        let held = codec::open(map(&snap_path)).unwrap();
+        let services2: Vec<_> = model2.services().map(|(n, s)| s.as_ref(n)).collect();
+        let next_file =
+            codec::encode(&Snapshot::patched(&snap1, meta2, &services2).expect("patchable"));
         let next_path = shm.join(format!("ckv-bench-next.{}", std::process::id()));
         std::fs::write(&next_path, &next_file).expect("write snapshot file");
         let map_open_after = measure(
             reps,
             || (),
-            |()| {
-                let f = std::fs::File::open(&next_path).unwrap();
-                // SAFETY: the bench's own file, not written while mapped.
-                let m = unsafe { memmap2::Mmap::map(&f) }.unwrap();
-                codec::open_after(m, &held).unwrap()
-            },
+            |()| codec::open_after(map(&next_path), &held).unwrap(),
         );
         let _ = std::fs::remove_file(&next_path);
         let _ = std::fs::remove_file(&snap_path);
