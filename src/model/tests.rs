@@ -538,48 +538,82 @@ fn raws(rows: &[(String, u32, u64)]) -> Vec<RawEntry<'static>> {
         .collect()
 }
 
+/// Random `(key, weight, index)` rows for the model's random walks: keys
+/// of `services` on hosts `10.0.{subnet}.{host}`, and a new `ModifyIndex`
+/// for every row made or changed.
+struct Rows {
+    rng: Rng,
+    index: u64,
+    services: &'static [&'static str],
+    subnets: usize,
+    hosts: usize,
+}
+
+impl Rows {
+    fn bump(&mut self) -> u64 {
+        self.index += 1;
+        self.index
+    }
+
+    fn row(&mut self) -> (String, u32, u64) {
+        let svc = self.services[self.rng.next(self.services.len())];
+        let subnet = if self.subnets > 1 {
+            self.rng.next(self.subnets)
+        } else {
+            0
+        };
+        let key = format!(
+            "upstreams/{svc}/10.0.{subnet}.{}:80",
+            self.rng.next(self.hosts)
+        );
+        (key, self.rng.next(3) as u32, self.bump())
+    }
+
+    /// `n` rows drawn, in key order, without repeated keys.
+    fn sorted(&mut self, n: usize) -> Vec<(String, u32, u64)> {
+        let mut rows: Vec<_> = (0..n).map(|_| self.row()).collect();
+        rows.sort();
+        rows.dedup_by(|a, b| a.0 == b.0);
+        rows
+    }
+}
+
 #[test]
 fn keys_added_and_removed_anywhere_give_what_a_fresh_model_gives() {
     // Start, middle, end; one or several; with changed values and nested
     // services (whose keys interleave with their parent's). Unchanged
     // services keep their generation and allocation.
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    let index = std::cell::Cell::new(1u64);
-    let bump = || {
-        index.set(index.get() + 1);
-        index.get()
+    let mut g = Rows {
+        rng: Rng(0x9E37_79B9_7F4A_7C15),
+        index: 1,
+        services: &["a", "b", "b/x", "c", "d/e/f"],
+        subnets: 4,
+        hosts: 50,
     };
-    let make = |rng: &mut Rng| {
-        let svc = ["a", "b", "b/x", "c", "d/e/f"][rng.next(5)];
-        let key = format!("upstreams/{svc}/10.0.{}.{}:80", rng.next(4), rng.next(50));
-        (key, rng.next(3) as u32, bump())
-    };
-    let mut rows: Vec<(String, u32, u64)> = (0..60).map(|_| make(&mut rng)).collect();
-    rows.sort();
-    rows.dedup_by(|a, b| a.0 == b.0);
+    let mut rows = g.sorted(60);
     let mut m = ServerModel::new(0, URL, rules());
     m.apply(&raws(&rows), 1).unwrap();
     for seq in 2..300 {
         let before = m.services_by_name();
-        let at = match rng.next(3) {
+        let at = match g.rng.next(3) {
             0 => 0,
             1 => rows.len() / 2,
             _ => rows.len(),
         };
-        match rng.next(4) {
+        match g.rng.next(4) {
             0 if !rows.is_empty() => {
-                let n = 1 + rng.next(3);
+                let n = 1 + g.rng.next(3);
                 let at = at.min(rows.len() - 1);
                 rows.drain(at..(at + n).min(rows.len()));
             }
             1 if !rows.is_empty() => {
-                let i = rng.next(rows.len());
+                let i = g.rng.next(rows.len());
                 rows[i].1 += 1;
-                rows[i].2 = bump();
+                rows[i].2 = g.bump();
             }
             _ => {
-                for _ in 0..1 + rng.next(3) {
-                    let row = make(&mut rng);
+                for _ in 0..1 + g.rng.next(3) {
+                    let row = g.row();
                     if !rows.iter().any(|r| r.0 == row.0) {
                         rows.insert(at.min(rows.len()), row);
                     }
@@ -828,44 +862,38 @@ fn the_names_epoch_stays_exactly_while_the_list_of_names_does() {
     // The leader patches its previous snapshot while every epoch stays: a
     // list of names that changed under the same epoch would serve nodes
     // under the wrong names.
-    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
-    let index = std::cell::Cell::new(1u64);
-    let bump = || {
-        index.set(index.get() + 1);
-        index.get()
+    let mut g = Rows {
+        rng: Rng(0x2545_F491_4F6C_DD1D),
+        index: 1,
+        services: &["a", "b", "b/x", "c", "d/e/f", "g"],
+        subnets: 1,
+        hosts: 6,
     };
-    let make = |rng: &mut Rng| {
-        let svc = ["a", "b", "b/x", "c", "d/e/f", "g"][rng.next(6)];
-        let key = format!("upstreams/{svc}/10.0.0.{}:80", rng.next(6));
-        (key, rng.next(3) as u32, bump())
-    };
-    let mut rows: Vec<(String, u32, u64)> = (0..20).map(|_| make(&mut rng)).collect();
-    rows.sort();
-    rows.dedup_by(|a, b| a.0 == b.0);
+    let mut rows = g.sorted(20);
     let mut m = ServerModel::new(0, URL, rules());
     m.apply(&raws(&rows), 1).unwrap();
     let (mut stayed, mut moved) = (0, 0);
     for seq in 2..400 {
         let (epoch, before) = (m.names_epoch(), names(&m));
-        match rng.next(5) {
+        match g.rng.next(5) {
             0 if !rows.is_empty() => {
-                rows.remove(rng.next(rows.len()));
+                rows.remove(g.rng.next(rows.len()));
             }
             1 => {
-                let row = make(&mut rng);
+                let row = g.row();
                 if !rows.iter().any(|r| r.0 == row.0) {
                     rows.push(row);
                     rows.sort();
                 }
             }
             _ if !rows.is_empty() => {
-                let i = rng.next(rows.len());
+                let i = g.rng.next(rows.len());
                 rows[i].1 += 1;
-                rows[i].2 = bump();
+                rows[i].2 = g.bump();
             }
             _ => {}
         }
-        if rng.next(40) == 0 {
+        if g.rng.next(40) == 0 {
             m.clear();
         } else {
             m.apply(&raws(&rows), seq).unwrap();
