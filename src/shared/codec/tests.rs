@@ -476,7 +476,10 @@ fn targeted_corruptions_are_refused_with_what_is_wrong() {
 /// A file whose records are laid out in the given order (not sorted), with
 /// a consistent index: only the order is wrong.
 fn unsorted_file(services: &[ServiceRef<'_>]) -> Vec<u8> {
-    let heads = Heads::of(services);
+    // The heads are those of the names in order (as a build makes them).
+    let mut in_order = services.to_vec();
+    in_order.sort_by(|a, b| a.name.cmp(&b.name));
+    let heads = Heads::of(&in_order);
     let chosen: Vec<_> = services.iter().map(|s| heads.choose(s)).collect();
     let records = services
         .iter()
@@ -874,5 +877,47 @@ fn a_missing_index_entry_is_reported_for_its_own_service() {
             err.contains(&format!("index does not lead to service {name:?}")),
             "record {i}: {err}"
         );
+    }
+}
+
+#[test]
+fn a_servers_head_is_what_all_of_its_names_share() {
+    let mut rng = Rng(0x4ead);
+    for count in [1, 2, 3, 50, 400] {
+        let m = random_model(&mut rng, count);
+        let services = refs(&m);
+        // Read from every name, in the order the servers first appear.
+        let mut shared: Vec<(u16, &[u8])> = Vec::new();
+        for s in &services {
+            let name = s.name.parts().1.as_bytes();
+            match shared.iter_mut().find(|e| e.0 == s.server) {
+                Some(e) => {
+                    let n = e.1.iter().zip(name).take_while(|(a, b)| a == b).count();
+                    e.1 = &e.1[..n];
+                }
+                None => shared.push((s.server, name)),
+            }
+        }
+        let mut want: Vec<(u16, &[u8])> = Vec::new();
+        for (server, held) in shared {
+            let cut = held.iter().rposition(|&c| c == b'/').map_or(0, |i| i + 1);
+            if cut > 0 && cut <= HEAD_MAX {
+                want.push((server, &held[..cut]));
+            }
+        }
+        let heads = Heads::of(&services);
+        let got: Vec<(u16, &[u8])> = heads
+            .of_server
+            .iter()
+            .map(|&(server, k)| (server, heads.list[usize::from(k)].as_bytes()))
+            .collect();
+        assert_eq!(got, want, "{count} services");
+        assert_eq!(heads.list.last(), Some(&""));
+        for s in &services {
+            let (k, len) = heads.choose(s);
+            assert!(s
+                .name
+                .starts_with(&heads.list[usize::from(k)].as_bytes()[..len]));
+        }
     }
 }
