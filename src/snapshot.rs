@@ -254,14 +254,6 @@ impl Snapshot {
         Snapshot::from_table(Table::build(&meta, services.into_iter().collect()))
     }
 
-    /// [`Snapshot::new`] from `(name, service)` pairs such as a model's.
-    pub fn from_services<'a>(
-        meta: Meta,
-        services: impl IntoIterator<Item = (&'a Arc<str>, &'a Service)>,
-    ) -> Snapshot {
-        Snapshot::new(meta, services.into_iter().map(|(k, v)| v.as_ref(k)))
-    }
-
     /// The snapshot of `services` made from `prev` by rewriting only the
     /// records that changed ([`Table::patched`]: the caller vouches that
     /// the names are `prev`'s, in order). `None` when `prev` cannot be

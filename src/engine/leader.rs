@@ -12,7 +12,7 @@ use super::state::{Role, Shared};
 use crate::dump;
 use crate::kv::RawEntry;
 use crate::log::{escape_untrusted, Level, LogClass};
-use crate::model::ServerModel;
+use crate::model::{self, ServerModel};
 use crate::policy::{self, EmptyOutcome};
 use crate::shared::{codec, Group};
 use crate::snapshot::{Meta, Snapshot};
@@ -206,12 +206,7 @@ fn publish_from(shared: &Shared, leader: &mut Leader, arrival: Arrival, parsed_u
 /// any model), else built anew.
 fn next_snapshot(shared: &Shared, leader: &mut Leader, meta: Meta) -> Snapshot {
     let epochs: Vec<u64> = leader.models.iter().map(ServerModel::names_epoch).collect();
-    let services: Vec<_> = leader
-        .models
-        .iter()
-        .flat_map(|m| m.services())
-        .map(|(name, s)| s.as_ref(name))
-        .collect();
+    let services = model::service_refs(&leader.models);
     let current = shared.current.load();
     let patched = (epochs == leader.built_epochs && current.seq == meta.seq - 1)
         .then(|| Snapshot::patched(&current, meta, &services))

@@ -67,7 +67,7 @@ fn snapshot_of(model: &ServerModel, seq: u64) -> Snapshot {
         synced: true,
         ..Default::default()
     };
-    Snapshot::from_services(meta, model.services())
+    Snapshot::new(meta, ckv::model::service_refs(std::slice::from_ref(model)))
 }
 
 /// A read-only mapping of one of the bench's own snapshot files (opened
@@ -181,7 +181,7 @@ fn main() {
             reps,
             || (),
             |()| {
-                let services: Vec<_> = model2.services().map(|(n, s)| s.as_ref(n)).collect();
+                let services = ckv::model::service_refs(std::slice::from_ref(&model2));
                 Snapshot::patched(&snap1, meta2, &services).expect("patchable")
             },
         );
@@ -200,7 +200,7 @@ fn main() {
         // The next file (one changed value, patched by the leader) opened
         // against the mapping the follower serves.
         let held = codec::open(map(&snap_path)).unwrap();
-        let services2: Vec<_> = model2.services().map(|(n, s)| s.as_ref(n)).collect();
+        let services2 = ckv::model::service_refs(std::slice::from_ref(&model2));
         let next_file =
             codec::encode(&Snapshot::patched(&snap1, meta2, &services2).expect("patchable"));
         let next_path = shm.join(format!("ckv-bench-next.{}", std::process::id()));
