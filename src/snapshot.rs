@@ -258,8 +258,22 @@ impl Snapshot {
     /// records that changed ([`Table::patched`]: the caller vouches that
     /// the names are `prev`'s, in order). `None` when `prev` cannot be
     /// patched: build the snapshot instead.
-    pub fn patched(prev: &Snapshot, meta: Meta, services: &[ServiceRef<'_>]) -> Option<Snapshot> {
-        Table::patched(&prev.table, &meta, services).map(Snapshot::from_table)
+    /// The patch is written into `room` when it is large enough (see
+    /// [`Table::patched_in`]).
+    pub fn patched(
+        prev: &Snapshot,
+        meta: Meta,
+        services: &[ServiceRef<'_>],
+        room: Vec<u8>,
+    ) -> Option<Snapshot> {
+        Table::patched_in(&prev.table, &meta, services, room).map(Snapshot::from_table)
+    }
+
+    /// The buffer of a snapshot built in the heap, when nothing else holds
+    /// the snapshot (to build the next one in); `None` otherwise.
+    pub fn into_heap_bytes(snapshot: Arc<Snapshot>) -> Option<Vec<u8>> {
+        let table = Arc::try_unwrap(snapshot).ok()?.table;
+        Arc::try_unwrap(table).ok()?.into_heap_bytes()
     }
 
     /// The snapshot a table holds (fields from its header).

@@ -190,8 +190,10 @@ fn slots_for(count: usize) -> usize {
 
 /// The bytes behind a table.
 pub enum Bytes {
-    /// Built by this process (leader, dump, a previous-release file).
-    Heap(Box<[u8]>),
+    /// Built by this process (leader, dump, a previous-release file). A
+    /// `Vec`, so that the buffer can be handed to the next table
+    /// ([`Table::into_heap_bytes`]).
+    Heap(Vec<u8>),
     /// A read-only mapping of a file in the shared directory.
     Mapped(Mmap),
 }
@@ -217,7 +219,7 @@ impl fmt::Debug for Bytes {
 
 impl From<Vec<u8>> for Bytes {
     fn from(v: Vec<u8>) -> Bytes {
-        Bytes::Heap(v.into_boxed_slice())
+        Bytes::Heap(v)
     }
 }
 
@@ -396,6 +398,15 @@ impl Table {
 
     pub fn meta(&self) -> &Meta {
         &self.meta
+    }
+
+    /// The buffer of a table built in the heap, to build the next one in
+    /// (`None` for a mapped table).
+    pub fn into_heap_bytes(self) -> Option<Vec<u8>> {
+        match self.bytes {
+            Bytes::Heap(v) => Some(v),
+            Bytes::Mapped(_) => None,
+        }
     }
 
     /// The seed its index is hashed under.
@@ -1034,7 +1045,7 @@ fn validate(b: &[u8]) -> Result<Table, String> {
 fn validated(b: &[u8], l: &Layout, heads: Vec<(usize, usize)>, nodes: u64) -> Table {
     let flags = u32_at(b, 24).unwrap_or(0);
     Table {
-        bytes: Bytes::Heap(Box::default()),
+        bytes: Bytes::Heap(Vec::new()),
         meta: Meta {
             seq: u64_at(b, 8).unwrap_or(0),
             from_dump: flags & FLAG_FROM_DUMP != 0,

@@ -182,7 +182,7 @@ fn main() {
             || (),
             |()| {
                 let services = ckv::model::service_refs(std::slice::from_ref(&model2));
-                Snapshot::patched(&snap1, meta2, &services).expect("patchable")
+                Snapshot::patched(&snap1, meta2, &services, Vec::new()).expect("patchable")
             },
         );
         let snapshot_built = measure(reps, || (), |()| snapshot_of(&model2, 2));
@@ -201,8 +201,9 @@ fn main() {
         // against the mapping the follower serves.
         let held = codec::open(map(&snap_path)).unwrap();
         let services2 = ckv::model::service_refs(std::slice::from_ref(&model2));
-        let next_file =
-            codec::encode(&Snapshot::patched(&snap1, meta2, &services2).expect("patchable"));
+        let next_file = codec::encode(
+            &Snapshot::patched(&snap1, meta2, &services2, Vec::new()).expect("patchable"),
+        );
         let next_path = shm.join(format!("ckv-bench-next.{}", std::process::id()));
         std::fs::write(&next_path, &next_file).expect("write snapshot file");
         let map_open_after = measure(

@@ -24,6 +24,19 @@ impl Table {
     /// `None` when `prev` cannot be patched (opened from a file, another
     /// count, a server or name length that differs, or a file past 4 GiB).
     pub fn patched(prev: &Table, meta: &Meta, services: &[ServiceRef<'_>]) -> Option<Table> {
+        Table::patched_in(prev, meta, services, Vec::new())
+    }
+
+    /// [`Table::patched`], written into `room` (a previous table's buffer,
+    /// [`Table::into_heap_bytes`]) when it is large enough: the pages of a
+    /// fresh buffer of a megabyte or more are each faulted in as they are
+    /// first written, which at 10k services took longer than the patch.
+    pub fn patched_in(
+        prev: &Table,
+        meta: &Meta,
+        services: &[ServiceRef<'_>],
+        room: Vec<u8>,
+    ) -> Option<Table> {
         if !prev.follows_input || prev.count != services.len() {
             return None;
         }
@@ -61,7 +74,14 @@ impl Table {
         if !super::fits_u32(layout.file_len()) {
             return None;
         }
-        let mut out = Vec::with_capacity(layout.file_len());
+        let need = layout.file_len();
+        let mut out = room;
+        out.clear();
+        if out.capacity() < need {
+            // A little more than needed, so that the next patch, a few bytes
+            // longer, still fits.
+            out = Vec::with_capacity(need + need / 64);
+        }
         out.extend_from_slice(&header(meta, prev.seed, &layout));
         out.extend_from_slice(b.get(HEADER_LEN..prev.records_at)?);
         // Runs of unchanged records are copied whole.

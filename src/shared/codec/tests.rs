@@ -754,6 +754,36 @@ fn a_generation_newer_than_the_previous_table_is_written_again() {
 }
 
 #[test]
+fn a_patch_written_into_a_used_buffer_is_the_same_patch() {
+    let mut rng = Rng(0x600d);
+    let mut m = settled(random_model(&mut rng, 300));
+    let prev = Table::build_seeded(&meta(), refs(&m), 9);
+    change_some(&mut m, &mut rng, 20, meta().seq + 1);
+    let next_meta = Meta {
+        seq: meta().seq + 1,
+        ..meta()
+    };
+    let fresh = Table::patched(&prev, &next_meta, &refs(&m)).unwrap();
+    let need = fresh.as_bytes().len();
+    // The previous table's buffer (full of its bytes), one too small, and
+    // an untouched one.
+    let used = Table::build_seeded(&meta(), refs(&m), 9)
+        .into_heap_bytes()
+        .unwrap();
+    for mut room in [used, vec![0xa5; 7], Vec::new()] {
+        room.reserve(need.saturating_sub(room.len()) / 2);
+        let (at, fits) = (room.as_ptr(), room.capacity() >= need);
+        let t = Table::patched_in(&prev, &next_meta, &refs(&m), room).unwrap();
+        assert_eq!(t.as_bytes(), fresh.as_bytes());
+        let bytes = t.into_heap_bytes().unwrap();
+        // A buffer large enough is written into, not replaced.
+        assert_eq!(bytes.as_ptr() == at, fits);
+    }
+    // A mapped table has no heap buffer to give.
+    assert!(mapped(prev.as_bytes()).into_heap_bytes().is_none());
+}
+
+#[test]
 fn tables_that_cannot_be_patched_say_so() {
     let mut rng = Rng(0x0dd);
     let m = settled(random_model(&mut rng, 30));
