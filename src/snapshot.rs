@@ -260,10 +260,10 @@ impl Snapshot {
     /// patched: build the snapshot instead.
     /// The patch is written into `room` when it is large enough (see
     /// [`Table::patched_in`]).
-    pub fn patched(
+    pub fn patched<'a>(
         prev: &Snapshot,
         meta: Meta,
-        services: &[ServiceRef<'_>],
+        services: impl IntoIterator<Item = ServiceRef<'a>>,
         room: Vec<u8>,
     ) -> Option<Snapshot> {
         Table::patched_in(&prev.table, &meta, services, room).map(Snapshot::from_table)

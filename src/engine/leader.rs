@@ -214,10 +214,12 @@ fn publish_from(shared: &Shared, leader: &mut Leader, arrival: Arrival, parsed_u
 /// any model), else built anew.
 fn next_snapshot(shared: &Shared, leader: &mut Leader, meta: Meta) -> Snapshot {
     let epochs: Vec<u64> = leader.models.iter().map(ServerModel::names_epoch).collect();
-    let services = model::service_refs(&leader.models);
     let current = shared.current.load();
+    // The patch reads the services as the models list them: no list of
+    // every service is made for it.
+    let room = std::mem::take(&mut leader.room);
     let patched = (epochs == leader.built_epochs && current.seq == meta.seq - 1)
-        .then(|| Snapshot::patched(&current, meta, &services, std::mem::take(&mut leader.room)))
+        .then(|| Snapshot::patched(&current, meta, model::each_service(&leader.models), room))
         .flatten();
     leader.built_epochs = epochs;
     match patched {
@@ -226,7 +228,7 @@ fn next_snapshot(shared: &Shared, leader: &mut Leader, meta: Meta) -> Snapshot {
                 codec::file_bytes(&s)[..]
                     == *codec::encode(&Snapshot::from_table(codec::Table::build_seeded(
                         &meta,
-                        services,
+                        model::service_refs(&leader.models),
                         current.table().seed()
                     ))),
                 "a patched snapshot differs from the one built anew"
@@ -234,7 +236,7 @@ fn next_snapshot(shared: &Shared, leader: &mut Leader, meta: Meta) -> Snapshot {
             leader.patched += 1;
             s
         }
-        None => Snapshot::new(meta, services),
+        None => Snapshot::new(meta, model::service_refs(&leader.models)),
     }
 }
 

@@ -46,13 +46,16 @@ pub use report::Applied;
 /// copied and its fresh pages touched at every step).
 pub fn service_refs(models: &[ServerModel]) -> Vec<ServiceRef<'_>> {
     let mut out = Vec::with_capacity(models.iter().map(ServerModel::service_count).sum());
-    out.extend(
-        models
-            .iter()
-            .flat_map(ServerModel::services)
-            .map(|(name, s)| s.as_ref(name)),
-    );
+    out.extend(each_service(models));
     out
+}
+
+/// Every service of `models`, in the order of [`service_refs`].
+pub fn each_service(models: &[ServerModel]) -> impl Iterator<Item = ServiceRef<'_>> + '_ {
+    models
+        .iter()
+        .flat_map(ServerModel::services)
+        .map(|(name, s)| s.as_ref(name))
 }
 
 #[derive(Debug)]

@@ -24,30 +24,38 @@ impl Table {
     /// `None` when `prev` cannot be patched (opened from a file, another
     /// count, a server or name length that differs, or a file past 4 GiB).
     pub fn patched(prev: &Table, meta: &Meta, services: &[ServiceRef<'_>]) -> Option<Table> {
-        Table::patched_in(prev, meta, services, Vec::new())
+        Table::patched_in(prev, meta, services.iter().copied(), Vec::new())
     }
 
-    /// [`Table::patched`], written into `room` (a previous table's buffer,
-    /// [`Table::into_heap_bytes`]) when it is large enough: the pages of a
-    /// fresh buffer of a megabyte or more are each faulted in as they are
-    /// first written, which at 10k services took longer than the patch.
-    pub fn patched_in(
+    /// [`Table::patched`] of the services `services` yields, written into
+    /// `room` (a previous table's buffer, [`Table::into_heap_bytes`]) when
+    /// it is large enough. Both spare the leader a fresh buffer per change
+    /// (a list of every service, the file): the pages of a fresh buffer of
+    /// a megabyte or more are each faulted in as they are first written,
+    /// which at 10k services took longer than the patch.
+    pub fn patched_in<'a>(
         prev: &Table,
         meta: &Meta,
-        services: &[ServiceRef<'_>],
+        services: impl IntoIterator<Item = ServiceRef<'a>>,
         room: Vec<u8>,
     ) -> Option<Table> {
-        if !prev.follows_input || prev.count != services.len() {
+        if !prev.follows_input {
             return None;
         }
         let b = prev.as_bytes();
         let head_len = |h: u16| prev.heads.get(usize::from(h)).map(|&(_, len)| len);
         // Which records change, and by how many bytes the file grows.
-        // (record number, where it starts, the record) of each changed one.
+        // (record number, where it starts, the record, the service) of
+        // each changed one.
         let mut changed = Vec::new();
         let mut grow: i64 = 0;
         let mut nodes = prev.nodes;
-        for (i, s) in services.iter().enumerate() {
+        let mut given = 0;
+        for (i, s) in services.into_iter().enumerate() {
+            given += 1;
+            if i >= prev.count {
+                return None;
+            }
             let at = u32_at(b, prev.offsets_at + 4 * i)? as usize;
             let r = raw_record(b, at, prev.offsets_at)?;
             if r.server != s.server || head_len(r.head)? + r.tail.1 != s.name.len() {
@@ -60,8 +68,11 @@ impl Table {
             if !same {
                 grow += s.nodes_json.len() as i64 - r.json.1 as i64;
                 nodes = nodes.saturating_sub(u64::from(r.node_count)) + u64::from(s.node_count);
-                changed.push((i, at, r));
+                changed.push((i, at, r, s));
             }
+        }
+        if given != prev.count {
+            return None;
         }
         let offsets_at = usize::try_from(prev.offsets_at as i64 + grow).ok()?;
         let layout = Layout {
@@ -86,8 +97,8 @@ impl Table {
         out.extend_from_slice(b.get(HEADER_LEN..prev.records_at)?);
         // Runs of unchanged records are copied whole.
         let mut copied_to = prev.records_at;
-        for &(i, at, ref r) in &changed {
-            let s = &services[i];
+        for (_, at, r, s) in &changed {
+            let at = *at;
             out.extend_from_slice(b.get(copied_to..at)?);
             out.extend_from_slice(&s.generation.to_le_bytes());
             out.extend_from_slice(&s.node_count.to_le_bytes());
@@ -103,10 +114,10 @@ impl Table {
         // Offsets move by what the changed records before them grew.
         let mut shift: i64 = 0;
         let mut next = changed.iter().peekable();
-        for (i, s) in services.iter().enumerate() {
+        for i in 0..prev.count {
             let old = i64::from(u32_at(b, prev.offsets_at + 4 * i)?);
             out.extend_from_slice(&((old + shift) as u32).to_le_bytes());
-            if let Some((_, _, r)) = next.next_if(|c| c.0 == i) {
+            if let Some((_, _, r, s)) = next.next_if(|c| c.0 == i) {
                 shift += s.nodes_json.len() as i64 - r.json.1 as i64;
             }
         }

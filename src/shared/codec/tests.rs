@@ -773,7 +773,7 @@ fn a_patch_written_into_a_used_buffer_is_the_same_patch() {
     for mut room in [used, vec![0xa5; 7], Vec::new()] {
         room.reserve(need.saturating_sub(room.len()) / 2);
         let (at, fits) = (room.as_ptr(), room.capacity() >= need);
-        let t = Table::patched_in(&prev, &next_meta, &refs(&m), room).unwrap();
+        let t = Table::patched_in(&prev, &next_meta, refs(&m), room).unwrap();
         assert_eq!(t.as_bytes(), fresh.as_bytes());
         let bytes = t.into_heap_bytes().unwrap();
         // A buffer large enough is written into, not replaced.
@@ -791,8 +791,11 @@ fn tables_that_cannot_be_patched_say_so() {
     let prev = Table::build_seeded(&meta(), refs(&m), 5);
     // One service more or fewer.
     let mut fewer = refs(&m);
-    fewer.pop();
+    let last = fewer.pop().unwrap();
     assert!(Table::patched(&prev, &next, &fewer).is_none());
+    let mut more = refs(&m);
+    more.push(last);
+    assert!(Table::patched(&prev, &next, &more).is_none());
     // Another server, or a name of another length, at the same place.
     let mut moved = refs(&m);
     moved[3].server += 1;
