@@ -63,6 +63,9 @@ pub struct Shared {
     pub dump_dirty: Notify,
     /// Wakes the leader's stats writer early (after a publish or an error).
     pub stats_changed: Notify,
+    /// The leader kept a snapshot buffer for the next patch (see
+    /// `leader::give_back_room`).
+    pub room_kept: Notify,
     /// None when not sharing, and after shutdown (leaving the group).
     pub group: ArcSwapOption<Group>,
     /// Why this process does not share although a group was configured.
@@ -109,6 +112,7 @@ impl Shared {
             become_leader: Notify::new(),
             dump_dirty: Notify::new(),
             stats_changed: Notify::new(),
+            room_kept: Notify::new(),
             group: ArcSwapOption::from(group.map(Arc::new)),
             share_error,
             publish_pending: AtomicBool::new(false),
