@@ -35,23 +35,30 @@ if [ "${CKV_SKIP_REAL_CONSUL:-}" = 1 ]; then
     exit 0
 fi
 
-if [ -z "${CKV_STAGE_NETNS:-}" ] && [ "$(id -u)" = 0 ] && command -v unshare >/dev/null &&
-    unshare -n true 2>/dev/null; then
-    export CKV_STAGE_NETNS=1
-    exec unshare -n bash -c 'ip link set lo up && exec bash "$0"' "$0"
+# Consul is built (once per machine) before the stage moves into its own
+# network namespace: the build downloads Go modules, and the namespace has
+# only loopback. Inside, the path comes from CKV_STAGE_CONSUL.
+if [ -n "${CKV_STAGE_NETNS:-}" ] && [ -n "${CKV_STAGE_CONSUL:-}" ]; then
+    bin=$CKV_STAGE_CONSUL
+else
+    bin=$(bash scripts/real-consul.sh)
+    rc=$?
+    if [ $rc -ne 0 ]; then
+        if [ $rc -eq 2 ]; then
+            echo "real-consul: Go is missing, so no real Consul: this stage FAILS" \
+                 "(set CKV_SKIP_REAL_CONSUL=1 to skip it on purpose)"
+        else
+            echo "real-consul: building Consul failed (see above)"
+        fi
+        echo "real-consul: 0 passed, 1 failed"
+        exit 1
+    fi
 fi
 
-bin=$(bash scripts/real-consul.sh)
-rc=$?
-if [ $rc -ne 0 ]; then
-    if [ $rc -eq 2 ]; then
-        echo "real-consul: Go is missing, so no real Consul: this stage FAILS" \
-             "(set CKV_SKIP_REAL_CONSUL=1 to skip it on purpose)"
-    else
-        echo "real-consul: building Consul failed (see above)"
-    fi
-    echo "real-consul: 0 passed, 1 failed"
-    exit 1
+if [ -z "${CKV_STAGE_NETNS:-}" ] && [ "$(id -u)" = 0 ] && command -v unshare >/dev/null &&
+    unshare -n true 2>/dev/null; then
+    export CKV_STAGE_NETNS=1 CKV_STAGE_CONSUL=$bin
+    exec unshare -n bash -c 'ip link set lo up && exec bash "$0"' "$0"
 fi
 
 # The library and the double the steps use (a no-op inside make test).
