@@ -1098,7 +1098,17 @@ def machine():
     return {"nproc": os.cpu_count(), "cpu": model, "kernel": platform.release(), "nginx": nginx_v}
 
 
+def missing_builds():
+    """What bench/run.sh (make bench) builds and this script runs."""
+    wanted = [os.path.join(LIB_DIR, "libckv.so"), DOUBLE_BIN, RUST_BENCH]
+    return [os.path.relpath(p, ROOT) for p in wanted if not os.path.isfile(p)]
+
+
 def main():
+    missing = missing_builds()
+    if missing:
+        raise SystemExit(f"bench.py: not built yet: {', '.join(missing)}; `make bench` "
+                         "(or `bash bench/run.sh`) builds what this script runs")
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     os.makedirs(OUT, exist_ok=True)
