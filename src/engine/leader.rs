@@ -655,18 +655,28 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_change_of_nodes_only_patches_the_served_snapshot() {
+    /// The engine state of a leader of one server, `upstreams` prefix.
+    fn leading(group: Option<Group>) -> Arc<Shared> {
         let config = crate::config::Config::from_json(
             br#"{"servers":["http://127.0.0.1:8500"],"prefix":"upstreams"}"#,
         )
         .unwrap();
-        let shared = Arc::new(Shared::new(Arc::new(config), None, None));
+        let shared = Arc::new(Shared::new(Arc::new(config), group, None));
         take_leadership(&shared);
-        let sink = Sink {
+        shared
+    }
+
+    fn sink_of(shared: &Arc<Shared>) -> Sink {
+        Sink {
             shared: shared.clone(),
             release: Arc::new(Notify::new()),
-        };
+        }
+    }
+
+    #[test]
+    fn a_change_of_nodes_only_patches_the_served_snapshot() {
+        let shared = leading(None);
+        let sink = sink_of(&shared);
         let patched = || shared.leader.lock().as_ref().unwrap().patched;
         let weight_of = |service: &str| {
             let name = format!("http://127.0.0.1:8500/v1/kv/upstreams/{service}/");
@@ -701,10 +711,6 @@ mod tests {
 
     #[test]
     fn a_patch_is_written_into_the_buffer_its_predecessors_mapping_freed() {
-        let config = crate::config::Config::from_json(
-            br#"{"servers":["http://127.0.0.1:8500"],"prefix":"upstreams"}"#,
-        )
-        .unwrap();
         let base = tempfile::tempdir().unwrap();
         let limits = crate::shared::Limits {
             snapshot_bytes: 1 << 20,
@@ -712,12 +718,8 @@ mod tests {
         };
         let group = Group::join(base.path(), "g", 1, limits).unwrap();
         assert!(group.try_lead().unwrap());
-        let shared = Arc::new(Shared::new(Arc::new(config), Some(group), None));
-        take_leadership(&shared);
-        let sink = Sink {
-            shared: shared.clone(),
-            release: Arc::new(Notify::new()),
-        };
+        let shared = leading(Some(group));
+        let sink = sink_of(&shared);
         let room = || {
             let leader = shared.leader.lock();
             let room = &leader.as_ref().unwrap().room;
@@ -747,12 +749,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_spare_buffer_is_given_back_once_changes_stop() {
-        let config = crate::config::Config::from_json(
-            br#"{"servers":["http://127.0.0.1:8500"],"prefix":"upstreams"}"#,
-        )
-        .unwrap();
-        let shared = Arc::new(Shared::new(Arc::new(config), None, None));
-        take_leadership(&shared);
+        let shared = leading(None);
         let (stop_tx, stop) = watch::channel(false);
         let task = tokio::spawn(give_back_room(shared.clone(), stop));
         let keep = |shared: &Shared| {
